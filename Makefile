@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`. Both build .venv from the repo's own files.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO   ?= runs/demo
+
+.PHONY: demo test data venv clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-autoattack.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements-autoattack.txt
+	touch $(STAMP)
+
+# Fashion-MNIST, the embedded default, comes from Debian's dataset-fashion-mnist.
+data:
+	@if [ ! -f $(FMNIST)/t10k-labels-idx1-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "install Fashion-MNIST's IDX files under $(FMNIST) (Debian: dataset-fashion-mnist)"; exit 2; fi; \
+	fi
+
+test: $(STAMP) data
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP) data
+	$(PY) -m cce_tf.demo --out_dir $(DEMO)
