@@ -1,0 +1,91 @@
+"""The training-time adversary: L-inf PGD with random start on the true labels (Madry et al. 2018).
+
+Usage::
+
+    from cce_tf.adversary import PGDConfig, pgd, pgd_per_member
+    cfg = PGDConfig(eps=8 / 255, eps_iter=2 / 255, nb_iter=10)
+    x_adv = pgd(ensemble, x, y, cfg)                  # x_a^en: against the whole ensemble
+    x_a = pgd_per_member(ensemble.members, x, y, cfg)  # [N, B, ...]: x_a^n against member n alone
+
+Parts:
+    PGDConfig       k, eps, eta; optionally eps ~ U(eps, eps_max) per batch with eta = eps / 10
+    pgd             cleverhans' PGD loop on any logits model
+    pgd_per_member  the N attacks of CCE (Eq. 5), run as one PGD over the stacked batch
+
+The loop is cleverhans' own algorithm assembled from its parts (random_lp_vector,
+fast_gradient_method, clip_eta): `projected_gradient_descent` itself asserts `eps_iter <= eps` in
+Python, which a per-batch random tensor eps (the paper's ResNet setting) cannot pass inside a
+compiled train step. tests/test_adversary.py checks the two agree at a fixed eps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.utils import clip_eta, random_lp_vector
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """PGD {k, eps, eta, L-inf} of the paper's 'Crafting Adversarial Examples for Defenders'.
+
+    eps: L-inf radius in [0,1] pixel units (the lower end of the range when eps_max is set).
+    eps_iter: step size eta (ignored when eps_max is set: then eta = eps / 10).
+    nb_iter: number of steps k.
+    eps_max: if set, eps is drawn from U(eps, eps_max) once per batch (ADP's ResNet setting).
+    """
+    eps: float
+    eps_iter: float
+    nb_iter: int
+    eps_max: float | None = None
+
+    def validate(self) -> None:
+        if self.eps <= 0:
+            raise ValueError(f"--eps must be > 0, got {self.eps}")
+        if self.eps_max is None and not 0 < self.eps_iter <= self.eps:
+            raise ValueError(f"--eps_iter must be in (0, eps={self.eps}], got {self.eps_iter}")
+        if self.nb_iter < 1:
+            raise ValueError(f"--nb_iter must be >= 1, got {self.nb_iter}")
+        if self.eps_max is not None and self.eps_max < self.eps:
+            raise ValueError(f"--eps_max must be >= eps={self.eps}, got {self.eps_max}")
+
+    def sample(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """(eps, eta) for one batch."""
+        if self.eps_max is None:
+            return tf.constant(self.eps), tf.constant(self.eps_iter)
+        eps = tf.random.uniform([], self.eps, self.eps_max)
+        return eps, eps / 10.0
+
+
+def pgd(model_fn, x: tf.Tensor, y: tf.Tensor, cfg: PGDConfig) -> tf.Tensor:
+    """Untargeted L-inf PGD with random start against `model_fn` (images -> logits), true labels y.
+
+    Returns x_adv in the eps-ball around x and in [0, 1], as a constant (no gradient flows back).
+    """
+    eps, eps_iter = cfg.sample()
+    x_adv = x + random_lp_vector(tf.shape(x), np.inf, eps, dtype=x.dtype)
+    x_adv = tf.clip_by_value(x_adv, 0.0, 1.0)
+    for _ in range(cfg.nb_iter):
+        x_adv = fast_gradient_method(model_fn, x_adv, eps_iter, np.inf, clip_min=0.0, clip_max=1.0,
+                                     y=y, sanity_checks=False)
+        x_adv = tf.clip_by_value(x + clip_eta(x_adv - x, np.inf, eps), 0.0, 1.0)
+    return tf.stop_gradient(x_adv)
+
+
+def pgd_per_member(members: list, x: tf.Tensor, y: tf.Tensor, cfg: PGDConfig) -> tf.Tensor:
+    """x_a^n for every member n, each PGD against member n alone; returns [N, B, ...].
+
+    The N attacks run as one PGD over the N stacked copies of the batch, copy n routed through
+    member n. The per-sample losses are independent, so this is exactly N separate attacks (each
+    with its own random start), at the cost of one batched loop.
+    """
+    n = len(members)
+
+    def stacked_logits(x_stack):
+        chunks = tf.split(x_stack, n)
+        return tf.concat([m(c, training=False) for m, c in zip(members, chunks)], axis=0)
+
+    x_adv = pgd(stacked_logits, tf.tile(x, [n] + [1] * (x.shape.rank - 1)), tf.tile(y, [n]), cfg)
+    return tf.reshape(x_adv, tf.concat([[n], tf.shape(x)], axis=0))
