@@ -1,0 +1,444 @@
+"""Data sets by name: numpy arrays in [0, 1] and tf.data pipelines with the paper's augmentation.
+
+Usage::
+
+    from cce_tf import data
+
+    x, y = data.load("cifar10", "train")          # float32 NHWC in [0, 1], int64 labels
+    meta = data.info("cifar10")                   # (32, 32, 3), num_classes=10, flip=True
+    ds = data.train_dataset(x, y, batch_size=128, flip=meta.flip, seed=0)
+    x_test, y_test = data.load("cifar10", "test")
+    ds_test = data.eval_dataset(x_test, y_test, batch_size=500)
+
+Parts, top to bottom:
+
+1. ``DataError``, ``DATASETS``, ``DatasetInfo`` and ``info(name)``: names, shapes, class counts.
+2. Where files live: ``$CCE_DATA_DIR`` (default ``~/.keras/datasets``) for MNIST and CIFAR, with a
+   fall-back download through ``keras.utils.get_file`` unless ``CCE_OFFLINE=1``;
+   ``$CCE_FASHION_MNIST_DIR`` (default ``/usr/share/datasets/fashion-mnist``, Debian's
+   ``dataset-fashion-mnist``) for Fashion-MNIST.
+3. Readers for the original formats: IDX ``.gz`` (Fashion-MNIST), Keras' ``mnist.npz``, the CIFAR
+   python pickles read straight from the ``.tar.gz`` (or from Keras' extracted folder).
+4. ``load(name, split)``: cached in-process, returns read-only arrays (contract 1 of DESIGN.md).
+5. ``train_dataset`` (shuffle, batch, random 10% shifts and optional horizontal flips, as Keras'
+   ``ImageDataGenerator(width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=...)`` in
+   the paper's code) and ``eval_dataset`` (in order, no augmentation).
+
+Every missing, truncated or corrupt file raises ``DataError`` with a one-line message that names the
+file and the folder it belongs in; errors from gzip / tarfile / pickle / numpy never surface raw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import io
+import os
+import pickle
+import struct
+import tarfile
+import zlib
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# --------------------------------------------------------------------------------------------------
+# 1. Names, shapes, errors
+# --------------------------------------------------------------------------------------------------
+
+
+class DataError(ValueError):
+    """A data file is missing, truncated or corrupt. The message is one line naming the file."""
+
+    def __init__(self, message: str):
+        # One line, always: these messages end up in CLI "exit 2" lines and logs.
+        super().__init__(" ".join(str(message).split()))
+
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the augmentation need to know about a data set."""
+
+    name: str
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    num_classes: int
+    flip: bool  # random horizontal flips in training augmentation (CIFAR only, as in the paper)
+
+
+_INFO = {
+    "mnist": DatasetInfo("mnist", (28, 28, 1), 10, False),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10, False),
+    "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10, True),
+    "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100, True),
+}
+SPLITS = ("train", "test")
+
+
+def info(name: str) -> DatasetInfo:
+    """Shape, class count and flip setting of data set ``name``; ValueError for an unknown name."""
+    if name not in _INFO:
+        raise ValueError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
+    return _INFO[name]
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Where files live
+# --------------------------------------------------------------------------------------------------
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_FASHION_HINT = "apt-get install dataset-fashion-mnist (or `make data`)"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One downloadable file, as Keras' own loaders name it (so Keras' cache is reused)."""
+
+    filename: str
+    origin: str
+    sha256: str
+    folder: Optional[str] = None  # top folder inside the archive (= Keras' extracted folder)
+
+
+_SOURCES = {
+    "mnist": _Source(
+        "mnist.npz",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+        "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+    ),
+    "cifar10": _Source(
+        "cifar-10-python.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        "cifar-10-batches-py",
+    ),
+    "cifar100": _Source(
+        "cifar-100-python.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+        "cifar-100-python",
+    ),
+}
+
+
+def data_dir() -> str:
+    """Folder searched for mnist.npz and the CIFAR archives: $CCE_DATA_DIR, else Keras' cache."""
+    if os.environ.get("CCE_DATA_DIR"):
+        return os.path.abspath(os.path.expanduser(os.environ["CCE_DATA_DIR"]))
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(keras_home, "datasets")
+
+
+def fashion_mnist_dir() -> str:
+    """Folder holding Fashion-MNIST's four IDX .gz files."""
+    return os.path.abspath(os.environ.get("CCE_FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
+
+
+def _offline() -> bool:
+    return os.environ.get("CCE_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _or_set(env: str) -> str:
+    """The "(or set VAR)" hint, unless the user already set VAR."""
+    return "" if os.environ.get(env) else f" (or set {env})"
+
+
+def _locate(name: str) -> str:
+    """Path of the archive (or Keras' extracted folder) for mnist / cifar10 / cifar100.
+
+    Looks in data_dir(); if absent, downloads with keras.utils.get_file unless CCE_OFFLINE is set.
+    """
+    src, folder = _SOURCES[name], data_dir()
+    archive = os.path.join(folder, src.filename)
+    if os.path.isfile(archive):
+        return archive
+    if src.folder:
+        # Keras 2 extracts to datasets/<folder>/, Keras 3 to datasets/<folder>-target/<folder>/.
+        for extracted in (
+            os.path.join(folder, src.folder),
+            os.path.join(folder, src.folder + "-target", src.folder),
+        ):
+            if os.path.isdir(extracted):
+                return extracted
+    where = f"put it in {folder}" + _or_set("CCE_DATA_DIR")
+    if _offline():
+        raise DataError(f"{src.filename} not found: {where}; CCE_OFFLINE is set, so no download")
+    try:
+        # One try, no retries: a machine without network should fail fast with a clear message.
+        return keras.utils.get_file(fname=src.filename, origin=src.origin, file_hash=src.sha256)
+    except Exception as e:  # noqa: BLE001 - get_file raises bare Exception on network errors
+        raise DataError(
+            f"{src.filename} not found and download from {src.origin} failed "
+            f"({type(e).__name__}: {str(e)[:200]}): {where}"
+        ) from e
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Readers of the original formats (each returns uint8 NHWC images and int64 labels)
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_labels(path: str, x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"{path}: labels outside 0..{num_classes - 1}")
+
+
+def _read_idx(path: str, ndim: int) -> np.ndarray:
+    """One gzipped IDX file of unsigned bytes (http://yann.lecun.com/exdb/mnist/ format)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation is EOF
+        raise DataError(f"{path}: unreadable gzip ({type(e).__name__}: {e})") from e
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    magic = struct.unpack(">I", raw[:4])[0]
+    expected_magic = 0x0800 | ndim  # 0x08 = unsigned byte, then the number of dimensions
+    if magic != expected_magic:
+        raise DataError(f"{path}: bad IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != size:
+        raise DataError(f"{path}: {len(raw)} bytes but its IDX header {dims} says {size}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _read_fashion_mnist(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_name, labels_name = _FASHION_FILES[split]
+    paths = [os.path.join(folder, images_name), os.path.join(folder, labels_name)]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(
+                f"{os.path.basename(path)} not found: put it in {folder}"
+                + _or_set("CCE_FASHION_MNIST_DIR")
+                + f": {_FASHION_HINT}"
+            )
+    x, y = _read_idx(paths[0], 3), _read_idx(paths[1], 1)
+    if x.shape[1:] != (28, 28):
+        raise DataError(f"{paths[0]}: images are {x.shape[1:]}, expected (28, 28)")
+    _check_labels(paths[1], x, y, 10)
+    return x[..., None], y.astype(np.int64)
+
+
+def _read_mnist(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f[f"x_{split}"], f[f"y_{split}"]
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib, KeyError, ValueError, OSError, ...
+        raise DataError(f"{path}: not a valid mnist.npz ({type(e).__name__}: {e})") from e
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataError(f"{path}: x_{split} is {x.dtype}{x.shape}, expected uint8 (n, 28, 28)")
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    _check_labels(path, x, y, 10)
+    return x[..., None], y
+
+
+def _cifar_members(name: str, split: str) -> list[str]:
+    """Member paths inside the archive (relative to the archive's top folder)."""
+    if name == "cifar100":
+        return [split]
+    return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+
+
+def _read_cifar(name: str, path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR python pickles, from the .tar.gz (without extracting) or from the extracted folder."""
+    src = _SOURCES[name]
+    label_key = b"fine_labels" if name == "cifar100" else b"labels"
+    xs, ys = [], []
+    try:
+        tar = tarfile.open(path, "r:gz") if os.path.isfile(path) else None
+        try:
+            for member in _cifar_members(name, split):
+                if tar is None:
+                    with open(os.path.join(path, member), "rb") as f:
+                        blob = f.read()
+                else:
+                    f = tar.extractfile(f"{src.folder}/{member}")  # KeyError if missing
+                    if f is None:
+                        raise KeyError(f"{src.folder}/{member} is not a regular file")
+                    blob = f.read()
+                # The archives are Python 2 pickles of dicts with bytes keys (hence "bytes").
+                batch = pickle.load(io.BytesIO(blob), encoding="bytes")
+                data = np.asarray(batch[b"data"], dtype=np.uint8)
+                if data.ndim != 2 or data.shape[1] != 3072:
+                    raise ValueError(f"{member}: data has shape {data.shape}, expected (n, 3072)")
+                xs.append(data)
+                ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        finally:
+            if tar is not None:
+                tar.close()
+    except DataError:
+        raise
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: incomplete extracted folder, {e.filename} is missing") from e
+    except Exception as e:  # noqa: BLE001 - tarfile, gzip, zlib, EOF, pickle, KeyError, ...
+        if isinstance(e, KeyError):
+            what = f"member {e.args[0]!s} missing"
+        else:
+            what = f"{type(e).__name__}: {e}"
+        raise DataError(f"{path}: corrupt or truncated CIFAR data ({what})") from e
+    # Rows are row-major CHW (1024 R, 1024 G, 1024 B); the contract wants NHWC.
+    x = np.ascontiguousarray(np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    y = np.concatenate(ys)
+    _check_labels(path, x, y, info(name).num_classes)
+    return x, y
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. load(): the public entry point, with an in-process cache
+# --------------------------------------------------------------------------------------------------
+
+
+def _stamp(path: str) -> tuple:
+    """Changes when the file (or any file in the folder) changes, so the cache never goes stale."""
+    if os.path.isdir(path):
+        return tuple(
+            (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+            for e in sorted(os.scandir(path), key=lambda e: e.name)
+            if e.is_file()
+        )
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)  # one data set's train + test, plus room; CIFAR train is 600 MB
+def _load_cached(name: str, split: str, path: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
+    del stamp  # only part of the cache key
+    if name == "fashion_mnist":
+        x, y = _read_fashion_mnist(path, split)
+    elif name == "mnist":
+        x, y = _read_mnist(path, split)
+    else:
+        x, y = _read_cifar(name, path, split)
+    x = x.astype(np.float32)
+    x /= 255.0
+    # Read-only: every caller shares these arrays; use .copy() to get a writable one.
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
+
+
+def load(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of data set ``name``: x float32 NHWC in [0, 1], y int64 class ids; both read-only.
+
+    Raises ValueError for an unknown name or split, DataError for a missing or corrupt file.
+    """
+    info(name)  # validates the name
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    if name == "fashion_mnist":
+        path = fashion_mnist_dir()
+        # A missing folder or file is reported by the reader, with the install hint.
+        stamp = _stamp(path) if os.path.isdir(path) else ()
+    else:
+        path = _locate(name)
+        try:
+            stamp = _stamp(path)
+        except OSError as e:
+            raise DataError(f"{path}: cannot stat ({e.strerror})") from e
+    return _load_cached(name, split, path, stamp)
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. tf.data pipelines
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_arrays(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y).astype(np.int64, copy=False)
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
+        raise ValueError(f"expected x [N,H,W,C] and y [N], got x{x.shape} and y{y.shape}")
+    return x, y
+
+
+def _gather(images: tf.Tensor, labels: tf.Tensor):
+    def fn(idx):
+        return tf.gather(images, idx), tf.gather(labels, idx)
+
+    return fn
+
+
+def train_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    augment: bool = True,
+    flip: bool = False,
+    shuffle: bool = True,
+    seed: Optional[int] = 0,
+    drop_remainder: bool = True,
+    shift: float = 0.1,
+) -> tf.data.Dataset:
+    """Training batches (x, y): shuffled each epoch, then randomly shifted (and flipped).
+
+    Augmentation, per batch after batching (one op per batch instead of one per image): shifts of
+    up to ``shift`` x height / width with nearest fill (``keras.layers.RandomTranslation``) and, if
+    ``flip``, left-right flips with probability 1/2 (``keras.layers.RandomFlip("horizontal")``).
+    Output stays float32 in [0, 1], labels int64. The same ``seed`` gives the same batches; each
+    epoch (each new iterator) draws a fresh order and fresh shifts.
+    """
+    x, y = _as_arrays(x, y)
+    images, labels = tf.constant(x), tf.constant(y)
+    # Shuffle indices and gather whole batches: a shuffle buffer of indices is tiny, one of images
+    # would hold a second copy of the data set.
+    order = tf.data.Dataset.range(len(x))
+    if shuffle:
+        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = order.batch(batch_size, drop_remainder=drop_remainder)
+    gather = _gather(images, labels)
+    if not augment or (shift <= 0 and not flip):
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    # The Keras layers do the image work; the randomness is ours. Calling the layers directly lets
+    # parallel map calls race on their shared seed-generator variable, so even the first batch
+    # differs between two runs with the same seed. Instead each batch gets its own key from a
+    # seeded random stream (new per epoch) and stateless draws with the layers' distributions.
+    translate = None
+    if shift > 0:
+        translate = keras.layers.RandomTranslation(shift, shift, fill_mode="nearest")
+    flipper = keras.layers.RandomFlip("horizontal") if flip else None
+
+    def augment_batch(idx, key):
+        xb, yb = gather(idx)
+        shape = tf.shape(xb)
+        seeds = tf.random.experimental.stateless_split(tf.stack([key, tf.constant(0, tf.int64)]), 2)
+        out = xb
+        if translate is not None:
+            # As RandomTranslation.get_random_transformation: U(-shift, shift) x size, (dx, dy).
+            fraction = tf.random.stateless_uniform([shape[0], 2], seeds[0], -shift, shift)
+            size = tf.cast(tf.stack([shape[2], shape[1]]), tf.float32)
+            out = translate.transform_images(
+                out, {"translations": fraction * size, "input_shape": shape}
+            )
+        if flipper is not None:
+            flips = tf.random.stateless_uniform([shape[0], 1, 1, 1], seeds[1]) < 0.5
+            out = flipper.transform_images(out, {"flips": flips, "input_shape": shape})
+        # Bilinear interpolation can overshoot 1 by a rounding error; the contract says [0, 1].
+        out = tf.clip_by_value(out, 0.0, 1.0)
+        out.set_shape(xb.shape)
+        return out, yb
+
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, keys).map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Evaluation batches (x, y) in order, unchanged, including the last partial batch."""
+    x, y = _as_arrays(x, y)
+    ds = tf.data.Dataset.range(len(x)).batch(batch_size)
+    ds = ds.map(_gather(tf.constant(x), tf.constant(y)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

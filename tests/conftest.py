@@ -1,0 +1,34 @@
+"""Shared fixtures: real Fashion-MNIST images and small runs trained by the real CLI."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_cli(out_dir, *flags, check=True):
+    """Run `python -m cce_tf.train` in a subprocess; returns the CompletedProcess."""
+    env = dict(os.environ, CCE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "cce_tf.train", "--out_dir", str(out_dir), "--verbose", "0", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def fmnist_test():
+    """The first 512 real Fashion-MNIST test images and labels."""
+    from cce_tf import data
+    x, y = data.load("fashion_mnist", "test")
+    return x[:512], y[:512]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A CCE-RM run (N = 2) trained for 2 epochs on 1024 Fashion-MNIST images by the real CLI."""
+    out = tmp_path_factory.mktemp("runs") / "cce_rm"
+    train_cli(out, "--train_subset", "1024", "--epochs", "2", "--nb_iter", "3")
+    return str(out)
