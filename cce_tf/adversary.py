@@ -2,61 +2,37 @@
 
 Usage::
 
-    from cce_tf.adversary import PGDConfig, pgd, pgd_per_member
+    from cce_tf.adversary import pgd, pgd_per_member
+    from cce_tf.config import PGDConfig
     cfg = PGDConfig(eps=8 / 255, eps_iter=2 / 255, nb_iter=10)
     x_adv = pgd(ensemble, x, y, cfg)                  # x_a^en: against the whole ensemble
     x_a = pgd_per_member(ensemble.members, x, y, cfg)  # [N, B, ...]: x_a^n against member n alone
 
 Parts:
-    PGDConfig       k, eps, eta; optionally eps ~ U(eps, eps_max) per batch with eta = eps / 10
     pgd             cleverhans' PGD loop on any logits model
     pgd_per_member  the N attacks of CCE (Eq. 5), run as one PGD over the stacked batch
 
 The loop is cleverhans' own algorithm assembled from its parts (random_lp_vector,
 fast_gradient_method, clip_eta): `projected_gradient_descent` itself asserts `eps_iter <= eps` in
 Python, which a per-batch random tensor eps (the paper's ResNet setting) cannot pass inside a
-compiled train step. tests/test_adversary.py checks the two agree at a fixed eps.
+compiled train step. tests/test_training.py checks the two agree at a fixed eps.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.utils import clip_eta, random_lp_vector
 
+from cce_tf.config import PGDConfig
 
-@dataclass(frozen=True)
-class PGDConfig:
-    """PGD {k, eps, eta, L-inf} of the paper's 'Crafting Adversarial Examples for Defenders'.
 
-    eps: L-inf radius in [0,1] pixel units (the lower end of the range when eps_max is set).
-    eps_iter: step size eta (ignored when eps_max is set: then eta = eps / 10).
-    nb_iter: number of steps k.
-    eps_max: if set, eps is drawn from U(eps, eps_max) once per batch (ADP's ResNet setting).
-    """
-    eps: float
-    eps_iter: float
-    nb_iter: int
-    eps_max: float | None = None
-
-    def validate(self) -> None:
-        if self.eps <= 0:
-            raise ValueError(f"--eps must be > 0, got {self.eps}")
-        if self.eps_max is None and not 0 < self.eps_iter <= self.eps:
-            raise ValueError(f"--eps_iter must be in (0, eps={self.eps}], got {self.eps_iter}")
-        if self.nb_iter < 1:
-            raise ValueError(f"--nb_iter must be >= 1, got {self.nb_iter}")
-        if self.eps_max is not None and self.eps_max < self.eps:
-            raise ValueError(f"--eps_max must be >= eps={self.eps}, got {self.eps_max}")
-
-    def sample(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """(eps, eta) for one batch."""
-        if self.eps_max is None:
-            return tf.constant(self.eps), tf.constant(self.eps_iter)
-        eps = tf.random.uniform([], self.eps, self.eps_max)
-        return eps, eps / 10.0
+def _eps_and_step(cfg: PGDConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """(eps, eta) for one batch: fixed, or eps ~ U(eps, eps_max) with eta = eps / 10."""
+    if cfg.eps_max is None:
+        return tf.constant(cfg.eps), tf.constant(cfg.eps_iter)
+    eps = tf.random.uniform([], cfg.eps, cfg.eps_max)
+    return eps, eps / 10.0
 
 
 def pgd(model_fn, x: tf.Tensor, y: tf.Tensor, cfg: PGDConfig) -> tf.Tensor:
@@ -64,7 +40,7 @@ def pgd(model_fn, x: tf.Tensor, y: tf.Tensor, cfg: PGDConfig) -> tf.Tensor:
 
     Returns x_adv in the eps-ball around x and in [0, 1], as a constant (no gradient flows back).
     """
-    eps, eps_iter = cfg.sample()
+    eps, eps_iter = _eps_and_step(cfg)
     x_adv = x + random_lp_vector(tf.shape(x), np.inf, eps, dtype=x.dtype)
     x_adv = tf.clip_by_value(x_adv, 0.0, 1.0)
     for _ in range(cfg.nb_iter):

@@ -6,18 +6,46 @@ Usage::
     d = config.defaults("cifar100", "cnn")      # epochs, batch size, LR milestones, PGD
     method, lambda_pm, lambda_dm = config.resolve_method("cce-rm", None, None)
 
+Pure Python (no TensorFlow import), so CLIs check their flags in milliseconds.
 Sources: the paper's 'Experimental Setting' and supplement ('Model architecture and training
 setting'), and the official code where the paper is silent. The paper gives no MNIST-like
 adversary; the choices below are documented in docs/settings.md.
 """
 from __future__ import annotations
 
-from cce_tf.adversary import PGDConfig
+from dataclasses import dataclass
 
+ARCHS = ("cnn", "resnet20")
 METHODS = ("nat", "adv", "adv-en", "adp", "cce")
 # Presets of the paper: CCE-Base (0, 0), CCE-RM (1, 1), CCE-DM (0, 5).
 PRESETS = {"cce-base": (0.0, 0.0), "cce-rm": (1.0, 1.0), "cce-dm": (0.0, 5.0)}
 METHOD_CHOICES = METHODS + tuple(PRESETS)
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """The training PGD {k, eps, eta, L-inf} of the paper's 'Crafting Adversarial Examples for Defenders'.
+
+    eps: L-inf radius in [0,1] pixel units (the lower end of the range when eps_max is set).
+    eps_iter: step size eta (ignored when eps_max is set: then eta = eps / 10).
+    nb_iter: number of steps k.
+    eps_max: if set, eps is drawn from U(eps, eps_max) once per batch (ADP's ResNet setting).
+    """
+    eps: float
+    eps_iter: float
+    nb_iter: int
+    eps_max: float | None = None
+
+    def validate(self) -> None:
+        if self.eps <= 0:
+            raise ValueError(f"--eps must be > 0, got {self.eps}")
+        if self.eps_max is None and not 0 < self.eps_iter <= self.eps:
+            raise ValueError(f"--eps_iter must be in (0, eps={self.eps}], got {self.eps_iter}")
+        if self.nb_iter < 1:
+            raise ValueError(f"--nb_iter must be >= 1, got {self.nb_iter}")
+        if self.eps_max is not None and self.eps_max < self.eps:
+            raise ValueError(f"--eps_max must be >= eps={self.eps}, got {self.eps_max}")
+
 
 LEARNING_RATE = 1e-3   # Adam, every data set
 BATCH_SIZE = 64

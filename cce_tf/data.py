@@ -41,9 +41,10 @@ import tarfile
 import zlib
 from typing import Optional
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+# tensorflow and keras are imported inside the functions that need them: a CLI can then check
+# its input against DATASETS and info() in milliseconds, before the seconds-long TF import.
 
 # --------------------------------------------------------------------------------------------------
 # 1. Names, shapes, errors
@@ -174,6 +175,8 @@ def _locate(name: str) -> str:
         raise DataError(f"{src.filename} not found: {where}; CCE_OFFLINE is set, so no download")
     try:
         # One try, no retries: a machine without network should fail fast with a clear message.
+        import keras
+
         return keras.utils.get_file(fname=src.filename, origin=src.origin, file_hash=src.sha256)
     except Exception as e:  # noqa: BLE001 - get_file raises bare Exception on network errors
         raise DataError(
@@ -364,6 +367,8 @@ def _as_arrays(x, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gather(images: tf.Tensor, labels: tf.Tensor):
+    import tensorflow as tf
+
     def fn(idx):
         return tf.gather(images, idx), tf.gather(labels, idx)
 
@@ -389,6 +394,9 @@ def train_dataset(
     Output stays float32 in [0, 1], labels int64. The same ``seed`` gives the same batches; each
     epoch (each new iterator) draws a fresh order and fresh shifts.
     """
+    import keras
+    import tensorflow as tf
+
     x, y = _as_arrays(x, y)
     images, labels = tf.constant(x), tf.constant(y)
     # Shuffle indices and gather whole batches: a shuffle buffer of indices is tiny, one of images
@@ -438,6 +446,8 @@ def train_dataset(
 
 def eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Evaluation batches (x, y) in order, unchanged, including the last partial batch."""
+    import tensorflow as tf
+
     x, y = _as_arrays(x, y)
     ds = tf.data.Dataset.range(len(x)).batch(batch_size)
     ds = ds.map(_gather(tf.constant(x), tf.constant(y)), num_parallel_calls=tf.data.AUTOTUNE)

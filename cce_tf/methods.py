@@ -25,7 +25,8 @@ import keras
 import tensorflow as tf
 
 from cce_tf import losses
-from cce_tf.adversary import PGDConfig, pgd, pgd_per_member
+from cce_tf.adversary import pgd, pgd_per_member
+from cce_tf.config import PGDConfig
 from cce_tf.ensemble import Ensemble
 
 

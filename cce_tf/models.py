@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-ARCHS = ("cnn", "resnet20")
+from cce_tf.config import ARCHS
 
 # Table 8: (convs per block, filters of block 1, filters of block 2, dense width, dense layers after dropout)
 _TABLE8 = {

@@ -7,7 +7,8 @@ Examples::
     python -m cce_tf.train --dataset cifar10 --arch resnet20 --method adp --members 3
     python -m cce_tf.train --strategy mirrored ...          # data-parallel over all local devices
 
-Running the same command again resumes from the last finished epoch. A run folder holds
+Running the same command again resumes from the last finished epoch (a larger --epochs extends
+the run; any other changed setting is refused). A run folder holds
 config.json, ensemble.weights.h5 (loadable with cce_tf.ensemble.load_run), checkpoints/,
 history.json and TensorBoard logs in logs/ (DESIGN.md, contract 5).
 
@@ -50,8 +51,9 @@ flags.DEFINE_string("strategy", "default", "'default' (one device) or 'mirrored'
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to try --strategy mirrored without GPUs).")
 flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 a line per epoch.")
 
-# Settings that may differ between the first run and a resume: they do not change the result.
-_RESUME_FREE = ("versions", "strategy", "cpu_devices", "verbose", "out_dir")
+# Settings that may differ between the first run and a resume: where and how long it trains, not
+# what it trains (a larger --epochs extends a run; the LR milestones stay fractions of --epochs).
+_RESUME_FREE = ("versions", "strategy", "cpu_devices", "epochs")
 
 
 class UsageError(ValueError):
@@ -61,8 +63,7 @@ class UsageError(ValueError):
 def settings() -> dict:
     """The run's settings: flags over the paper's defaults (cce_tf.config). Raises UsageError."""
     from cce_tf import config, data
-    from cce_tf.adversary import PGDConfig
-    from cce_tf.models import ARCHS
+    from cce_tf.config import ARCHS, PGDConfig
 
     if FLAGS.dataset not in data.DATASETS:
         raise UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {FLAGS.dataset!r}")
@@ -98,8 +99,9 @@ def settings() -> dict:
     p = d["pgd"]
     eps = p.eps if FLAGS.eps is None else FLAGS.eps
     eps_max = p.eps_max if FLAGS.eps_max is None else FLAGS.eps_max
-    # Without --eps_iter, eta keeps the default ratio eta/eps.
-    eps_iter = FLAGS.eps_iter if FLAGS.eps_iter is not None else p.eps_iter * eps / p.eps
+    eps_iter = FLAGS.eps_iter if FLAGS.eps_iter is not None else p.eps_iter
+    if FLAGS.eps is not None and FLAGS.eps_iter is None:
+        eps_iter = p.eps_iter * eps / p.eps   # keep the default ratio eta / eps
     pgd = PGDConfig(eps=eps, eps_iter=eps_iter, nb_iter=p.nb_iter if FLAGS.nb_iter is None else FLAGS.nb_iter,
                     eps_max=eps_max)
     try:
@@ -176,7 +178,7 @@ def main(argv):
     import numpy as np
 
     from cce_tf import config, data
-    from cce_tf.adversary import PGDConfig
+    from cce_tf.config import PGDConfig
     from cce_tf.ensemble import WEIGHTS_FILE, build_ensemble
     from cce_tf.methods import make_trainer
 
@@ -194,6 +196,7 @@ def main(argv):
     keras.utils.set_random_seed(s["seed"])
 
     strategy = tf.distribute.MirroredStrategy() if s["strategy"] == "mirrored" else tf.distribute.get_strategy()
+    print(f"training {s['method']} (N={s['members']}) on {strategy.num_replicas_in_sync} device(s) into {run_dir}")
     with strategy.scope():
         ensemble = build_ensemble(s["arch"], tuple(s["input_shape"]), s["num_classes"], s["members"])
         trainer = make_trainer(s["method"], ensemble, PGDConfig(**s["pgd"]), lambda_pm=s["lambda_pm"] or 0.0,
@@ -206,13 +209,13 @@ def main(argv):
         manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
         if manager.latest_checkpoint:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            print(f"resuming {run_dir} after epoch {int(epoch)}")
+            print(f"resuming {run_dir} after epoch {int(epoch.numpy())}")
 
     history_path = os.path.join(run_dir, "history.json")
     history = []
     if os.path.exists(history_path):
         with open(history_path) as f:
-            history = [h for h in json.load(f) if h["epoch"] <= int(epoch)]
+            history = [h for h in json.load(f) if h["epoch"] <= int(epoch.numpy())]
 
     class EpochCheckpoint(keras.callbacks.Callback):
         """After every epoch with a finite loss: checkpoint, weights for load_run, history."""
@@ -238,22 +241,22 @@ def main(argv):
                                     s["lr_milestones_of_epochs"], s["epochs"])
 
     saver = EpochCheckpoint()
-    if int(epoch) < s["epochs"]:
+    if int(epoch.numpy()) < s["epochs"]:
         train_ds = data.train_dataset(x_train, y_train, s["batch_size"], augment=s["augment"], flip=s["flip"],
                                       seed=s["seed"])
         test_ds = data.eval_dataset(x_test, y_test, max(s["batch_size"], 256))
-        trainer.fit(train_ds, validation_data=test_ds, initial_epoch=int(epoch), epochs=s["epochs"],
+        trainer.fit(train_ds, validation_data=test_ds, initial_epoch=int(epoch.numpy()), epochs=s["epochs"],
                     verbose=FLAGS.verbose,
                     callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LearningRateScheduler(lr_at),
                                saver, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))])
     if saver.nan_epoch is not None:
         print(f"error: the loss became NaN in epoch {saver.nan_epoch}; stopped. The last good checkpoint "
-              f"(epoch {int(epoch)}) is kept in {os.path.join(run_dir, 'checkpoints')}", file=sys.stderr)
+              f"(epoch {int(epoch.numpy())}) is kept in {os.path.join(run_dir, 'checkpoints')}", file=sys.stderr)
         sys.exit(1)
 
     acc = trainer.evaluate(data.eval_dataset(x_test, y_test, 256), verbose=0, return_dict=True)["acc"]
     print(f"clean test accuracy: {acc:.4f}  ({s['method']}, N={s['members']}, {s['dataset']}, "
-          f"{int(epoch)} epochs)\nrun written to: {run_dir}")
+          f"{int(epoch.numpy())} epochs)\nrun written to: {run_dir}")
 
 
 def run(argv):
