@@ -246,6 +246,7 @@ def main(argv):
                                       seed=s["seed"])
         test_ds = data.eval_dataset(x_test, y_test, max(s["batch_size"], 256))
         trainer.fit(train_ds, validation_data=test_ds, initial_epoch=int(epoch.numpy()), epochs=s["epochs"],
+                    shuffle=False,  # train_ds shuffles itself
                     verbose=FLAGS.verbose,
                     callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LearningRateScheduler(lr_at),
                                saver, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))])

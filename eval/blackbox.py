@@ -1,0 +1,209 @@
+"""The black-box (transfer) matrix between models: the paper's Tables 12-13 (appendix "Black-box
+attacks evaluation").
+
+Usage::
+
+    python -m eval.blackbox --run_dir runs/nat --run_dir runs/adv_en --run_dir runs/adp \\
+        --run_dir runs/cce_rm [--n_samples 1000] [--eps 8/255,12/255] [--out_dir results]
+
+    from eval.blackbox import evaluate
+    result = evaluate(["runs/nat", "runs/cce_rm"], n_samples=1000)
+
+For every ε and every source run i, PGD (k = 20, the data set's η; CIFAR-10 η = 2/255, CIFAR-100
+η = 0.001, Fashion-MNIST η = 0.01) is crafted against the whole ensemble of run i with the true
+labels (``attacks.registry``) and tested on every target run j. Entry (i, j) is the accuracy of
+target j on source i's x_adv (the share of those inputs it classifies correctly), so the diagonal
+is the white-box a(en,en) of Table 6. ε lists: CIFAR-10 {8/255, 12/255}, CIFAR-100 {0.01, 0.02},
+Fashion-MNIST / MNIST {0.1, 0.15}. All runs must share a data set.
+
+Writes, under --out_dir (default results/): blackbox.json, blackbox.md (one Markdown table per ε,
+rows = source, columns = target, robust accuracy in %) and a heatmap per ε,
+blackbox_eps{ε}.png / .pdf.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from eval import common
+
+JSON_NAME = "blackbox.json"
+
+
+def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
+                    eps_iter: Optional[float] = None, nb_iter: int = 20) -> dict:
+    """{eps_list, eps_iter, nb_iter}: the data set's Tables 12-13 setting unless overridden."""
+    s = common.settings(dataset)
+    eps_list = list(s.blackbox_eps) if not eps_list else [float(e) for e in eps_list]
+    eps_iter = s.eps_iter if eps_iter is None else float(eps_iter)
+    common.check_positive(eps_iter, "--eps_iter")
+    for e in eps_list:
+        common.check_positive(e, "--eps")
+        if eps_iter > e:
+            raise common.UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {e:g} "
+                                    "(cleverhans' PGD requires eta <= eps)")
+    if int(nb_iter) < 1:
+        raise common.UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
+    return dict(eps_list=eps_list, eps_iter=eps_iter, nb_iter=int(nb_iter))
+
+
+def check_runs(run_dirs: Sequence[str]) -> list[dict]:
+    """The runs' configs; UsageError unless there is at least one and all share a data set."""
+    if not run_dirs:
+        raise common.UsageError("give at least one --run_dir (one per model of the matrix)")
+    configs = [common.read_run_config(d) for d in run_dirs]
+    datasets = {c["dataset"] for c in configs}
+    if len(datasets) > 1:
+        raise common.UsageError(f"all runs must share a data set, got {', '.join(sorted(datasets))}")
+    return configs
+
+
+def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
+             n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
+             eps_list: Optional[Sequence[float]] = None, eps_iter: Optional[float] = None,
+             nb_iter: int = 20, verbose: bool = True) -> dict:
+    """The black-box matrix for every ε; returns blackbox.json's dict (does not write it).
+
+    ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
+    """
+    configs = check_runs(run_dirs)
+    dataset = configs[0]["dataset"]
+    p = attack_settings(dataset, eps_list, eps_iter, nb_iter)
+    labels = common.run_labels(run_dirs, configs, labels)
+    x, y = common.test_samples(dataset, n_samples or None)
+    models = [common.load_run_checked(d)[0] for d in run_dirs]
+
+    def log(msg):
+        if verbose:
+            print(msg, flush=True)
+
+    t0 = time.time()
+    natural = [float(np.mean(common.predict(m, x, batch_size).argmax(-1) == y)) for m in models]
+    log(f"{len(x)} {dataset} test samples; natural accuracy: "
+        + ", ".join(f"{l} {common.pct(a)}%" for l, a in zip(labels, natural)))
+    results = []
+    for eps in p["eps_list"]:
+        acc = np.zeros((len(models), len(models)))
+        for i, source in enumerate(models):
+            common.seed_everything(seed)
+            log(f"eps={common.format_eps(eps, dataset)}: PGD against {labels[i]}")
+            x_adv = common.craft("pgd", source, x, y, batch_size, eps=eps, eps_iter=p["eps_iter"],
+                                 nb_iter=p["nb_iter"])
+            for j, target in enumerate(models):
+                acc[i, j] = np.mean(common.predict(target, x_adv, batch_size).argmax(-1) == y)
+        results.append(dict(eps=eps, eps_iter=p["eps_iter"], nb_iter=p["nb_iter"],
+                            accuracy=acc.tolist()))
+    return dict(
+        dataset=dataset, labels=labels, run_dirs=[os.path.abspath(d) for d in run_dirs],
+        natural_accuracy=natural, n_samples=int(len(x)), seed=seed, attack="pgd",
+        rows="source (x_adv crafted against it)", columns="target (tested)",
+        results=results, seconds=round(time.time() - t0, 2))
+
+
+def table(result: dict, entry: dict) -> str:
+    """One ε of the matrix, in percent: rows = source, columns = target."""
+    labels = result["labels"]
+    return common.markdown_table(
+        ["source \\ target", *labels],
+        [[labels[i], *(common.pct(v) for v in row)] for i, row in enumerate(entry["accuracy"])])
+
+
+def caption(result: dict, entry: dict) -> str:
+    ds = result["dataset"]
+    return (f"PGD attack with k = {entry['nb_iter']}, ε = {common.format_eps(entry['eps'], ds)}, "
+            f"η = {common.format_eps(entry['eps_iter'], ds)} ({ds}, n = {result['n_samples']})")
+
+
+def heatmap(result: dict, entry: dict, path_stem: str) -> list[str]:
+    """Heatmap of one ε's matrix (percent, annotated) as PATH_STEM.png and .pdf."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = 100 * np.asarray(entry["accuracy"])
+    labels = result["labels"]
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.4, 1.0 * n + 1.6))
+    im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=100)
+    ax.set_xticks(range(n), labels, rotation=30, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("Target model (tested)")
+    ax.set_ylabel("Source model (attacked)")
+    ax.set_title("Black-box attack: robust accuracy (%)\n" + caption(result, entry), fontsize=9)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{acc[i, j]:.1f}", ha="center", va="center",
+                    color="white" if acc[i, j] < 55 else "black",
+                    fontweight="bold" if i == j else "normal")
+    fig.colorbar(im, ax=ax, label="Robust accuracy (%)")
+    return common.save_figure(fig, path_stem)
+
+
+def eps_tag(eps: float) -> str:
+    return f"{eps:.4f}".rstrip("0").rstrip(".")
+
+
+def write_outputs(result: dict, out_dir: str) -> list[str]:
+    """blackbox.json, blackbox.md and the heatmaps under out_dir; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [common.write_json(os.path.join(out_dir, JSON_NAME), result)]
+    text = ["Black-box attack evaluation (Tables 12-13): robust accuracy (%) of the target "
+            "(column) on PGD examples crafted against the source (row); the diagonal is white-box.",
+            ""]
+    for entry in result["results"]:
+        text += [caption(result, entry), "", table(result, entry), ""]
+        paths += heatmap(result, entry, os.path.join(out_dir, f"blackbox_eps{eps_tag(entry['eps'])}"))
+    md = os.path.join(out_dir, "blackbox.md")
+    with open(md, "w") as f:
+        f.write("\n".join(text))
+    return [md, *paths]
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_multi_string("run_dir", [], "A trained run, one per model of the matrix (repeat).")
+    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
+    flags.DEFINE_string("out_dir", "results", "Where blackbox.json, blackbox.md and the heatmaps go.")
+    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).")
+    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
+    flags.DEFINE_list("eps", [], "ε list (default per data set; CIFAR-10 8/255,12/255).")
+    flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
+    flags.DEFINE_integer("nb_iter", 20, "PGD steps k.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
+        raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
+    configs = check_runs(FLAGS.run_dir)
+    eps_list = common.parse_numbers(FLAGS.eps, "--eps")
+    eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
+    attack_settings(configs[0]["dataset"], eps_list, eps_iter, FLAGS.nb_iter)
+    common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    common.quiet_tf()
+    result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples or None, FLAGS.batch_size,
+                      FLAGS.seed, eps_list or None, eps_iter, FLAGS.nb_iter)
+    print()
+    for entry in result["results"]:
+        print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")
+        print(table(result, entry) + "\n")
+    paths = write_outputs(result, FLAGS.out_dir)
+    print("wrote " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+    define_flags()
+    common.run_cli(main)

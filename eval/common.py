@@ -1,0 +1,384 @@
+"""Shared glue of the analyses (transferability, black-box matrix, detection): run loading, the
+per-data-set attack settings, batched prediction and attack crafting, tables, JSON, CLI errors.
+
+Usage::
+
+    from eval import common
+    ens, cfg = common.load_run_checked("runs/demo")          # UsageError if not a trained run
+    x, y = common.test_samples(cfg["dataset"], n_samples=1000)
+    s = common.settings(cfg["dataset"])                      # eps, eps_iter, detection eps_iter, ...
+    x_adv = common.craft("pgd", ens, x, y, eps=s.eps, eps_iter=s.eps_iter, nb_iter=20)
+    pred = common.predict(ens, x_adv).argmax(-1)             # [B]
+    member_pred = common.predict_members(ens, x_adv).argmax(-1)   # [N, B]
+    print(common.markdown_table(["Model", "acc"], [["CCE-RM", common.pct(0.455)]]))
+
+Parts, top to bottom:
+
+1. ``UsageError`` and ``cli``: bad input is one line on stderr and exit code 2 (DESIGN.md,
+   conventions); ``parse_number`` reads "8/255" as well as "0.0314".
+2. ``AttackSettings`` / ``settings(dataset)``: the evaluation attacks of the paper per data set.
+3. Runs: ``load_run_checked``, ``run_label``, ``test_samples``.
+4. Batched ``predict``, ``predict_members``, ``entropy_of_logits`` and ``craft`` (through
+   ``attacks.registry.run``, the one entry point to the attack adapters).
+5. Output: ``write_json``, ``read_json``, ``markdown_table``, ``pct``, ``save_figure``.
+
+TensorFlow is imported lazily, inside the functions that need it, so a CLI rejects bad input in a
+fraction of a second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import weakref
+from fractions import Fraction
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# 1. Errors and CLI glue
+# --------------------------------------------------------------------------------------------------
+
+
+class UsageError(ValueError):
+    """Bad input: printed as one line, exit code 2."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def cli(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+    """Wrap an absl ``main`` so that bad input (``UsageError``, a data set's ``DataError``, a
+    missing file) prints ``error: ...`` on one line and exits with code 2."""
+
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except Exception as e:  # noqa: BLE001 - only bad input is caught, the rest re-raised
+            # cce_tf.data.DataError: a missing or corrupt data file, already a one-line message.
+            if not isinstance(e, UsageError) and type(e).__name__ != "DataError":
+                raise
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parser for ``app.run(..., flags_parser=parse_flags)``: a bad or unknown flag is
+    one line on stderr and exit code 2 (absl's own parser prints usage hints and exits 1)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_cli(main: Callable[[list[str]], Any]) -> None:
+    """``app.run`` with the one-line, exit-2 handling of bad flags and bad input."""
+    from absl import app
+
+    app.run(cli(main), flags_parser=parse_flags)
+
+
+def parse_number(text: str | float, name: str = "value") -> float:
+    """A float from "0.031", "8/255" or a number; UsageError otherwise."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{name} must be a number or a fraction like 8/255, got {text!r}") from None
+
+
+def parse_numbers(items: Iterable[str], name: str) -> list[float]:
+    return [parse_number(t, name) for t in items if str(t).strip()]
+
+
+def check_positive(value: Optional[float], name: str) -> None:
+    if value is not None and not value > 0:
+        raise UsageError(f"{name} must be > 0, got {value}")
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. The paper's evaluation attacks per data set
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """L∞ attack settings of the analyses for one data set.
+
+    eps, eps_iter       the white-box / transferability PGD (Table 6: k = 20)
+    detection_eps_iter  η of the detection attacks (Figs 3-4: 1/255 for CIFAR-10, i.e. ε/8)
+    blackbox_eps        the ε list of the black-box matrix (Tables 12-13)
+    sweep_factors       Fig 4's ε sweep as multiples of eps ({1,...,24}/255 for CIFAR-10)
+    """
+
+    eps: float
+    eps_iter: float
+    detection_eps_iter: float
+    blackbox_eps: tuple[float, ...]
+    sweep_factors: tuple[float, ...] = tuple(k / 8 for k in (1, 2, 4, 8, 12, 16, 20, 24))
+    nb_iter: int = 20
+
+    @property
+    def sweep_eps(self) -> tuple[float, ...]:
+        return tuple(self.eps * f for f in self.sweep_factors)
+
+
+# ε and η are the attack suite's (attacks.registry.EPSILONS). Detection uses η = ε/8: the paper's
+# 1/255 at ε = 8/255 (Figs 3-4). Black-box ε: Tables 12-13 use (ε, 1.5ε) on CIFAR-10 and (ε, 2ε) on
+# CIFAR-100; the MNIST-like data sets follow CIFAR-10.
+_BLACKBOX_EPS_FACTORS = {"cifar100": (1.0, 2.0)}
+
+
+def settings(dataset: str) -> AttackSettings:
+    from attacks.registry import EPSILONS
+
+    if dataset not in EPSILONS:
+        raise UsageError(f"no attack settings for data set {dataset!r}: one of {', '.join(EPSILONS)}")
+    eps, eps_iter = EPSILONS[dataset]["eps"], EPSILONS[dataset]["eps_iter"]
+    factors = _BLACKBOX_EPS_FACTORS.get(dataset, (1.0, 1.5))
+    return AttackSettings(eps, eps_iter, eps / 8, tuple(eps * f for f in factors))
+
+
+def format_eps(eps: float, dataset: str) -> str:
+    """ε as the paper writes it: k/255 on CIFAR-10 when it is one, else a short decimal."""
+    if dataset == "cifar10":
+        k = eps * 255
+        if abs(k - round(k)) < 1e-6:
+            return f"{int(round(k))}/255"
+    return f"{eps:.4g}"
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Runs and test data
+# --------------------------------------------------------------------------------------------------
+
+
+def check_run_dir(run_dir: str) -> None:
+    """UsageError unless run_dir holds a trained run (config.json and the ensemble weights)."""
+    if not run_dir:
+        raise UsageError("--run_dir is required")
+    if not os.path.isdir(run_dir):
+        raise UsageError(f"--run_dir {run_dir}: no such folder")
+    for name in ("config.json", "ensemble.weights.h5"):
+        if not os.path.isfile(os.path.join(run_dir, name)):
+            raise UsageError(f"--run_dir {run_dir} is not a trained run: {name} is missing "
+                             f"(train one with python -m cce_tf.train --out_dir {run_dir})")
+
+
+def read_run_config(run_dir: str) -> dict:
+    check_run_dir(run_dir)
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{run_dir}/config.json is unreadable ({type(e).__name__}: {e})") from e
+
+
+def load_run_checked(run_dir: str):
+    """(Ensemble, config dict) of a trained run; UsageError for a folder that is not one."""
+    cfg = read_run_config(run_dir)
+    from cce_tf.ensemble import load_run
+
+    try:
+        return load_run(run_dir), cfg
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot load the run in {run_dir} ({type(e).__name__}: {e})") from e
+
+
+_METHOD_NAMES = {"nat": "NAT", "adv": "ADV", "adv-en": "ADV-EN", "adp": "ADP", "cce": "CCE"}
+
+
+def run_label(cfg: dict) -> str:
+    """The paper's name of a run: its preset (CCE-RM, CCE-DM, CCE-Base) or method (ADV-EN, ...)."""
+    preset = cfg.get("preset")
+    if preset:
+        return {"cce-base": "CCE-Base"}.get(preset, preset.upper())
+    return _METHOD_NAMES.get(cfg.get("method", ""), str(cfg.get("method", "run")).upper())
+
+
+def run_labels(run_dirs: Sequence[str], configs: Sequence[dict],
+               labels: Optional[Sequence[str]] = None) -> list[str]:
+    """One label per run: the given ones, else the paper's names, with N or the folder name
+    appended where two runs would share a name."""
+    if labels:
+        if len(labels) != len(run_dirs):
+            raise UsageError(f"--label given {len(labels)} times for {len(run_dirs)} --run_dir")
+        return list(labels)
+    names = [run_label(c) for c in configs]
+    if len(set(names)) < len(names):
+        names = [f"{n}_{c.get('members', '?')}" for n, c in zip(names, configs)]
+    if len(set(names)) < len(names):
+        names = [f"{n} ({os.path.basename(os.path.normpath(d))})" for n, d in zip(names, run_dirs)]
+    return names
+
+
+def test_samples(dataset: str, n_samples: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first n_samples test images and labels (all when None or 0)."""
+    from cce_tf import data
+
+    x, y = data.load(dataset, "test")
+    if n_samples is not None and n_samples < 0:
+        raise UsageError(f"--n_samples must be >= 0, got {n_samples}")
+    if n_samples:
+        x, y = x[:n_samples], y[:n_samples]
+    return np.asarray(x, np.float32), np.asarray(y, np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Prediction and crafting, in batches
+# --------------------------------------------------------------------------------------------------
+
+
+def _batches(n: int, batch_size: int):
+    batch_size = max(1, int(batch_size))
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+_FORWARD: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _compiled_forward(model) -> Callable:
+    """``tf.function`` of model(x, training=False), one per model (weakly cached)."""
+    import tensorflow as tf
+
+    if model not in _FORWARD:
+        model_ref = weakref.ref(model)
+        _FORWARD[model] = tf.function(lambda x: model_ref()(x, training=False),
+                                      reduce_retracing=True)
+    return _FORWARD[model]
+
+
+def predict(model, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Logits of ``model`` (an Ensemble: log f^en) on x, numpy [B, C]."""
+    import tensorflow as tf
+
+    fn = _compiled_forward(model)
+    out = [fn(tf.constant(x[s])).numpy() for s in _batches(len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def predict_members(ensemble, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Every member's logits on x, numpy [N, B, C]."""
+    return np.stack([predict(m, x, batch_size) for m in ensemble.members])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def entropy_of_logits(logits: np.ndarray) -> np.ndarray:
+    """H(softmax(logits)) per sample, natural log (cce_tf.losses.entropy on the probabilities)."""
+    import tensorflow as tf
+
+    from cce_tf.losses import entropy
+
+    return entropy(tf.nn.softmax(tf.constant(logits, tf.float32), axis=-1)).numpy()
+
+
+def craft(attack: str, model, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
+          **params: Any) -> np.ndarray:
+    """x_adv of ``attack`` (a name of ``attacks.registry``) against ``model`` on (x, y), TRUE labels,
+    crafted batch by batch through ``attacks.registry.run``."""
+    from attacks import registry
+
+    out = [np.asarray(registry.run(attack, model, x[s], y[s], **params), np.float32)
+           for s in _batches(len(x), batch_size)]
+    return np.concatenate(out) if out else np.asarray(x, np.float32).copy()
+
+
+def quiet_tf() -> None:
+    """Silences TF's Python-side warnings (retracing notes: one tf.function per model is by
+    design). TF's logger is the standard "tensorflow" logger, so this needs no TF import."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, numpy and TF (PGD's random start draws from TF's global generator)."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. Output
+# --------------------------------------------------------------------------------------------------
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return round(v, 12) if np.isfinite(v) else None  # 0.079, not 0.07900000000000001
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json(path: str, obj: dict) -> str:
+    """Writes obj (numpy values converted, NaN as null) atomically; returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(_jsonable(obj), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str) -> Optional[dict]:
+    """The JSON in path, or None where it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def eval_path(run_dir: str, name: str) -> str:
+    return os.path.join(run_dir, "eval", name)
+
+
+def pct(value: Optional[float], digits: int = 1) -> str:
+    """A fraction as a percentage for printed tables; "–" for a missing value."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{100 * value:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "| " + " | ".join(str(h) for h in headers) + " |"
+    rule = "|" + "|".join("---" for _ in headers) + "|"
+    body = ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+def save_figure(fig, path_stem: str) -> list[str]:
+    """Saves a matplotlib figure as PATH_STEM.png (150 dpi) and PATH_STEM.pdf; closes it."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
+    paths = [f"{path_stem}.png", f"{path_stem}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths

@@ -1,0 +1,354 @@
+"""Adversarial detection by the entropy of the ensemble prediction: the paper's "Adversarial
+Detectability" (Figs 2-4).
+
+Usage::
+
+    python -m eval.detection --run_dir runs/cce_dm [--n_samples 1000] [--attacks pgd,bim,mim] [--nosweep]
+
+    from eval.detection import detection_metrics, evaluate, ensure
+    m = detection_metrics(h_clean, h_adv, fooled)        # AUC, TPR at 5% FPR, ROC points
+    result = evaluate("runs/cce_dm", n_samples=1000)      # attacks, writes RUN/eval/detection.json
+
+The detection score of an input is H(f^en(x)), the entropy (natural log) of the ensemble's
+prediction: higher means "adversarial". Following Pang et al. (2018), the negatives are the clean
+test images the ensemble classifies correctly and the positives their adversarial counterparts that
+fool it; ``auc_all`` instead counts every adversarial counterpart of those images as a positive,
+fooled or not. ROC and AUC come from scikit-learn (``roc_curve``, ``roc_auc_score``).
+
+Attacks, all against the whole ensemble with the true labels, k = 20 (``attacks.registry``):
+
+* Fig 3: PGD, BIM, MIM at the data set's ε with η = the detection step (CIFAR-10: ε = 8/255,
+  η = 1/255; elsewhere η = ε/8);
+* Fig 4: PGD over the ε sweep ε_dataset × {1, 2, 4, 8, 12, 16, 20, 24}/8 (CIFAR-10: 1/255 ... 24/255)
+  at the same η (η = min(η, ε), since cleverhans' PGD needs η <= ε).
+
+Every test sample is attacked (the histogram of Fig 2 shows all clean images and all their
+adversarial examples); the metrics use the clean-correct ones.
+
+Writes RUN/eval/detection.json: per attack (``attacks``) and per sweep ε (``eps_sweep``): auc,
+auc_all, tpr_at_5fpr, threshold_at_5fpr, n_pos, n_neg, adv_accuracy, eps, eps_iter, nb_iter and
+the ROC points fpr / tpr (at most 200); and RUN/eval/detection_entropy.npz with the entropies
+(``clean``, ``correct``, ``adv_NAME``, ``fooled_NAME``, ``adv_sweepI``, ``fooled_sweepI``,
+``sweep_eps``) for the histogram. A new evaluation with the same settings (samples, seed, ε, η, k)
+is merged into the existing files, so attacks and the sweep can be computed separately.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from eval import common
+
+JSON_NAME = "detection.json"
+NPZ_NAME = "detection_entropy.npz"
+ATTACKS = ("pgd", "bim", "mim")
+MAX_ROC_POINTS = 200
+FPR_TARGET = 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# The metrics, from scores
+# --------------------------------------------------------------------------------------------------
+
+
+def _downsample(fpr: np.ndarray, tpr: np.ndarray, max_points: int) -> tuple[list, list]:
+    """At most max_points ROC points, evenly spaced along the curve, both ends kept."""
+    if len(fpr) <= max_points:
+        return fpr.tolist(), tpr.tolist()
+    idx = np.unique(np.round(np.linspace(0, len(fpr) - 1, max_points)).astype(int))
+    return fpr[idx].tolist(), tpr[idx].tolist()
+
+
+def detection_metrics(scores_clean: np.ndarray, scores_adv: np.ndarray,
+                      fooled: Optional[np.ndarray] = None,
+                      max_points: int = MAX_ROC_POINTS) -> dict:
+    """ROC metrics of a detector that flags high scores as adversarial.
+
+    :param scores_clean: [M] scores of the negatives (clean images the model gets right).
+    :param scores_adv: [K] scores of their adversarial counterparts.
+    :param fooled: [K] bool, which counterparts fool the model (the positives); None: all.
+    :return: dict with auc (positives = fooled counterparts), auc_all (positives = every
+        counterpart), tpr_at_5fpr and threshold_at_5fpr (the best TPR at a threshold whose FPR is
+        at most 5%), n_pos, n_neg, n_adv, and fpr / tpr (the ROC of ``auc``, at most max_points
+        points). Values that need both classes are None when one is empty.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    neg = np.asarray(scores_clean, np.float64).reshape(-1)
+    adv = np.asarray(scores_adv, np.float64).reshape(-1)
+    fooled = np.ones(len(adv), bool) if fooled is None else np.asarray(fooled, bool).reshape(-1)
+    if fooled.shape != adv.shape:
+        raise ValueError(f"fooled has shape {fooled.shape}, scores_adv {adv.shape}")
+    pos = adv[fooled]
+    out = dict(auc=None, auc_all=None, tpr_at_5fpr=None, threshold_at_5fpr=None,
+               n_pos=int(len(pos)), n_neg=int(len(neg)), n_adv=int(len(adv)), fpr=[], tpr=[])
+    if len(neg) == 0:
+        return out
+
+    def labelled(p):
+        return np.r_[np.zeros(len(neg)), np.ones(len(p))], np.r_[neg, p]
+
+    if len(adv):
+        out["auc_all"] = float(roc_auc_score(*labelled(adv)))
+    if len(pos):
+        labels, scores = labelled(pos)
+        out["auc"] = float(roc_auc_score(labels, scores))
+        fpr, tpr, thresholds = roc_curve(labels, scores)
+        ok = np.flatnonzero(fpr <= FPR_TARGET + 1e-12)
+        best = ok[np.argmax(tpr[ok])]
+        out["tpr_at_5fpr"] = float(tpr[best])
+        out["threshold_at_5fpr"] = float(thresholds[best]) if np.isfinite(thresholds[best]) else None
+        out["fpr"], out["tpr"] = _downsample(fpr, tpr, max_points)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Attacking a run
+# --------------------------------------------------------------------------------------------------
+
+
+def attack_settings(dataset: str, eps: Optional[float] = None, eps_iter: Optional[float] = None,
+                    nb_iter: int = 20, sweep_eps: Optional[Sequence[float]] = None) -> dict:
+    """{eps, eps_iter, nb_iter, sweep_eps}: the data set's detection setting unless overridden.
+    The default sweep scales with ``eps``."""
+    s = common.settings(dataset)
+    eps = s.eps if eps is None else float(eps)
+    eps_iter = (s.detection_eps_iter * eps / s.eps) if eps_iter is None else float(eps_iter)
+    common.check_positive(eps, "--eps")
+    common.check_positive(eps_iter, "--eps_iter")
+    if eps_iter > eps:
+        raise common.UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {eps:g} "
+                                "(cleverhans' PGD requires eta <= eps)")
+    if int(nb_iter) < 1:
+        raise common.UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
+    sweep = [eps * f for f in s.sweep_factors] if not sweep_eps else [float(e) for e in sweep_eps]
+    for e in sweep:
+        common.check_positive(e, "--sweep_eps")
+    return dict(eps=eps, eps_iter=eps_iter, nb_iter=int(nb_iter), sweep_eps=sweep)
+
+
+def _settings_key(result: dict) -> tuple:
+    p = result.get("params", {})
+    return (result.get("n_samples_requested"), p.get("seed"), p.get("eps"), p.get("eps_iter"),
+            p.get("nb_iter"))
+
+
+def _load_npz(path: str) -> dict:
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError):
+        return {}
+
+
+def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
+             n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
+             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
+             sweep_eps: Optional[Sequence[float]] = None, verbose: bool = True) -> dict:
+    """Detection by entropy on one run; writes (or merges into) RUN/eval/detection.json and
+    RUN/eval/detection_entropy.npz and returns the JSON's dict."""
+    cfg = common.read_run_config(run_dir)
+    p = attack_settings(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
+    for name in attacks:
+        if name not in ATTACKS:
+            raise common.UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
+    n_samples = n_samples or None
+    ens, cfg = common.load_run_checked(run_dir)
+    label = common.run_label(cfg)
+    x, y = common.test_samples(cfg["dataset"], n_samples)
+
+    def log(msg):
+        if verbose:
+            print(f"[{label} {run_dir}] {msg}", flush=True)
+
+    params = dict(eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], seed=seed,
+                  score="entropy of the ensemble prediction H(f^en(x))")
+    json_path, npz_path = common.eval_path(run_dir, JSON_NAME), common.eval_path(run_dir, NPZ_NAME)
+    result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=label,
+                  members=len(ens.members), params=params, n_samples_requested=n_samples,
+                  attacks={}, eps_sweep=[], entropy_file=NPZ_NAME)
+    arrays: dict = {}
+    old = common.read_json(json_path)
+    if old and _settings_key(old) == _settings_key(result):
+        result["attacks"] = dict(old.get("attacks", {}))
+        result["eps_sweep"] = list(old.get("eps_sweep", []))
+        arrays = _load_npz(npz_path)
+
+    t0 = time.time()
+    common.seed_everything(seed)
+    logits = common.predict(ens, x, batch_size)
+    correct = logits.argmax(-1) == y
+    h_clean = common.entropy_of_logits(logits)
+    result.update(n_samples=int(len(x)), natural_accuracy=float(correct.mean()),
+                  n_clean_correct=int(correct.sum()))
+    arrays.update(clean=h_clean, correct=correct)
+    log(f"{len(x)} test samples, natural accuracy {common.pct(result['natural_accuracy'])}%, "
+        f"mean clean entropy {h_clean.mean():.3f}")
+
+    def one(name: str, eps_: float, key: str) -> dict:
+        eta = min(p["eps_iter"], eps_)
+        x_adv = common.craft(name, ens, x, y, batch_size, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
+        logits_adv = common.predict(ens, x_adv, batch_size)
+        h_adv = common.entropy_of_logits(logits_adv)
+        fooled = logits_adv.argmax(-1) != y
+        arrays[f"adv_{key}"], arrays[f"fooled_{key}"] = h_adv, fooled
+        m = detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
+        m.update(attack=name, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"],
+                 adv_accuracy=float(np.mean(~fooled)))
+        log(f"{name.upper()} eps={eps_:.4g} eta={eta:.4g}: adversarial accuracy "
+            f"{common.pct(m['adv_accuracy'])}%, AUC {_fmt_auc(m['auc'])} "
+            f"(all adversarial: {_fmt_auc(m['auc_all'])}), {m['n_pos']} positives / {m['n_neg']} negatives")
+        return m
+
+    for name in attacks:
+        result["attacks"][name] = one(name, p["eps"], name)
+    if sweep:
+        result["eps_sweep"] = [one("pgd", e, f"sweep{i}") for i, e in enumerate(p["sweep_eps"])]
+        for k in [k for k in arrays if k.startswith(("adv_sweep", "fooled_sweep"))]:
+            if int(k.split("sweep")[1]) >= len(p["sweep_eps"]):
+                del arrays[k]
+        arrays["sweep_eps"] = np.asarray(p["sweep_eps"], np.float64)
+    result["seconds"] = round(time.time() - t0, 2)
+    common.write_json(json_path, result)
+    np.savez_compressed(npz_path, **arrays)
+    log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
+    return result
+
+
+def ensure(run_dir: str, attacks: Sequence[str] = (), sweep: bool = False, **kwargs) -> dict:
+    """RUN/eval/detection.json with at least ``attacks`` (and the ε sweep if ``sweep``): read when
+    present, the missing parts computed (with ``evaluate``'s keyword arguments) otherwise."""
+    result = common.read_json(common.eval_path(run_dir, JSON_NAME))
+    has_npz = os.path.isfile(common.eval_path(run_dir, NPZ_NAME))
+    missing = [a for a in attacks if not result or a not in result.get("attacks", {})]
+    need_sweep = sweep and not (result and result.get("eps_sweep"))
+    if result and has_npz and not missing and not need_sweep:
+        return result
+    if result is None or not has_npz:
+        missing, need_sweep = list(attacks), sweep
+    return evaluate(run_dir, attacks=missing, sweep=need_sweep, **kwargs)
+
+
+def load_entropies(run_dir: str) -> dict:
+    """The entropy arrays of RUN/eval/detection_entropy.npz ({} when missing)."""
+    return _load_npz(common.eval_path(run_dir, NPZ_NAME))
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt_auc(v: Optional[float]) -> str:
+    return common.pct(v)
+
+
+def table(result: dict) -> str:
+    """AUCs (in percent) per attack and per sweep ε of one run."""
+    ds = result["dataset"]
+    rows = []
+    entries = [(n.upper(), m) for n, m in result.get("attacks", {}).items()]
+    entries += [("PGD (ε sweep)", m) for m in result.get("eps_sweep", [])]
+    for name, m in entries:
+        rows.append([name, common.format_eps(m["eps"], ds), common.format_eps(m["eps_iter"], ds),
+                     m["nb_iter"], common.pct(m["adv_accuracy"]), m["n_neg"], m["n_pos"],
+                     common.pct(m["auc"]), common.pct(m["auc_all"]), common.pct(m["tpr_at_5fpr"])])
+    return common.markdown_table(
+        ["Attack", "ε", "η", "k", "adv. acc.", "#neg", "#pos", "AUC", "AUC (all adv.)",
+         "TPR @ 5% FPR"], rows)
+
+
+def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
+    """AUC (in percent) of several runs side by side: one column per attack and sweep ε."""
+    cols: list[tuple[str, str, Optional[float]]] = []
+    for _, r in rows:
+        for n in r.get("attacks", {}):
+            if ("attack", n, None) not in cols:
+                cols.append(("attack", n, None))
+        for m in r.get("eps_sweep", []):
+            if ("sweep", "pgd", m["eps"]) not in cols:
+                cols.append(("sweep", "pgd", m["eps"]))
+    ds = rows[0][1]["dataset"]
+    headers = ["Model"] + [n.upper() if kind == "attack" else f"PGD ε={common.format_eps(e, ds)}"
+                           for kind, n, e in cols]
+    body = []
+    for label, r in rows:
+        sweep = {round(m["eps"], 10): m for m in r.get("eps_sweep", [])}
+        cells = []
+        for kind, n, e in cols:
+            m = r["attacks"].get(n) if kind == "attack" else sweep.get(round(e, 10))
+            cells.append(common.pct(m["auc"]) if m else "–")
+        body.append([label, *cells])
+    return common.markdown_table(headers, body)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat for several).")
+    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
+    flags.DEFINE_string("out_dir", "results", "Where the side-by-side AUC table of several runs goes.")
+    flags.DEFINE_list("attacks", list(ATTACKS), "Attacks of Fig 3 (pgd, bim, mim); empty for none.")
+    flags.DEFINE_bool("sweep", True, "Also the PGD ε sweep of Fig 4.")
+    flags.DEFINE_list("sweep_eps", [], "ε values of the sweep (default: the data set's ε × {1,2,4,8,12,16,20,24}/8).")
+    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).")
+    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
+    flags.DEFINE_string("eps", None, "Attack radius of Fig 3 (default per data set; CIFAR-10 8/255).")
+    flags.DEFINE_string("eps_iter", None, "Step size η (default: the data set's, CIFAR-10 1/255, else ε/8).")
+    flags.DEFINE_integer("nb_iter", 20, "Attack steps k.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.run_dir:
+        raise common.UsageError("give at least one --run_dir")
+    if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
+        raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
+    attacks = [a.strip().lower() for a in FLAGS.attacks if a.strip()]
+    for a in attacks:
+        if a not in ATTACKS:
+            raise common.UsageError(f"--attacks: unknown attack {a!r}, choose from {', '.join(ATTACKS)}")
+    if not attacks and not FLAGS.sweep:
+        raise common.UsageError("nothing to do: --attacks is empty and --nosweep is set")
+    eps = None if FLAGS.eps is None else common.parse_number(FLAGS.eps, "--eps")
+    eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
+    sweep_eps = common.parse_numbers(FLAGS.sweep_eps, "--sweep_eps")
+    configs = [common.read_run_config(d) for d in FLAGS.run_dir]
+    for cfg in configs:
+        attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
+    labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    common.quiet_tf()
+
+    rows = []
+    for run_dir, label in zip(FLAGS.run_dir, labels):
+        r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples or None, FLAGS.batch_size,
+                     FLAGS.seed, eps, eps_iter, FLAGS.nb_iter, sweep_eps or None)
+        rows.append((label, r))
+        print(f"\nDetection by the entropy of the ensemble prediction: {label} ({r['dataset']}, "
+              f"n = {r['n_samples']}, {r['n_clean_correct']} clean-correct); percentages\n")
+        print(table(r))
+    if len(rows) > 1:
+        text = ["AUC of detection by entropy (positives: adversarial examples that fool the "
+                "ensemble); percentages", "", comparison_table(rows), ""]
+        print("\n" + "\n".join(text))
+        os.makedirs(FLAGS.out_dir, exist_ok=True)
+        path = os.path.join(FLAGS.out_dir, "detection.md")
+        with open(path, "w") as f:
+            f.write("\n".join(text))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    common.run_cli(main)

@@ -1,0 +1,318 @@
+"""Transferability among ensemble members: the paper's Table 6 ("Transferability among Ensemble
+Members").
+
+Usage::
+
+    python -m eval.transferability --run_dir runs/cce_rm --run_dir runs/adv_en [--n_samples 1000]
+    python -m eval.transferability --paper            # the paper's CIFAR-10 Table 6, for reference
+
+    from eval.transferability import transferability_metrics, evaluate
+    m = transferability_metrics(y, pred_en, pred_members_en, pred_cross)   # pure numpy
+    result = evaluate("runs/cce_rm", n_samples=1000)                      # attacks, writes JSON
+
+Every adversarial example is PGD (k = 20, the data set's ε and η; CIFAR-10: ε = 8/255,
+η = 2/255), crafted with the TRUE labels, through ``attacks.registry``:
+
+* x_a^en against the whole ensemble (its logits are log f^en: the adaptive attack);
+* x_a^i against member i alone, for every i.
+
+Symbols (all fractions of the attacked test samples; an accuracy here is the share of the
+adversarial inputs a model classifies correctly, so that the paper's identities hold exactly):
+
+    a_en_en        accuracy of f^en on x_a^en
+    a[i][j]        accuracy of member j on x_a^i (rows = member attacked, columns = member tested)
+    S11,S01,S10,S00  (N = 2) shares of x_a^en by which members are right: S_ab, a = 1 where f^1 is
+                   right, b = 1 where f^2 is right (S01: f^1 wrong, f^2 right); they sum to 1
+    T              Σ_i Σ_{j≠i} (a[i][j] − a[i][i]); for N = 2 the paper's
+                   a(1,2) − a(1,1) + a(2,1) − a(2,2). Smaller T: more transferable x_a^i
+    nT             1 − a_en_en − |all members fooled|; N = 2: 1 − a(en,en) − |S00|, the x_a^en that
+                   fool f^en without fooling both members
+    a_single       a_en_en − |all members right|; N = 2: a(en,en) − |S11|, the x_a^en that f^en
+                   still gets right although not every member does
+    fooled_by_k    (every N, reported for N > 2) share of x_a^en that fool exactly k members, k = 0..N
+
+Writes RUN/eval/transferability.json per run; with several runs also OUT_DIR/transferability.md
+and OUT_DIR/transferability.json (the side-by-side table).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from eval import common
+
+JSON_NAME = "transferability.json"
+
+# The paper's Table 6 (CIFAR-10, CNN, N = 2, PGD k = 20, ε = 8/255, η = 2/255), as fractions.
+PAPER_TABLE6 = {
+    "ADV-EN": dict(a_en_en=.407, a11=.311, a22=.332, S11=.240, S01=.170, S10=.130, S00=.460,
+                   T=.655, nT=.133, a_single=.167),
+    "ADP": dict(a_en_en=.429, a11=.310, a22=.331, S11=.257, S01=.131, S10=.117, S00=.495,
+                T=.593, nT=.076, a_single=.172),
+    "CCE-RM": dict(a_en_en=.455, a11=.417, a22=.414, S11=.399, S01=.052, S10=.055, S00=.495,
+                   T=.337, nT=.050, a_single=.056),
+    "CCE-Base": dict(a_en_en=.433, a11=.403, a22=.405, S11=.361, S01=.065, S10=.072, S00=.503,
+                     T=.361, nT=.064, a_single=.072),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The metrics, from predictions
+# --------------------------------------------------------------------------------------------------
+
+
+def transferability_metrics(y: np.ndarray, pred_en: np.ndarray, pred_members_en: np.ndarray,
+                            pred_cross: np.ndarray) -> dict:
+    """Table 6's metrics from predicted labels.
+
+    :param y: [B] true labels.
+    :param pred_en: [B] f^en's labels on x_a^en.
+    :param pred_members_en: [N, B] each member's labels on x_a^en.
+    :param pred_cross: [N, N, B]; entry [i, j] is member j's labels on x_a^i.
+    :return: dict with a_en_en, a (N×N list), S11, S01, S10, S00 (None unless N = 2), T, nT,
+        a_single, fooled_by_k (N + 1 shares), member_accuracy_on_x_en (N), n_samples.
+    """
+    y = np.asarray(y).reshape(-1)
+    pred_en = np.asarray(pred_en).reshape(-1)
+    pred_members_en = np.asarray(pred_members_en)
+    pred_cross = np.asarray(pred_cross)
+    n_members = pred_members_en.shape[0] if pred_members_en.ndim == 2 else -1
+    b = len(y)
+    if (pred_en.shape != (b,) or pred_members_en.shape != (n_members, b)
+            or pred_cross.shape != (n_members, n_members, b)):
+        raise ValueError(f"shapes must be y [B], pred_en [B], pred_members_en [N, B], pred_cross "
+                         f"[N, N, B]; got {y.shape}, {pred_en.shape}, {pred_members_en.shape}, "
+                         f"{pred_cross.shape}")
+    if b == 0:
+        raise ValueError("no samples")
+
+    right = pred_members_en == y[None]                      # [N, B]
+    n_fooled = n_members - right.sum(axis=0)                # [B]
+    fooled_by_k = [float(np.mean(n_fooled == k)) for k in range(n_members + 1)]
+    a_en_en = float(np.mean(pred_en == y))
+    a = (pred_cross == y[None, None]).mean(axis=2)          # [N, N]
+    diag = np.diag(a)
+    T = float(sum(a[i, j] - diag[i] for i in range(n_members) for j in range(n_members) if j != i))
+    out = dict(
+        a_en_en=a_en_en,
+        a=a.tolist(),
+        S11=None, S01=None, S10=None, S00=None,
+        T=T,
+        nT=1.0 - a_en_en - fooled_by_k[n_members],
+        a_single=a_en_en - fooled_by_k[0],
+        fooled_by_k=fooled_by_k,
+        member_accuracy_on_x_en=right.mean(axis=1).tolist(),
+        n_samples=int(b),
+    )
+    if n_members == 2:
+        r1, r2 = right
+        out.update(S11=float(np.mean(r1 & r2)), S01=float(np.mean(~r1 & r2)),
+                   S10=float(np.mean(r1 & ~r2)), S00=float(np.mean(~r1 & ~r2)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Attacking a run
+# --------------------------------------------------------------------------------------------------
+
+
+def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[float] = None,
+                  nb_iter: int = 20) -> dict:
+    """PGD's {eps, eps_iter, nb_iter}: the data set's Table 6 setting unless overridden."""
+    s = common.settings(dataset)
+    params = dict(eps=s.eps if eps is None else float(eps),
+                  eps_iter=s.eps_iter if eps_iter is None else float(eps_iter), nb_iter=int(nb_iter))
+    common.check_positive(params["eps"], "--eps")
+    common.check_positive(params["eps_iter"], "--eps_iter")
+    if params["nb_iter"] < 1:
+        raise common.UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
+    if params["eps_iter"] > params["eps"]:
+        raise common.UsageError(f"--eps_iter {params['eps_iter']:g} must not exceed --eps "
+                                f"{params['eps']:g} (cleverhans' PGD requires eta <= eps)")
+    return params
+
+
+def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
+             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
+             reuse: bool = False, verbose: bool = True) -> dict:
+    """Attacks one run as Table 6 does and writes RUN/eval/transferability.json; returns its dict.
+
+    With ``reuse``, an existing JSON with the same settings and sample count is returned instead.
+    """
+    cfg = common.read_run_config(run_dir)
+    params = attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
+    path = common.eval_path(run_dir, JSON_NAME)
+    n_samples = n_samples or None
+    if cfg.get("members", 0) < 2:
+        raise common.UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
+                                f"this run has N = {cfg.get('members')}")
+    if reuse:
+        old = common.read_json(path)
+        if old and old.get("params") == dict(params, attack="pgd", seed=seed) and \
+                old.get("n_samples_requested") == n_samples:
+            if verbose:
+                print(f"[{run_dir}] reusing {path}", flush=True)
+            return old
+
+    ens, cfg = common.load_run_checked(run_dir)
+    x, y = common.test_samples(cfg["dataset"], n_samples)
+    n = len(ens.members)
+    label = common.run_label(cfg)
+
+    def log(msg):
+        if verbose:
+            print(f"[{label} {run_dir}] {msg}", flush=True)
+
+    common.seed_everything(seed)
+    t0 = time.time()
+    natural_accuracy = float(np.mean(common.predict(ens, x, batch_size).argmax(-1) == y))
+    log(f"{len(x)} test samples, natural accuracy {common.pct(natural_accuracy)}%; "
+        f"PGD eps={params['eps']:.4g} eps_iter={params['eps_iter']:.4g} k={params['nb_iter']}")
+    log("PGD against the ensemble (x_a^en)")
+    x_en = common.craft("pgd", ens, x, y, batch_size, **params)
+    pred_en = common.predict(ens, x_en, batch_size).argmax(-1)
+    pred_members_en = common.predict_members(ens, x_en, batch_size).argmax(-1)
+    pred_cross = np.zeros((n, n, len(x)), np.int64)
+    for i, member in enumerate(ens.members):
+        log(f"PGD against member {i + 1}/{n} (x_a^{i + 1})")
+        x_i = common.craft("pgd", member, x, y, batch_size, **params)
+        pred_cross[i] = common.predict_members(ens, x_i, batch_size).argmax(-1)
+
+    result = dict(
+        run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=label, members=n,
+        **transferability_metrics(y, pred_en, pred_members_en, pred_cross),
+        natural_accuracy=natural_accuracy,
+        params=dict(params, attack="pgd", seed=seed),
+        n_samples_requested=n_samples,
+        seconds=round(time.time() - t0, 2),
+    )
+    common.write_json(path, result)
+    log(f"done in {result['seconds']:.0f} s: a(en,en) = {common.pct(result['a_en_en'])}%, "
+        f"T = {common.pct(result['T'])}%; wrote {path}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[tuple[str, dict]]) -> str:
+    """Table 6 in percentages, one row per (label, result); a(i,i) for every member."""
+    max_n = max((len(r["a"]) for _, r in rows), default=2)
+    headers = (["Model", "a(en,en)"] + [f"a({i},{i})" for i in range(1, max_n + 1)]
+               + ["S11", "S01", "S10", "S00", "T", "nT", "a_single"])
+    body = []
+    for label, r in rows:
+        diag = [r["a"][i][i] if i < len(r["a"]) else None for i in range(max_n)]
+        body.append([label, common.pct(r["a_en_en"]), *map(common.pct, diag),
+                     *(common.pct(r.get(k)) for k in ("S11", "S01", "S10", "S00", "T", "nT",
+                                                      "a_single"))])
+    return common.markdown_table(headers, body)
+
+
+def matrix_table(label: str, result: dict) -> str:
+    """The a(i,j) matrix of one run in percentages: rows = member attacked, columns = tested."""
+    n = len(result["a"])
+    return common.markdown_table(
+        [f"{label}: x_a^i \\ f^j"] + [f"f^{j + 1}" for j in range(n)],
+        [[f"x_a^{i + 1}", *(common.pct(v) for v in result["a"][i])] for i in range(n)])
+
+
+def fooled_table(rows: Sequence[tuple[str, dict]]) -> str:
+    """Share of x_a^en fooling exactly k members, in percentages."""
+    max_n = max(len(r["fooled_by_k"]) - 1 for _, r in rows)
+    return common.markdown_table(
+        ["Model"] + [f"fooled by {k}" for k in range(max_n + 1)],
+        [[label] + [common.pct(r["fooled_by_k"][k]) if k < len(r["fooled_by_k"]) else "–"
+                    for k in range(max_n + 1)] for label, r in rows])
+
+
+def paper_table() -> str:
+    """The paper's Table 6 (CIFAR-10), in percentages."""
+    rows = [(name, dict(v, a=[[v["a11"], None], [None, v["a22"]]]))
+            for name, v in PAPER_TABLE6.items()]
+    return table(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat to compare runs side by side).")
+    flags.DEFINE_multi_string("label", [], "Row label per --run_dir (default: the run's method).")
+    flags.DEFINE_string("out_dir", "results", "Where the side-by-side table of several runs goes.")
+    flags.DEFINE_integer("n_samples", 0, "Attack the first n test samples (0: all).")
+    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
+    flags.DEFINE_string("eps", None, "PGD radius (default per data set; CIFAR-10 8/255).")
+    flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
+    flags.DEFINE_integer("nb_iter", 20, "PGD steps k.")
+    flags.DEFINE_bool("reuse", False, "Reuse RUN/eval/transferability.json made with the same settings.")
+    flags.DEFINE_bool("paper", False, "Also print the paper's Table 6 (CIFAR-10) for reference.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.run_dir and not FLAGS.paper:
+        raise common.UsageError("give at least one --run_dir (or --paper)")
+    for run_dir in FLAGS.run_dir:          # validate everything before the slow part
+        cfg = common.read_run_config(run_dir)
+        if cfg.get("members", 0) < 2:
+            raise common.UsageError(f"{run_dir}: transferability needs N >= 2 members, "
+                                    f"this run has N = {cfg.get('members')}")
+        attack_params(cfg["dataset"], _opt(FLAGS.eps, "--eps"), _opt(FLAGS.eps_iter, "--eps_iter"),
+                      FLAGS.nb_iter)
+    if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
+        raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
+    configs = [common.read_run_config(d) for d in FLAGS.run_dir]
+    labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    common.quiet_tf()
+
+    rows = []
+    for run_dir, label in zip(FLAGS.run_dir, labels):
+        r = evaluate(run_dir, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed,
+                     _opt(FLAGS.eps, "--eps"), _opt(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter,
+                     reuse=FLAGS.reuse)
+        rows.append((label, r))
+
+    if rows:
+        datasets = sorted({r["dataset"] for _, r in rows})
+        text = [f"Transferability among ensemble members (Table 6), {', '.join(datasets)}, "
+                f"PGD k={rows[0][1]['params']['nb_iter']}, n = {rows[0][1]['n_samples']}; "
+                f"percentages", "", table(rows), ""]
+        for label, r in rows:
+            text += [matrix_table(label, r), ""]
+        if any(len(r["a"]) > 2 for _, r in rows):
+            text += ["Share of x_a^en fooling exactly k members", "", fooled_table(rows), ""]
+        print("\n".join(text))
+        if len(rows) > 1:
+            os.makedirs(FLAGS.out_dir, exist_ok=True)
+            md = os.path.join(FLAGS.out_dir, "transferability.md")
+            with open(md, "w") as f:
+                f.write("\n".join(text))
+            common.write_json(os.path.join(FLAGS.out_dir, JSON_NAME),
+                              {"runs": [dict(r, label=label) for label, r in rows]})
+            print(f"wrote {md} and {os.path.join(FLAGS.out_dir, JSON_NAME)}")
+    if FLAGS.paper:
+        print("\nThe paper's Table 6 (CIFAR-10, CNN, N = 2, PGD k=20, eps=8/255, eta=2/255), "
+              "for reference\n")
+        print(paper_table())
+
+
+def _opt(text: Optional[str], name: str) -> Optional[float]:
+    return None if text is None else common.parse_number(text, name)
+
+
+if __name__ == "__main__":
+    define_flags()
+    common.run_cli(main)

@@ -1,0 +1,66 @@
+"""Fig 2: histogram of the entropy of the ensemble prediction on clean test images and on their
+adversarial examples (PGD against the whole ensemble, the detection setting: k = 20, CIFAR-10
+ε = 8/255, η = 1/255; elsewhere η = ε/8).
+
+Usage::
+
+    python -m figures.entropy_histogram --run_dir runs/cce_dm [--n_samples 1000]
+
+Reads RUN/eval/detection.json and detection_entropy.npz (``python -m eval.detection``); where they
+are missing it runs the PGD part of that evaluation first. Writes RUN/figures/entropy_histogram.png
+and .pdf.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from eval import common as eval_common
+from eval import detection
+from figures import common
+
+NAME = "entropy_histogram"
+TITLE = "Histogram of prediction entropy"
+XLABEL = "Entropy of the ensemble prediction"
+YLABEL = "Number of images"
+
+
+def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
+         eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
+         bins: int = 50) -> list[str]:
+    """Draws Fig 2 for a run; returns the PNG and PDF paths."""
+    result = detection.ensure(run_dir, attacks=("pgd",), n_samples=n_samples,
+                              batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
+                              nb_iter=nb_iter)
+    h = detection.load_entropies(run_dir)
+    clean, adv = h["clean"], h["adv_pgd"]
+    cfg = eval_common.read_run_config(run_dir)
+    m = result["attacks"]["pgd"]
+    ds = result["dataset"]
+
+    fig, ax = common.plt.subplots(figsize=(6, 4))
+    top = max(np.log(cfg.get("num_classes", 10)), float(np.max(np.r_[clean, adv])), 1e-3)
+    edges = np.linspace(0, top, bins + 1)
+    ax.hist(clean, bins=edges, alpha=0.6, color="tab:blue", label=f"Benign (n = {len(clean)})")
+    ax.hist(adv, bins=edges, alpha=0.6, color="tab:red",
+            label=f"Adversarial, PGD ε = {eval_common.format_eps(m['eps'], ds)} (n = {len(adv)})")
+    ax.set_title(f"{TITLE}: {result['label']}")
+    ax.set_xlabel(XLABEL)
+    ax.set_ylabel(YLABEL)
+    ax.legend()
+    return common.save(fig, run_dir, NAME)
+
+
+def main(argv):
+    run_dir = common.check_args(argv)
+    F = common.FLAGS
+    paths = make(run_dir, F.n_samples or None, F.batch_size, F.seed,
+                 common.opt_number(F.eps, "--eps"), common.opt_number(F.eps_iter, "--eps_iter"),
+                 F.nb_iter)
+    print("wrote " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+    common.define_run_flags()
+    common.run_cli(main)

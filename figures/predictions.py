@@ -1,0 +1,96 @@
+"""Figs 1 and 5: a benign test image (top row) and its adversarial example (bottom row), each
+followed by the class probabilities of every member f^1 .. f^N and of the ensemble f^en.
+
+Usage::
+
+    python -m figures.predictions --run_dir runs/cce_dm [--index 7]
+
+The adversarial example is PGD against the whole ensemble with the true label (the data set's
+Table 6 setting, k = 20; CIFAR-10 ε = 8/255, η = 2/255). Without --index the image is the first
+test image the ensemble classifies correctly and whose PGD example fools it (else the first one it
+gets right). Writes RUN/figures/predictions.png and .pdf.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from absl import flags
+
+from eval import common as eval_common
+from figures import common
+
+NAME = "predictions"
+YLABEL = "Probability"
+ROW_LABELS = ("Benign", "Adversarial")
+
+
+def make(run_dir: str, index: Optional[int] = None, batch_size: int = 500, seed: int = 0,
+         eps: Optional[float] = None, eps_iter: Optional[float] = None,
+         nb_iter: int = 20) -> list[str]:
+    """Draws Figs 1 / 5 for a run; returns the PNG and PDF paths."""
+    ens, cfg = eval_common.load_run_checked(run_dir)
+    ds = cfg["dataset"]
+    eps, eps_iter = common.attack_defaults(ds, eps, eps_iter)
+    x, y = eval_common.test_samples(ds)
+    eval_common.seed_everything(seed)
+    index, x_adv = common.pick_example(ens, x, y, eps, eps_iter, nb_iter, index,
+                                       batch_size=batch_size)
+    images = np.stack([x[index], x_adv])
+    probs_members = eval_common.softmax(eval_common.predict_members(ens, images))   # [N, 2, C]
+    probs_en = eval_common.softmax(eval_common.predict(ens, images))                 # [2, C]
+    n = len(ens.members)
+    num_classes = probs_en.shape[-1]
+    names = common.class_names(ds, num_classes)
+    label = eval_common.run_label(cfg)
+    true = int(y[index])
+
+    cols = n + 2
+    fig, axes = common.plt.subplots(2, cols, figsize=(2.0 + 2.6 * (n + 1), 5.6),
+                                    gridspec_kw={"width_ratios": [1.0] + [1.5] * (n + 1)},
+                                    squeeze=False)
+    symbols = [common.member_symbol(i) for i in range(n)] + [common.ensemble_symbol()]
+    for row in range(2):
+        common.show_image(axes[row, 0], images[row])
+        axes[row, 0].set_ylabel(ROW_LABELS[row], fontsize=11)
+        if row == 0:
+            axes[row, 0].set_title(f"true: {names[true]}", fontsize=9)
+        else:
+            axes[row, 0].set_title(f"PGD ε = {eval_common.format_eps(eps, ds)}", fontsize=9)
+        for c in range(n + 1):
+            p = probs_members[c, row] if c < n else probs_en[row]
+            ax = axes[row, c + 1]
+            pred = int(p.argmax())
+            colors = ["tab:gray"] * num_classes
+            colors[true] = "tab:green"
+            if pred != true:
+                colors[pred] = "tab:red"
+            ax.bar(np.arange(num_classes), p, color=colors)
+            ax.set_ylim(0, 1)
+            h = float(-(p * np.log(np.clip(p, 1e-30, 1))).sum())
+            ax.set_title(f"{symbols[c]}: {names[pred]} ({p[pred]:.2f}), H = {h:.2f}", fontsize=9)
+            if num_classes <= 10:
+                ax.set_xticks(np.arange(num_classes), names, rotation=90, fontsize=7)
+            else:
+                ax.set_xlabel("Class", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(YLABEL)
+    fig.suptitle(f"Prediction example: {label} (test image {index}). Top/bottom: benign/adversarial; "
+                 f"next columns: outputs of {', '.join(symbols)}\n"
+                 "green: true class, red: wrong predicted class", fontsize=10)
+    fig.tight_layout()
+    return common.save(fig, run_dir, NAME)
+
+
+def main(argv):
+    run_dir = common.check_args(argv)
+    F = common.FLAGS
+    paths = make(run_dir, F.index, F.batch_size, F.seed, common.opt_number(F.eps, "--eps"),
+                 common.opt_number(F.eps_iter, "--eps_iter"), F.nb_iter)
+    print("wrote " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+    common.define_run_flags()
+    flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).")
+    common.run_cli(main)

@@ -1,0 +1,58 @@
+"""Fig 4: ROC of adversarial detection by the entropy of the ensemble prediction under PGD of
+several strengths (k = 20, η fixed at the detection step, ε = ε_dataset × {1,2,4,8,12,16,20,24}/8;
+CIFAR-10: ε = 1/255 ... 24/255, η = 1/255), AUC in the legend.
+
+Usage::
+
+    python -m figures.roc_eps --run_dir runs/cce_rm [--n_samples 1000]
+
+Reads the ε sweep of RUN/eval/detection.json (``python -m eval.detection``); where it is missing it
+runs the sweep first. Writes RUN/figures/roc_eps.png and .pdf.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+from eval import common as eval_common
+from eval import detection
+from figures import common
+from figures.roc_attacks import draw_roc
+
+NAME = "roc_eps"
+
+
+def title(label: str) -> str:
+    return f"ROC of {label} under multiple attack strengths"
+
+
+def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
+         eps: Optional[float] = None, eps_iter: Optional[float] = None,
+         nb_iter: int = 20) -> list[str]:
+    """Draws Fig 4 for a run; returns the PNG and PDF paths."""
+    result = detection.ensure(run_dir, sweep=True, n_samples=n_samples, batch_size=batch_size,
+                              seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter)
+    ds = result["dataset"]
+    sweep = result["eps_sweep"]
+    cmap = common.plt.get_cmap("viridis")
+    curves = [(f"ε = {eval_common.format_eps(m['eps'], ds)}", m,
+               cmap(i / max(1, len(sweep) - 1))) for i, m in enumerate(sweep)]
+    fig, ax = common.plt.subplots(figsize=(5.5, 5))
+    draw_roc(ax, curves)
+    ax.set_title(f"{title(result['label'])}\n(PGD, k = {sweep[0]['nb_iter']}, η = "
+                 f"{eval_common.format_eps(sweep[0]['eps_iter'], ds)}, {ds})", fontsize=10)
+    return common.save(fig, run_dir, NAME)
+
+
+def main(argv):
+    run_dir = common.check_args(argv)
+    F = common.FLAGS
+    paths = make(run_dir, F.n_samples or None, F.batch_size, F.seed,
+                 common.opt_number(F.eps, "--eps"), common.opt_number(F.eps_iter, "--eps_iter"),
+                 F.nb_iter)
+    print("wrote " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+    common.define_run_flags()
+    common.run_cli(main)
