@@ -1,0 +1,11 @@
+"""Measurements of trained runs; each CLI writes under RUN/eval/ or --out_dir (DESIGN.md, contracts 7-8).
+
+Parts:
+
+    attack_suite     robust accuracy under the paper's attacks (Tables 3-5): attack_suite.json
+    sanity           gradient-masking checks reported beside the attack-suite table
+    transferability  Table 6: transferability.json
+    blackbox         the black-box matrix across runs (Tables 12-13)
+    detection        entropy-based detection (Figs 2-4): detection.json
+    common           glue shared by the analyses
+"""

@@ -1,0 +1,124 @@
+"""Checks for gradient masking that a careful robustness evaluation runs beside its table.
+
+Usage::
+
+    from eval import sanity
+    report = sanity.report(pgd_robust, pgd_params, spsa_vs_pgd=(spsa_mask, pgd_mask))
+    report["warnings"]            # [] when every check passes
+
+``pgd_robust(params) -> bool mask`` runs PGD with ``params`` on a fixed subset of the test set and
+returns, per sample, whether the model is right on both the clean and the adversarial input
+(eval.attack_suite builds it). The checks are the usual signs that a model hides its gradients
+rather than being robust (Athalye et al. 2018, "Obfuscated gradients"; Carlini et al. 2019, "On
+evaluating adversarial robustness"):
+
+1. ``eps_sweep``: robust accuracy under PGD falls toward 0 as ε grows, ε × {1, 2, 4, ...} up to
+   ``EPS_MAX``; at ``EPS_MAX`` every image can be turned into a grey one, so accuracy above
+   ``SWEEP_MAX_ACCURACY`` means PGD is not finding the way (masked or shattered gradients).
+2. ``double_steps``: doubling PGD's steps k changes robust accuracy by less than
+   ``STEPS_TOLERANCE``; if it does not, the reported k had not converged.
+3. ``spsa_vs_pgd``: the gradient-free SPSA does not beat PGD by more than ``SPSA_MARGIN`` on the
+   same samples; a gradient-free attack doing better means the gradients mislead PGD.
+
+Each check returns its numbers and ``passed``; ``report`` gathers them with one warning string per
+failed check.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+EPS_MAX = 0.5
+SWEEP_MAX_ACCURACY = 0.05
+STEPS_TOLERANCE = 0.01
+SPSA_MARGIN = 0.02
+SUBSET = 500  # samples the PGD checks run on (the first ones of the attacked set)
+
+RobustFn = Callable[[dict], np.ndarray]
+
+
+def sweep_eps(eps: float, eps_max: float = EPS_MAX) -> list[float]:
+    """ε, 2ε, 4ε, ... below ``eps_max``, then ``eps_max`` itself."""
+    values = []
+    e = float(eps)
+    while e < eps_max:
+        values.append(e)
+        e *= 2
+    return values + [float(eps_max)]
+
+
+def sweep_params(params: dict, eps: float) -> dict:
+    """PGD ``params`` at radius ``eps``: η keeps its ratio to ε, but at least 2.5 ε / k so that k
+    steps can cross the ball (Madry et al. 2018's rule), and at most ε (cleverhans asserts η <= ε)."""
+    k = int(params["nb_iter"])
+    eta = max(params["eps_iter"] * eps / params["eps"], 2.5 * eps / k)
+    return dict(params, eps=float(eps), eps_iter=float(min(eta, eps)))
+
+
+def check_eps_sweep(pgd_robust: RobustFn, params: dict,
+                    max_accuracy: float = SWEEP_MAX_ACCURACY) -> tuple[dict, np.ndarray]:
+    """Check 1. Returns (result, the robust mask at the base ε, for reuse by check 2)."""
+    eps_values = sweep_eps(params["eps"])
+    masks = [pgd_robust(sweep_params(params, e) if i else dict(params))
+             for i, e in enumerate(eps_values)]
+    acc = [float(m.mean()) for m in masks]
+    result = {"eps": eps_values, "robust_accuracy": acc, "max_accuracy": max_accuracy,
+              "passed": acc[-1] <= max_accuracy}
+    return result, masks[0]
+
+
+def check_double_steps(pgd_robust: RobustFn, params: dict, base_mask: Optional[np.ndarray] = None,
+                       tolerance: float = STEPS_TOLERANCE) -> dict:
+    """Check 2: PGD with k and 2k steps; ``base_mask`` is the k-step result if already computed."""
+    k = int(params["nb_iter"])
+    base = pgd_robust(dict(params)) if base_mask is None else base_mask
+    doubled = pgd_robust(dict(params, nb_iter=2 * k))
+    acc = [float(base.mean()), float(doubled.mean())]
+    return {"nb_iter": [k, 2 * k], "robust_accuracy": acc, "tolerance": tolerance,
+            "passed": abs(acc[1] - acc[0]) < tolerance}
+
+
+def check_spsa_vs_pgd(spsa_mask: np.ndarray, pgd_mask: np.ndarray,
+                      margin: float = SPSA_MARGIN) -> dict:
+    """Check 3 on the first min(len) samples, which both attacks saw (the suite attacks prefixes)."""
+    n = min(len(spsa_mask), len(pgd_mask))
+    spsa_acc, pgd_acc = float(spsa_mask[:n].mean()), float(pgd_mask[:n].mean())
+    return {"n_samples": n, "spsa": spsa_acc, "pgd": pgd_acc, "margin": margin,
+            "passed": not spsa_acc < pgd_acc - margin - 1e-9}  # exactly the margin passes
+
+
+def warnings_for(checks: dict) -> list[str]:
+    """One line per failed check, saying what it suggests."""
+    out = []
+    c = checks.get("eps_sweep", {})
+    if c.get("passed") is False:
+        out.append(f"eps sweep: robust accuracy {c['robust_accuracy'][-1]:.3f} under PGD at "
+                   f"eps={c['eps'][-1]:g} (> {c['max_accuracy']:g}); PGD fails where any image can "
+                   f"be turned grey: gradients may be masked")
+    c = checks.get("double_steps", {})
+    if c.get("passed") is False:
+        k, k2 = c["nb_iter"]
+        a, a2 = c["robust_accuracy"]
+        out.append(f"doubling PGD's steps ({k} -> {k2}) changed robust accuracy by {a2 - a:+.3f} "
+                   f"(tolerance {c['tolerance']:g}); PGD has not converged")
+    c = checks.get("spsa_vs_pgd", {})
+    if c.get("passed") is False:
+        out.append(f"gradient-free SPSA ({c['spsa']:.3f}) beats PGD ({c['pgd']:.3f}) by more than "
+                   f"{c['margin']:g} on the same {c['n_samples']} samples; gradients mislead PGD")
+    return out
+
+
+def report(pgd_robust: Optional[RobustFn], params: dict, previous: Optional[dict] = None,
+           spsa_vs_pgd: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
+    """All checks. ``previous``: checks 1 and 2 from an earlier report with the same settings,
+    reused instead of re-running PGD (``pgd_robust`` may then be None). ``spsa_vs_pgd``: the
+    (SPSA, PGD) robust masks for check 3, or None if SPSA was not run."""
+    if previous is not None:
+        checks = {k: previous[k] for k in ("eps_sweep", "double_steps")}
+    else:
+        sweep, base = check_eps_sweep(pgd_robust, params)
+        checks = {"eps_sweep": sweep, "double_steps": check_double_steps(pgd_robust, params, base)}
+    checks["spsa_vs_pgd"] = (check_spsa_vs_pgd(*spsa_vs_pgd) if spsa_vs_pgd is not None
+                             else {"skipped": "spsa was not run"})
+    return {"warnings": warnings_for(checks), **checks}
