@@ -39,12 +39,14 @@ import pickle
 import struct
 import tarfile
 import zlib
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 # tensorflow and keras are imported inside the functions that need them: a CLI can then check
 # its input against DATASETS and info() in milliseconds, before the seconds-long TF import.
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # --------------------------------------------------------------------------------------------------
 # 1. Names, shapes, errors

@@ -40,14 +40,7 @@ def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
     s = common.settings(dataset)
     eps_list = list(s.blackbox_eps) if not eps_list else [float(e) for e in eps_list]
     eps_iter = s.eps_iter if eps_iter is None else float(eps_iter)
-    common.check_positive(eps_iter, "--eps_iter")
-    for e in eps_list:
-        common.check_positive(e, "--eps")
-        if eps_iter > e:
-            raise common.UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {e:g} "
-                                    "(cleverhans' PGD requires eta <= eps)")
-    if int(nb_iter) < 1:
-        raise common.UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
+    common.check_pgd(eps_list, eps_iter, nb_iter)
     return dict(eps_list=eps_list, eps_iter=eps_iter, nb_iter=int(nb_iter))
 
 
@@ -172,15 +165,9 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_multi_string("run_dir", [], "A trained run, one per model of the matrix (repeat).")
-    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
-    flags.DEFINE_string("out_dir", "results", "Where blackbox.json, blackbox.md and the heatmaps go.")
-    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).")
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
+    common.define_multi_run_flags("Where blackbox.json, blackbox.md and the heatmaps go.")
     flags.DEFINE_list("eps", [], "ε list (default per data set; CIFAR-10 8/255,12/255).")
     flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
-    flags.DEFINE_integer("nb_iter", 20, "PGD steps k.")
 
 
 def main(argv):

@@ -85,6 +85,31 @@ def run_cli(main: Callable[[list[str]], Any]) -> None:
     app.run(cli(main), flags_parser=parse_flags)
 
 
+def define_multi_run_flags(out_help: str) -> None:
+    """The flags every multi-run analysis CLI shares: runs, labels, output folder, sampling, PGD."""
+    from absl import flags
+
+    flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat to compare runs side by side).")
+    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
+    flags.DEFINE_string("out_dir", "results", out_help)
+    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).")
+    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
+    flags.DEFINE_integer("nb_iter", 20, "Attack steps k.")
+
+
+def check_pgd(eps_values: Sequence[float], eps_iter: float, nb_iter: int) -> None:
+    """UsageError unless every ε > 0, 0 < η <= ε (cleverhans' PGD asserts it) and k >= 1."""
+    check_positive(eps_iter, "--eps_iter")
+    for e in eps_values:
+        check_positive(e, "--eps")
+        if eps_iter > e:
+            raise UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {e:g} "
+                             "(cleverhans' PGD requires eta <= eps)")
+    if int(nb_iter) < 1:
+        raise UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
+
+
 def parse_number(text: str | float, name: str = "value") -> float:
     """A float from "0.031", "8/255" or a number; UsageError otherwise."""
     if isinstance(text, (int, float)):

@@ -118,13 +118,7 @@ def attack_settings(dataset: str, eps: Optional[float] = None, eps_iter: Optiona
     s = common.settings(dataset)
     eps = s.eps if eps is None else float(eps)
     eps_iter = (s.detection_eps_iter * eps / s.eps) if eps_iter is None else float(eps_iter)
-    common.check_positive(eps, "--eps")
-    common.check_positive(eps_iter, "--eps_iter")
-    if eps_iter > eps:
-        raise common.UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {eps:g} "
-                                "(cleverhans' PGD requires eta <= eps)")
-    if int(nb_iter) < 1:
-        raise common.UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
+    common.check_pgd([eps], eps_iter, nb_iter)
     sweep = [eps * f for f in s.sweep_factors] if not sweep_eps else [float(e) for e in sweep_eps]
     for e in sweep:
         common.check_positive(e, "--sweep_eps")
@@ -294,18 +288,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat for several).")
-    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
-    flags.DEFINE_string("out_dir", "results", "Where the side-by-side AUC table of several runs goes.")
+    common.define_multi_run_flags("Where the side-by-side AUC table of several runs goes.")
     flags.DEFINE_list("attacks", list(ATTACKS), "Attacks of Fig 3 (pgd, bim, mim); empty for none.")
     flags.DEFINE_bool("sweep", True, "Also the PGD ε sweep of Fig 4.")
     flags.DEFINE_list("sweep_eps", [], "ε values of the sweep (default: the data set's ε × {1,2,4,8,12,16,20,24}/8).")
-    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).")
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
     flags.DEFINE_string("eps", None, "Attack radius of Fig 3 (default per data set; CIFAR-10 8/255).")
     flags.DEFINE_string("eps_iter", None, "Step size η (default: the data set's, CIFAR-10 1/255, else ε/8).")
-    flags.DEFINE_integer("nb_iter", 20, "Attack steps k.")
 
 
 def main(argv):

@@ -126,13 +126,7 @@ def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[
     s = common.settings(dataset)
     params = dict(eps=s.eps if eps is None else float(eps),
                   eps_iter=s.eps_iter if eps_iter is None else float(eps_iter), nb_iter=int(nb_iter))
-    common.check_positive(params["eps"], "--eps")
-    common.check_positive(params["eps_iter"], "--eps_iter")
-    if params["nb_iter"] < 1:
-        raise common.UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
-    if params["eps_iter"] > params["eps"]:
-        raise common.UsageError(f"--eps_iter {params['eps_iter']:g} must not exceed --eps "
-                                f"{params['eps']:g} (cleverhans' PGD requires eta <= eps)")
+    common.check_pgd([params["eps"]], params["eps_iter"], params["nb_iter"])
     return params
 
 
@@ -247,15 +241,9 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat to compare runs side by side).")
-    flags.DEFINE_multi_string("label", [], "Row label per --run_dir (default: the run's method).")
-    flags.DEFINE_string("out_dir", "results", "Where the side-by-side table of several runs goes.")
-    flags.DEFINE_integer("n_samples", 0, "Attack the first n test samples (0: all).")
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
+    common.define_multi_run_flags("Where the side-by-side table of several runs goes.")
     flags.DEFINE_string("eps", None, "PGD radius (default per data set; CIFAR-10 8/255).")
     flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
-    flags.DEFINE_integer("nb_iter", 20, "PGD steps k.")
     flags.DEFINE_bool("reuse", False, "Reuse RUN/eval/transferability.json made with the same settings.")
     flags.DEFINE_bool("paper", False, "Also print the paper's Table 6 (CIFAR-10) for reference.")
 

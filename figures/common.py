@@ -99,14 +99,10 @@ def pick_example(ens, x: np.ndarray, y: np.ndarray, eps: float, eps_iter: float,
 
 def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float]) -> tuple[float, float]:
     """(ε, η) of the data set's PGD (Table 6's setting) unless given; UsageError if η > ε."""
-    s = eval_common.settings(dataset)
-    eps = s.eps if eps is None else float(eps)
-    eps_iter = s.eps_iter if eps_iter is None else float(eps_iter)
-    eval_common.check_positive(eps, "--eps")
-    eval_common.check_positive(eps_iter, "--eps_iter")
-    if eps_iter > eps:
-        raise UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {eps:g}")
-    return eps, eps_iter
+    from eval.transferability import attack_params
+
+    p = attack_params(dataset, eps, eps_iter)
+    return p["eps"], p["eps_iter"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,3 +137,16 @@ def check_args(argv) -> str:
 
 def opt_number(text: Optional[str], name: str) -> Optional[float]:
     return None if text is None else eval_common.parse_number(text, name)
+
+
+def detection_figure_cli(make) -> None:
+    """The CLI of a figure drawn from eval.detection results: make(run_dir, n_samples, batch_size,
+    seed, eps, eps_iter, nb_iter) -> paths."""
+    def main(argv):
+        run_dir = check_args(argv)
+        paths = make(run_dir, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed,
+                     opt_number(FLAGS.eps, "--eps"), opt_number(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter)
+        print("wrote " + ", ".join(paths))
+
+    define_run_flags()
+    run_cli(main)

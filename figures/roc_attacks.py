@@ -64,15 +64,5 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     return common.save(fig, run_dir, NAME)
 
 
-def main(argv):
-    run_dir = common.check_args(argv)
-    F = common.FLAGS
-    paths = make(run_dir, F.n_samples or None, F.batch_size, F.seed,
-                 common.opt_number(F.eps, "--eps"), common.opt_number(F.eps_iter, "--eps_iter"),
-                 F.nb_iter)
-    print("wrote " + ", ".join(paths))
-
-
 if __name__ == "__main__":
-    common.define_run_flags()
-    common.run_cli(main)
+    common.detection_figure_cli(make)

@@ -43,19 +43,14 @@ def make(run_dir: str) -> list[str]:
     epochs = [h["epoch"] for h in history]
     marker = "o" if len(epochs) <= 30 else None
     fig, (ax_loss, ax_acc) = common.plt.subplots(1, 2, figsize=(11, 4))
-    for key, name in LOSS_KEYS.items():
-        if any(key in h for h in history):
-            ax_loss.plot(epochs, [h.get(key) for h in history], marker=marker, label=name)
-    ax_loss.set_title("Loss")
-    ax_loss.set_xlabel(XLABEL)
-    ax_loss.set_ylabel("Loss")
+    for ax, keys, name in ((ax_loss, LOSS_KEYS, "Loss"), (ax_acc, ACC_KEYS, "Accuracy")):
+        for key, label in keys.items():
+            if any(key in h for h in history):
+                ax.plot(epochs, [h.get(key) for h in history], marker=marker, label=label)
+        ax.set_title(name)
+        ax.set_xlabel(XLABEL)
+        ax.set_ylabel(name)
     ax_loss.legend(fontsize=8)
-    for key, name in ACC_KEYS.items():
-        if any(key in h for h in history):
-            ax_acc.plot(epochs, [h.get(key) for h in history], marker=marker, label=name)
-    ax_acc.set_title("Accuracy")
-    ax_acc.set_xlabel(XLABEL)
-    ax_acc.set_ylabel("Accuracy")
     ax_acc.set_ylim(0, 1)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
