@@ -1,0 +1,284 @@
+"""Benchmark: the suite's compiled PGD against cleverhans' eager PGD, and the whole attack suite.
+
+    python bench/attacks.py                                   # fresh 2-member CNN, Fashion-MNIST, k = 100
+    python bench/attacks.py --run_dir RUN --rounds 5          # a trained run's ensemble
+    python bench/attacks.py --suite_run_dir RUN               # + the paper's suite on RUN, 1000 samples
+    python bench/attacks.py --n_images 100 --nb_iter 20 --rounds 2 \\
+        --suite_run_dir RUN --suite_n_samples 20 --suite_attacks pgd,spsa   # a quick check
+
+1. PGD throughput (images/s) on the same ensemble, the same test images with their true labels and
+   the same ε, η, k (default: the suite's, ``attacks.registry.default_params("pgd", dataset)``):
+   the suite's ``attacks.gradient.pgd`` (one ``tf.function`` per model with k as a tensor, so one
+   ``tf.while_loop``; timed after one warm-up call that traces it) against cleverhans'
+   ``projected_gradient_descent`` called eagerly (its plain Python loop of k steps, no
+   ``tf.function``, ``sanity_checks=False``, random start). The two are timed in interleaved rounds
+   (median of each) so that machine noise hits both alike. Both must return x_adv inside the ε-ball
+   and [0, 1], and give similar robust accuracy: they are the same algorithm, with different random
+   starts. PGD's speed does not depend on the weights, so without ``--run_dir`` the ensemble is a
+   freshly built one.
+2. With ``--suite_run_dir RUN``: ``python -m eval.attack_suite`` with the paper's attacks and
+   settings (``PAPER_ATTACKS``) on the first ``--suite_n_samples`` test samples, run with ``--force``
+   on a temporary copy of RUN's config.json and weights (RUN's own eval results are neither reused
+   nor overwritten), in a subprocess whose progress goes to stderr. Printed: each attack's seconds
+   and robust accuracy from the results file, the sanity report's seconds and the total wall time
+   (which includes start-up, loading and the natural accuracy on the whole test set).
+
+Figures are recorded in docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+
+flags.DEFINE_string("run_dir", None, "Attack this run's ensemble (default: a freshly built one).")
+flags.DEFINE_string("dataset", "fashion_mnist", "Data set of the fresh ensemble (ignored with --run_dir).")
+flags.DEFINE_string("arch", "cnn", "Member architecture of the fresh ensemble (ignored with --run_dir).")
+flags.DEFINE_integer("members", 2, "Members N of the fresh ensemble (ignored with --run_dir).")
+flags.DEFINE_integer("n_images", 500, "Test images attacked per timed call (the first ones).")
+flags.DEFINE_integer("batch_size", 500, "Images per PGD call.")
+flags.DEFINE_integer("nb_iter", None, "PGD steps k (default: the suite's, 100 on the CNN).")
+flags.DEFINE_float("eps", None, "ε (default: the suite's for the data set).")
+flags.DEFINE_float("eps_iter", None, "Step size η (default: the suite's for the data set).")
+flags.DEFINE_integer("rounds", 3, "Timed rounds (each times both PGDs once, in alternating order).")
+flags.DEFINE_integer("seed", 0, "Random seed (weights of a fresh ensemble, random starts).")
+flags.DEFINE_string("suite_run_dir", None, "Also time the whole attack suite on (a copy of) this run.")
+flags.DEFINE_integer("suite_n_samples", 1000, "--n_samples of the suite run.")
+flags.DEFINE_list("suite_attacks", None, "(dev) Comma list of attacks for the suite run "
+                  "(default: the paper's, attacks.registry.PAPER_ATTACKS).")
+flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.")
+FLAGS = flags.FLAGS
+
+TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.attack_suite
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_flags() -> None:
+    from cce_tf.ensemble import CONFIG_FILE, WEIGHTS_FILE
+
+    for name in ("n_images", "batch_size", "rounds", "suite_n_samples", "members"):
+        if getattr(FLAGS, name) < 1:
+            _fail(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+    if FLAGS.nb_iter is not None and FLAGS.nb_iter < 1:
+        _fail(f"--nb_iter must be >= 1, got {FLAGS.nb_iter}")
+    for name in ("eps", "eps_iter"):
+        value = getattr(FLAGS, name)
+        if value is not None and not value > 0:
+            _fail(f"--{name} must be > 0, got {value}")
+    for flag in ("run_dir", "suite_run_dir"):
+        run_dir = getattr(FLAGS, flag)
+        if run_dir is None:
+            continue
+        for needed in (CONFIG_FILE, WEIGHTS_FILE):
+            if not os.path.isfile(os.path.join(run_dir, needed)):
+                _fail(f"--{flag} {run_dir} is not a trained run: no {needed}")
+    if FLAGS.suite_attacks is not None:
+        from attacks import registry
+
+        unknown = [a for a in FLAGS.suite_attacks if a not in registry.ATTACKS]
+        if unknown or not FLAGS.suite_attacks:
+            _fail(f"--suite_attacks: unknown attack {unknown[0] if unknown else ''!r}: choose from "
+                  f"{', '.join(registry.ATTACKS)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. PGD: the suite's compiled one against cleverhans eager
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_pgd() -> None:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+    from attacks import gradient, registry
+    from cce_tf import data
+    from cce_tf.ensemble import build_ensemble, load_run, read_config
+    from eval.attack_suite import predict
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.run_dir:
+        cfg = read_config(FLAGS.run_dir)
+        dataset, arch = cfg["dataset"], cfg["arch"]
+        model = load_run(FLAGS.run_dir)
+        what = (f"run {FLAGS.run_dir} ({(cfg.get('preset') or cfg['method']).upper()}, "
+                f"N = {cfg['members']}, {arch}, {dataset})")
+    else:
+        dataset, arch = FLAGS.dataset, FLAGS.arch
+        info = data.info(dataset)
+        model = build_ensemble(arch, info.input_shape, info.num_classes, FLAGS.members)
+        what = f"fresh {FLAGS.members}-member {arch} ensemble for {dataset} (untrained weights)"
+    params = dict(registry.default_params("pgd", dataset, arch))
+    for name in ("eps", "eps_iter", "nb_iter"):
+        if getattr(FLAGS, name) is not None:
+            params[name] = getattr(FLAGS, name)
+    eps, eps_iter, nb_iter = float(params["eps"]), float(params["eps_iter"]), int(params["nb_iter"])
+    if eps_iter > eps:
+        _fail(f"step size eps_iter={eps_iter:g} exceeds eps={eps:g}")
+
+    x_test, y_test = data.load(dataset, "test")
+    x, y = x_test[:FLAGS.n_images], y_test[:FLAGS.n_images].astype(np.int64)
+    batches = [(x[i:i + FLAGS.batch_size], y[i:i + FLAGS.batch_size])
+               for i in range(0, len(x), FLAGS.batch_size)]
+    print(f"\n## PGD: the suite's compiled PGD vs cleverhans eager\n\n"
+          f"ensemble: {what}\n"
+          f"PGD: eps = {eps:g}, eta = {eps_iter:g}, k = {nb_iter}, random start, true labels; "
+          f"{len(x)} test images in batches of {FLAGS.batch_size}; {FLAGS.rounds} round(s), median")
+
+    def suite(xb, yb, k=nb_iter):
+        return gradient.pgd(model, xb, yb, eps=eps, eps_iter=eps_iter, nb_iter=k)
+
+    def eager(xb, yb, k=nb_iter):
+        # cleverhans as its README calls it: eager, a Python loop of k steps, each step calling the
+        # Keras model and a GradientTape op by op.
+        return projected_gradient_descent(model, tf.constant(xb), eps, eps_iter, k, np.inf,
+                                          clip_min=0.0, clip_max=1.0, y=tf.constant(yb),
+                                          rand_init=True, sanity_checks=False).numpy()
+
+    methods = {"suite: attacks.gradient.pgd (tf.function, one tf.while_loop)": suite,
+               "cleverhans projected_gradient_descent, eager": eager}
+    xb0, yb0 = batches[0]
+    for fn in methods.values():  # warm-up: traces the suite's tf.function (k is a tensor: k = 1
+        fn(xb0, yb0, k=1)         # traces the same graph); builds eager's kernels and caches
+
+    times = {m: [] for m in methods}
+    x_adv = {}
+    for r in range(FLAGS.rounds):
+        order = list(methods) if r % 2 == 0 else list(reversed(methods))
+        for m in order:
+            t0 = time.perf_counter()
+            out = [methods[m](xb, yb) for xb, yb in batches]  # each returns numpy: synchronised
+            times[m].append(time.perf_counter() - t0)
+            x_adv[m] = np.concatenate(out)
+        print(f"  round {r + 1}/{FLAGS.rounds}: "
+              + ", ".join(f"{m.split(':')[0].split(' ')[0]} {times[m][-1]:.2f}s" for m in methods),
+              file=sys.stderr, flush=True)
+
+    right = predict(model, x, FLAGS.batch_size) == y
+    print(f"\nnatural accuracy on these {len(x)} images: {right.mean():.3f}\n")
+    print("| PGD | seconds (median) | images / s | robust accuracy | max L∞ distance | in [0, 1] |")
+    print("|---|---:|---:|---:|---:|---|")
+    med, robust, inside = {}, {}, {}
+    for m in methods:
+        med[m] = statistics.median(times[m])
+        a = x_adv[m].reshape(len(x), -1)
+        dist = float(np.abs(a - x.reshape(len(x), -1)).max()) if len(x) else 0.0
+        in_box = bool(a.min() >= -TOLERANCE and a.max() <= 1 + TOLERANCE and np.isfinite(a).all())
+        inside[m] = dist <= eps + TOLERANCE and in_box
+        robust[m] = right & (predict(model, x_adv[m], FLAGS.batch_size) == y)
+        print(f"| {m} | {med[m]:.2f} | {len(x) / med[m]:.1f} | {robust[m].mean():.3f} | "
+              f"{dist:.6f} | {'yes' if in_box else 'NO'} |")
+    suite_m, eager_m = list(methods)
+    print(f"\nspeed-up, suite over eager: {med[eager_m] / med[suite_m]:.2f}x")
+    diff = abs(robust[suite_m].mean() - robust[eager_m].mean())
+    discordant = int(np.sum(robust[suite_m] != robust[eager_m]))
+    # Same images, independent random starts: the paired difference has standard error
+    # sqrt(discordant) / n (McNemar); more than 3 of them (or 1 point) means not the same attack.
+    tol = max(0.01, 3 * discordant ** 0.5 / max(len(x), 1))
+    outside = [m for m in methods if not inside[m]]
+    print(f"check: x_adv inside the ε-ball (eps = {eps:g}) and [0, 1]: "
+          f"{'NO: ' + ', '.join(outside) if outside else 'yes, both'}")
+    print(f"check: robust accuracy differs by {diff:.3f} (tolerance {tol:.3f}): "
+          f"{'similar' if diff <= tol else 'NOT similar'}; "
+          f"the per-image verdicts differ on {discordant} of {len(x)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. The whole attack suite
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_suite() -> None:
+    from attacks import registry
+    from cce_tf.ensemble import CONFIG_FILE, WEIGHTS_FILE
+    from eval.attack_suite import RESULTS_FILE, attack_label
+
+    print("\n## The attack suite (python -m eval.attack_suite)\n")
+    if not FLAGS.suite_run_dir:
+        print("skipped: no --suite_run_dir")
+        return
+    names = list(FLAGS.suite_attacks or registry.PAPER_ATTACKS)
+    copy = tempfile.mkdtemp(prefix="cce_bench_suite_")
+    for f in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copy2(os.path.join(FLAGS.suite_run_dir, f), copy)
+    cmd = [sys.executable, "-m", "eval.attack_suite", "--run_dir", copy,
+           "--n_samples", str(FLAGS.suite_n_samples), "--attacks", ",".join(names), "--force"]
+    print(f"run: {FLAGS.suite_run_dir}, copied to {copy}\n"
+          f"command: {' '.join(cmd[1:])}  (progress on stderr)")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_FORCE_GPU_ALLOW_GROWTH="true")
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr).returncode
+    wall = time.perf_counter() - t0
+    path = os.path.join(copy, "eval", RESULTS_FILE)
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        results = None
+    if rc != 0:
+        print(f"note: the suite exited with code {rc}" + ("" if results else " and wrote no results"))
+    if results:
+        print(f"\nnatural accuracy {results['natural_accuracy']:.4f} on {results['n_test']} test samples\n")
+        print("| attack | n_samples | seconds | robust accuracy |\n|---|---:|---:|---:|")
+        total = 0.0
+        for name in names:
+            entry = results["attacks"].get(name, {})
+            if "robust_accuracy" in entry:
+                total += entry["seconds"]
+                ks = [entry["params"]["nb_iter"]] if "nb_iter" in entry["params"] else []
+                print(f"| {attack_label(name, ks)} | {entry['n_samples']} | {entry['seconds']:.1f} | "
+                      f"{entry['robust_accuracy']:.4f} |")
+            else:
+                print(f"| {attack_label(name, [])} | | | {entry.get('skipped') and 'skipped' or 'n/a'} |")
+        sanity = results.get("sanity", {})
+        if "seconds" in sanity:
+            print(f"| sanity report | {sanity.get('n_samples', '')} | {sanity['seconds']:.1f} | |")
+            total += sanity["seconds"]
+        print(f"\nattacks + sanity: {total:.1f}s; total wall time of the suite command: {wall:.1f}s")
+        for w in results.get("sanity", {}).get("warnings", []):
+            print(f"sanity warning: {w}")
+    if FLAGS.keep_suite_copy:
+        print(f"kept: {copy}")
+    else:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected argument {argv[1]!r}")
+    _check_flags()
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:  # leave GPU memory to the suite's subprocess
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: harmless for the timings
+            pass
+    device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    print(f"# Attack benchmark\n\ndevice: {device[0].name}"
+          f"{' (' + str(len(gpus)) + ' GPU)' if gpus else ''}; CPU cores (os.cpu_count()): {os.cpu_count()}; "
+          f"TensorFlow {tf.__version__}")
+    bench_pgd()
+    bench_suite()
+
+
+if __name__ == "__main__":
+    app.run(main)
