@@ -35,7 +35,6 @@ import math
 import os
 import sys
 import time
-import weakref
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -278,20 +277,11 @@ def check_bounds(x: np.ndarray, x_adv: np.ndarray, eps: Optional[float], tol: fl
 # 4. Predictions and one attack
 # --------------------------------------------------------------------------------------------------
 
-_PREDICT: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
-
-
 def predict(model: Callable, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Predicted labels (argmax of the logits), batch by batch, through one tf.function per model."""
-    import tensorflow as tf
+    """Predicted labels, batch by batch (argmax of eval.common.predict's compiled logits)."""
+    from eval import common
 
-    if model not in _PREDICT:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-        _PREDICT[model] = tf.function(lambda z: tf.argmax(model_ref()(z), axis=-1),
-                                      reduce_retracing=True)
-    fn = _PREDICT[model]
-    out = [fn(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return common.predict(model, x, batch_size).argmax(axis=-1)
 
 
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
