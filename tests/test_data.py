@@ -7,6 +7,7 @@ import pickle
 import struct
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -30,7 +31,7 @@ def _isolated(tmp_path, monkeypatch):
         downloads.append(origin)  # data.py wraps what get_file raises, so record the call instead
         raise AssertionError("keras.utils.get_file called: the tests must never touch the network")
 
-    monkeypatch.setattr(data.keras.utils, "get_file", no_network)
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
     data._load_cached.cache_clear()
     yield
     data._load_cached.cache_clear()
@@ -268,7 +269,7 @@ def test_failed_download_names_file_and_folder(monkeypatch, tmp_path):
         calls.append((fname, origin))
         raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3]\nname resolution")
 
-    monkeypatch.setattr(data.keras.utils, "get_file", offline_get_file)
+    monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
     one_line_error(lambda: data.load("cifar10"), "cifar-10-python.tar.gz", tmp_path / "data")
     origin = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert calls == [("cifar-10-python.tar.gz", origin)]
@@ -278,7 +279,7 @@ def test_download_fallback_uses_keras_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("CCE_OFFLINE")
     make_cifar10(tmp_path / "keras_cache")
     downloaded = str(tmp_path / "keras_cache" / "cifar-10-python.tar.gz")
-    monkeypatch.setattr(data.keras.utils, "get_file", lambda fname, origin, **kw: downloaded)
+    monkeypatch.setattr(keras.utils, "get_file", lambda fname, origin, **kw: downloaded)
     assert data.load("cifar10", "test")[0].shape == (3, 32, 32, 3)
 
 
