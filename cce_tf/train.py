@@ -53,7 +53,7 @@ flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 
 
 # Settings that may differ between the first run and a resume: where and how long it trains, not
 # what it trains (a larger --epochs extends a run; the LR milestones stay fractions of --epochs).
-_RESUME_FREE = ("versions", "strategy", "cpu_devices", "epochs")
+_RESUME_FREE = ("strategy", "cpu_devices", "epochs")
 
 
 class UsageError(ValueError):
