@@ -10,6 +10,7 @@ Usage::
 
 Parts:
     Ensemble        keras.Model over N members (DESIGN.md, contract 3)
+    ensemble_logits log f^en from stacked member logits (also used by the training objectives)
     build_ensemble  N freshly initialised members of one architecture
     load_run        rebuild a run's ensemble from its config.json and weights file
 
@@ -19,7 +20,6 @@ the paper's adaptive attack.
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import keras
@@ -45,8 +45,14 @@ class Ensemble(keras.Model):
         return tf.stack([m(x, training=training) for m in self.members])
 
     def call(self, x, training: bool = False) -> tf.Tensor:
-        log_p = tf.nn.log_softmax(self.member_logits(x, training=training), axis=-1)
-        return tf.reduce_logsumexp(log_p, axis=0) - math.log(len(self.members))
+        return ensemble_logits(self.member_logits(x, training=training))
+
+
+def ensemble_logits(member_logits: tf.Tensor) -> tf.Tensor:
+    """log f^en = log((1/N) sum_n softmax(z_n)) from member logits [..., N, B, C] (members on axis -3),
+    as logsumexp of the log-softmaxes minus log N, which stays finite where a softmax underflows."""
+    n = tf.cast(tf.shape(member_logits)[-3], member_logits.dtype)
+    return tf.reduce_logsumexp(tf.nn.log_softmax(member_logits, axis=-1), axis=-3) - tf.math.log(n)
 
 
 def build_ensemble(arch: str, input_shape: tuple[int, int, int], num_classes: int,

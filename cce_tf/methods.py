@@ -27,7 +27,7 @@ import tensorflow as tf
 from cce_tf import losses
 from cce_tf.adversary import pgd, pgd_per_member
 from cce_tf.config import PGDConfig
-from cce_tf.ensemble import Ensemble
+from cce_tf.ensemble import Ensemble, ensemble_logits
 
 
 class Trainer(keras.Model):
@@ -81,12 +81,6 @@ class Trainer(keras.Model):
         return {m.name: m.result() for m in (self.loss_tracker, self.acc)}
 
 
-def _ensemble_logits(member_logits):
-    """log f^en from member logits [..., N, B, C] along axis -3 (as Ensemble.call)."""
-    n = tf.cast(tf.shape(member_logits)[-3], member_logits.dtype)
-    return tf.reduce_logsumexp(tf.nn.log_softmax(member_logits), axis=-3) - tf.math.log(n)
-
-
 def _members_on(ensemble: Ensemble, x, x_adv):
     """Member logits on x and x_adv in one pass per member: two [N, B, C] tensors."""
     z = ensemble.member_logits(tf.concat([x, x_adv], axis=0), training=True)
@@ -104,7 +98,7 @@ class NAT(Trainer):
     def objective(self, x, x_adv, y):
         z = self.ensemble.member_logits(x, training=True)
         loss = tf.reduce_sum(tf.reduce_mean(losses.cross_entropy(y, z), axis=-1))
-        return loss, _ensemble_logits(z), None
+        return loss, ensemble_logits(z), None
 
 
 class ADV(Trainer):
@@ -121,7 +115,7 @@ class ADVEN(Trainer):
 
     def objective(self, x, x_adv, y):
         z, z_adv = _members_on(self.ensemble, x, x_adv)
-        en, en_adv = _ensemble_logits(z), _ensemble_logits(z_adv)
+        en, en_adv = ensemble_logits(z), ensemble_logits(z_adv)
         if self.member_sum:
             per_sample = tf.reduce_sum(losses.cross_entropy(y, z) + losses.cross_entropy(y, z_adv), axis=0)
         else:
@@ -139,7 +133,7 @@ class ADP(Trainer):
         z, z_adv = _members_on(self.ensemble, x, x_adv)
         loss = (losses.adp_loss(y, z, self.alpha, self.beta)
                 + losses.adp_loss(y, z_adv, self.alpha, self.beta))
-        return loss, _ensemble_logits(z), _ensemble_logits(z_adv)
+        return loss, ensemble_logits(z), ensemble_logits(z_adv)
 
 
 class CCE(Trainer):
@@ -160,8 +154,8 @@ class CCE(Trainer):
         z_clean, z_cross = z[:, 0], z[:, 1:]
         loss = tf.reduce_sum(losses.cce_losses(y, z_clean, z_cross, self.lambda_pm, self.lambda_dm))
         # adv_acc: the ensemble on the members' own adversarial examples x_a^i, pooled over i.
-        en_cross = _ensemble_logits(z_cross)                                    # [N(i), B, C]
-        return loss, _ensemble_logits(z_clean), tf.reshape(en_cross, [-1, tf.shape(en_cross)[-1]])
+        en_cross = ensemble_logits(z_cross)                                    # [N(i), B, C]
+        return loss, ensemble_logits(z_clean), tf.reshape(en_cross, [-1, tf.shape(en_cross)[-1]])
 
 
 def make_trainer(method: str, ensemble: Ensemble, pgd_cfg: PGDConfig, lambda_pm: float = 1.0,
