@@ -75,11 +75,22 @@ MUL_NB_ITER = 20
 # --------------------------------------------------------------------------------------------------
 
 
-def default_params(name: str, dataset: str, arch: str = "cnn") -> dict[str, Any]:
+# The attacks whose k is the paper's k = 100 / 250, and so what an override of k names.
+STEP_ATTACKS = ("pgd", "bim", "mim")
+
+
+def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[float] = None,
+                   eps_iter: Optional[float] = None, nb_iter: Optional[int] = None,
+                   mul_nb_iter: Optional[int] = None) -> dict[str, Any]:
     """The paper's parameters of attack ``name`` on ``dataset`` for members of ``arch``.
 
     B&B's start attacks are scaled to the data set: PGD1 runs at (ε, η) and PGD2 at (2ε, η), k=20,
     which on CIFAR-10 are exactly the paper's PGD1 (8/255, 2/255) and PGD2 (16/255, 2/255).
+
+    Overrides: ``eps`` moves every radius defined relative to ε (B&B's start radii too) and, unless
+    ``eps_iter`` is given, every step size keeps its ratio to ε; ``eps_iter`` sets η of the attacks
+    that have one (B&B's start PGD included); ``nb_iter`` sets k of ``STEP_ATTACKS`` only and
+    ``mul_nb_iter`` k of the multi-targeted attacks (SPSA's 50 steps are a setting of their own).
 
     :param name: one of ``ATTACKS``.
     :param dataset: one of ``EPSILONS`` (cifar10, cifar100, fashion_mnist, mnist).
@@ -91,13 +102,17 @@ def default_params(name: str, dataset: str, arch: str = "cnn") -> dict[str, Any]
         raise ValueError(f"unknown data set {dataset!r}: choose one of {', '.join(EPSILONS)}")
     if arch not in NB_ITER:
         raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(NB_ITER)}")
-    eps, eps_iter = EPSILONS[dataset]["eps"], EPSILONS[dataset]["eps_iter"]
+    base = EPSILONS[dataset]
+    eps = base["eps"] if eps is None else float(eps)
+    if eps_iter is None:
+        eps_iter = base["eps_iter"] * eps / base["eps"]
+    k = NB_ITER[arch] if nb_iter is None else int(nb_iter)
     if name == "fgsm":
         return {"eps": eps}
-    if name in ("pgd", "bim", "mim"):
-        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": NB_ITER[arch]}
+    if name in STEP_ATTACKS:
+        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": k}
     if name.startswith("mul_"):
-        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": MUL_NB_ITER}
+        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": MUL_NB_ITER if mul_nb_iter is None else int(mul_nb_iter)}
     if name == "spsa":
         return {"eps": eps, "nb_iter": 50, "learning_rate": 0.01, "delta": 0.01,
                 "spsa_samples": 128, "spsa_iters": 1, "early_stop_loss_threshold": None}

@@ -8,24 +8,31 @@ Per run: natural accuracy on the whole test set, then each attack on the first n
 (gradient attacks: all of them; SPSA, B&B and AutoAttack: the first 1000, as the paper), in
 batches. A sample is robust if the ensemble is right on the clean AND the adversarial input.
 Results go to RUN/eval/attack_suite.json (DESIGN.md, contract 7), rewritten atomically after every
-finished attack; an attack already finished with the same params, n_samples and seed is reused
-unless --force (the file holds one seed: another --seed replaces its results). The per-sample
-robust flags go beside it (attack_suite_robust.npz), so the SPSA check can compare the same samples
-in a later invocation. Prints a Markdown table shaped like the paper's, with the sanity checks of
-eval/sanity.py (gradient masking) that failed as warnings under it.
+finished attack, with the weights' SHA-256 on every entry. A finished attack is reused only when it
+was computed on the weights the run holds now with the same params, n_samples and seed (eval.reuse,
+the rule of every tool); --force recomputes it. The file only ever describes one set of weights and
+one seed: results of others leave it (a copy goes to RUN/eval/stale/). The per-sample robust flags
+go beside it (attack_suite_robust.npz): they give the "any attack" row, the per-sample worst case
+over the attacks run, and let the SPSA check compare the same samples in a later invocation. Prints
+a Markdown table shaped like the paper's, with the sanity checks of eval/sanity.py (gradient
+masking) that failed as warnings under it.
+
+    from eval.attack_suite import SuiteOptions, evaluate
+    columns = evaluate(["runs/cce_rm"], SuiteOptions(attacks=("pgd", "mim"), n_samples=1000))
 
 
 Parts, top to bottom:
 
-1. Flags, on a private ``FlagValues`` (see ``FLAGS``) and ``parse_flags``.
-2. ``RunPlan`` and ``plan_runs``: flags + run folders -> what to run. Every bad input raises
+1. Flags, on a private ``FlagValues`` (see ``FLAGS``) and ``parse_flags``; ``SuiteOptions``, the
+   same settings as one explicit argument.
+2. ``RunPlan`` and ``plan_runs``: options + run folders -> what to run. Every bad input raises
    ``UsageError`` here, before anything is written.
 3. ``check_bounds``: every x_adv inside the ε-ball and [0, 1]; a violation raises, never clipped.
 4. ``predict``, ``robust_mask``: one attack over n samples, batch by batch, with progress.
-5. The results files: ``read_results``, ``write_results``, the reuse rule ``reusable``.
+5. The results files: ``read_results``, ``write_results``, ``mask_for``, ``any_attack``.
 6. ``evaluate_run``: one run, from natural accuracy to the sanity report.
 7. ``attack_label``, ``markdown_table``: the paper's table.
-8. ``main``, ``cli``.
+8. ``evaluate`` (the library entry point), ``main``, ``cli``.
 """
 from __future__ import annotations
 
@@ -40,12 +47,15 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from absl import flags
 
+from eval import common, reuse
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
 
 RESULTS_FILE = "attack_suite.json"
 MASKS_FILE = "attack_suite_robust.npz"
 TOLERANCE = 1e-6  # float32 slack of the bounds check
 NAT_ROW = "Non-att (Nat. acc.)"
+NATURAL = "natural"  # the key of the clean-correctness flags in MASKS_FILE
 
 # --------------------------------------------------------------------------------------------------
 # 1. Flags
@@ -53,7 +63,8 @@ NAT_ROW = "Non-att (Nat. acc.)"
 
 # A private FlagValues, not absl's global FLAGS: cce_tf.train defines --seed, --eps, ... too, and
 # tests import both modules into one process. For the same reason main() parses argv itself
-# instead of app.run (whose parse errors exit 1, not 2).
+# instead of app.run (whose parse errors exit 1, not 2). The flags only fill ``SuiteOptions``:
+# every function below takes its settings as arguments.
 FLAGS = flags.FlagValues()
 flags.DEFINE_multi_string("run_dir", None, "Run folder written by cce_tf.train; repeat to compare runs "
                           "side by side (one table column each).", flag_values=FLAGS)
@@ -61,25 +72,31 @@ flags.DEFINE_list("attacks", None, "Comma list of attacks (default: the paper's,
                   "attacks.registry.PAPER_ATTACKS).", flag_values=FLAGS)
 flags.DEFINE_integer("n_samples", None, "Attack at most the first N test samples (default: gradient "
                      "attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper).",
-                     flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 500, "Samples per attack batch.", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Random seed, set before every attack.", flag_values=FLAGS)
-flags.DEFINE_float("eps", None, "Override ε of every attack that has one (without --eps_iter, η keeps "
-                   "the attack's default η/ε ratio, as in cce_tf.train).", flag_values=FLAGS)
+                     flag_values=FLAGS, lower_bound=1, upper_bound=common.BOUNDS["n_samples"]["upper_bound"])
+flags.DEFINE_integer("batch_size", 500, "Samples per attack batch.", flag_values=FLAGS,
+                     **common.BOUNDS["batch_size"])
+flags.DEFINE_integer("seed", 0, "Random seed of the attacks (each batch is seeded from it).", flag_values=FLAGS,
+                     **common.BOUNDS["seed"])
+flags.DEFINE_float("eps", None, "Override ε of every attack, and every radius defined relative to it "
+                   "(B&B's start radii); without --eps_iter, step sizes keep their ratio to ε.",
+                   flag_values=FLAGS)
 flags.DEFINE_float("eps_iter", None, "Override the step size η of every attack that has one.",
                    flag_values=FLAGS)
-flags.DEFINE_integer("nb_iter", None, "Override the steps k of every attack that has them.",
-                     flag_values=FLAGS)
-flags.DEFINE_bool("force", False, "Re-run attacks even if finished with the same settings.",
-                  flag_values=FLAGS)
+flags.DEFINE_integer("nb_iter", None, "Override the steps k of PGD, BIM and MIM (the paper's k = 100 / "
+                     "250; SPSA's 50 steps and the multi-targeted k = 20 stay).", flag_values=FLAGS,
+                     **common.BOUNDS["nb_iter"])
+flags.DEFINE_integer("mul_nb_iter", None, "Override the steps k of the multi-targeted attacks (the "
+                     "paper's k = 20).", flag_values=FLAGS, **common.BOUNDS["nb_iter"])
+flags.DEFINE_bool("force", False, "Recompute results even when they were computed on the same weights "
+                  "(SHA-256 of ensemble.weights.h5) with the same settings; such results are reused "
+                  "otherwise.", flag_values=FLAGS)
 flags.DEFINE_bool("sanity", True, "Run the gradient-masking sanity checks (eval/sanity.py).",
                   flag_values=FLAGS)
 
 _HELP = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
 
-class UsageError(ValueError):
-    """Bad input: printed as one line, exit code 2, nothing written."""
+UsageError = common.UsageError  # bad input: one line, exit code 2, nothing written
 
 
 class BoundsError(ValueError):
@@ -95,6 +112,55 @@ def parse_flags(argv: list[str]) -> None:
         raise UsageError(str(e).splitlines()[0]) from None
     if len(rest) > 1:
         raise UsageError(f"unexpected argument {rest[1]!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteOptions:
+    """What the suite runs on every run folder (the CLI's flags, as one explicit argument).
+
+    attacks: names of ``attacks.registry.ATTACKS`` (None: the paper's list); n_samples: at most the
+    first N test samples per attack (None: the paper's counts); eps / eps_iter / nb_iter: overrides
+    as ``attacks.registry.default_params`` applies them; force: recompute reusable results.
+    """
+
+    attacks: Optional[tuple[str, ...]] = None
+    n_samples: Optional[int] = None
+    batch_size: int = 500
+    seed: int = 0
+    eps: Optional[float] = None
+    eps_iter: Optional[float] = None
+    nb_iter: Optional[int] = None
+    mul_nb_iter: Optional[int] = None
+    force: bool = False
+    sanity: bool = True
+
+    @classmethod
+    def from_flags(cls) -> "SuiteOptions":
+        return cls(attacks=None if FLAGS.attacks is None else tuple(a.strip() for a in FLAGS.attacks),
+                   n_samples=FLAGS.n_samples, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                   eps=FLAGS.eps, eps_iter=FLAGS.eps_iter, nb_iter=FLAGS.nb_iter,
+                   mul_nb_iter=FLAGS.mul_nb_iter, force=FLAGS.force,
+                   sanity=FLAGS.sanity)
+
+    def attack_names(self) -> list[str]:
+        """The checked attack names, repeats dropped. Raises UsageError on any bad setting."""
+        from attacks import registry
+
+        names = list(registry.PAPER_ATTACKS) if self.attacks is None else list(self.attacks)
+        if not names or not all(names):
+            raise UsageError(f"--attacks is empty: choose from {', '.join(registry.ATTACKS)}")
+        unknown = [a for a in names if a not in registry.ATTACKS]
+        if unknown:
+            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(registry.ATTACKS)}")
+        for flag, low in (("n_samples", 1), ("batch_size", 1), ("nb_iter", 1), ("mul_nb_iter", 1)):
+            value = getattr(self, flag)
+            if value is not None and value < low:
+                raise UsageError(f"--{flag} must be >= {low}, got {value}")
+        for flag in ("eps", "eps_iter"):
+            value = getattr(self, flag)
+            if value is not None and not (math.isfinite(value) and 0 < value <= 1):
+                raise UsageError(f"--{flag} must be in (0, 1] (pixel units), got {value}")
+        return list(dict.fromkeys(names))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,60 +182,24 @@ class RunPlan:
     model: Any = None                 # the loaded Ensemble
 
 
-def _jsonable(obj: Any) -> Any:
-    """``obj`` as JSON gives it back (numpy scalars -> Python), so params compare equal after a
-    round trip through the results file."""
-    return json.loads(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-def attack_params(name: str, dataset: str, arch: str) -> dict:
-    """The registry's paper params for ``name``, with --eps / --eps_iter / --nb_iter applied to
-    the params it has. Raises UsageError if η ends up above ε."""
+def attack_params(name: str, dataset: str, arch: str, opts: SuiteOptions) -> dict:
+    """The registry's paper params for ``name`` with the options' overrides. Raises UsageError if η
+    ends up above ε."""
     from attacks import registry
 
     try:
-        params = dict(registry.default_params(name, dataset, arch))
+        params = registry.default_params(name, dataset, arch, eps=opts.eps, eps_iter=opts.eps_iter,
+                                         nb_iter=opts.nb_iter, mul_nb_iter=opts.mul_nb_iter)
     except ValueError as e:  # a data set or arch the paper's settings do not cover
         raise UsageError(str(e)) from None
-    if FLAGS.eps is not None and "eps" in params:
-        if FLAGS.eps_iter is None and "eps_iter" in params:
-            params["eps_iter"] = params["eps_iter"] * FLAGS.eps / params["eps"]
-        params["eps"] = FLAGS.eps
-    if FLAGS.eps_iter is not None and "eps_iter" in params:
-        params["eps_iter"] = FLAGS.eps_iter
-    if FLAGS.nb_iter is not None and "nb_iter" in params:
-        params["nb_iter"] = FLAGS.nb_iter
     if "eps_iter" in params and params["eps_iter"] > params["eps"]:
         raise UsageError(f"{name}: step size eps_iter={params['eps_iter']:g} exceeds eps={params['eps']:g} (--eps_iter must be <= --eps)")
-    return _jsonable(params)
+    return reuse.canonical(params)
 
 
 def run_header(config: dict) -> str:
     """The paper's column name: method (or preset) and N, e.g. CCE-RM_2, ADV_1."""
     return f"{(config.get('preset') or config['method']).upper()}_{config['members']}"
-
-
-def _check_flags() -> list[str]:
-    """Validated flag values; returns the attack names."""
-    from attacks import registry
-
-    if not FLAGS.run_dir:
-        raise UsageError("--run_dir is required (a run folder written by python -m cce_tf.train)")
-    names = list(registry.PAPER_ATTACKS) if FLAGS.attacks is None else [a.strip() for a in FLAGS.attacks]
-    if not names or not all(names):
-        raise UsageError(f"--attacks is empty: choose from {', '.join(registry.ATTACKS)}")
-    unknown = [a for a in names if a not in registry.ATTACKS]
-    if unknown:
-        raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(registry.ATTACKS)}")
-    for flag, low in (("n_samples", 1), ("batch_size", 1), ("nb_iter", 1)):
-        value = getattr(FLAGS, flag)
-        if value is not None and value < low:
-            raise UsageError(f"--{flag} must be >= {low}, got {value}")
-    for flag in ("eps", "eps_iter"):
-        value = getattr(FLAGS, flag)
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(f"--{flag} must be > 0, got {value}")
-    return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
 def read_results(run_dir: str) -> dict:
@@ -187,49 +217,43 @@ def read_results(run_dir: str) -> dict:
     return results
 
 
-def plan_runs() -> tuple[list[RunPlan], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Check every flag and run folder and load the test sets, before anything runs or is written.
+def plan_runs(run_dirs: list[str], opts: SuiteOptions
+              ) -> tuple[list[RunPlan], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Check the options and every run folder and load the test sets, before anything runs or is
+    written.
 
-    :return: (one RunPlan per --run_dir, {dataset: (x_test, y_test)}).
+    :return: (one RunPlan per run folder, {dataset: (x_test, y_test)}).
     """
     from attacks import registry
     from cce_tf import data
-    from cce_tf.ensemble import CONFIG_FILE, WEIGHTS_FILE, load_run, read_config
-    from eval import sanity
+    from eval import common, sanity
 
-    names = _check_flags()
+    names = opts.attack_names()
+    if not run_dirs:
+        raise UsageError("--run_dir is required (a run folder written by python -m cce_tf.train)")
     plans, test_sets = [], {}
-    for run_dir in FLAGS.run_dir:
+    for run_dir in run_dirs:
         run_dir = os.path.normpath(run_dir)
-        for needed in (CONFIG_FILE, WEIGHTS_FILE):
-            if not os.path.isfile(os.path.join(run_dir, needed)):
-                raise UsageError(f"--run_dir {run_dir} is not a trained run: no {needed} "
-                                 f"(write one with python -m cce_tf.train --out_dir {run_dir})")
         try:
-            config = read_config(run_dir)
-            dataset, arch = config["dataset"], config["arch"]
-            config["method"], config["members"]  # noqa: B018 (the table header needs them)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"--run_dir {run_dir}: bad {CONFIG_FILE} ({e!r})") from None
+            model, config = common.load_run_checked(run_dir)
+        except common.UsageError as e:
+            raise UsageError(str(e)) from None
+        dataset, arch = config["dataset"], config["arch"]
         if dataset not in test_sets:
             try:
                 test_sets[dataset] = data.load(dataset, "test")
             except ValueError as e:  # DataError is a ValueError, as is an unknown name
                 raise UsageError(f"--run_dir {run_dir}: {e}") from None
         n_test = len(test_sets[dataset][0])
-        cap = min(n_test, FLAGS.n_samples or n_test)
+        cap = min(n_test, opts.n_samples or n_test)
         attacks = {}
         for name in names:
             n = registry.default_n_samples(name)
-            attacks[name] = (attack_params(name, dataset, arch), min(cap, n or n_test))
-        existing = read_results(run_dir)
-        try:
-            model = load_run(run_dir)
-        except Exception as e:  # noqa: BLE001 - whatever a broken weights file raises, it is bad input
-            raise UsageError(f"--run_dir {run_dir}: cannot load the ensemble ({type(e).__name__}: {e})") from None
+            attacks[name] = (attack_params(name, dataset, arch, opts), min(cap, n or n_test))
         plans.append(RunPlan(run_dir=run_dir, config=config, header=run_header(config),
-                             attacks=attacks, sanity_params=attack_params("pgd", dataset, arch),
-                             sanity_n=min(sanity.SUBSET, cap), existing=existing, model=model))
+                             attacks=attacks, sanity_params=attack_params("pgd", dataset, arch, opts),
+                             sanity_n=min(sanity.SUBSET, cap), existing=read_results(run_dir),
+                             model=model))
     # Two runs with the same method and N: tell the columns apart by folder name.
     headers = [p.header for p in plans]
     for p in plans:
@@ -244,32 +268,33 @@ def plan_runs() -> tuple[list[RunPlan], dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def check_bounds(x: np.ndarray, x_adv: np.ndarray, eps: Optional[float], tol: float = TOLERANCE,
-                 first_index: int = 0, what: str = "x_adv") -> None:
+                 indices: Optional[np.ndarray] = None, what: str = "x_adv") -> None:
     """Raise BoundsError unless every x_adv is finite, within L∞ distance eps (+ tol) of x and in
     [0, 1] (± tol). Nothing is clipped: an attack that leaves the ball has a bug, and clipping would
     hide it while changing what was measured.
 
-    :param first_index: test-set index of x[0], for the message.
+    :param indices: test-set index of each row of x, for the message (default 0, 1, ...).
     """
     x = np.asarray(x, np.float32)
     x_adv = np.asarray(x_adv)
     if x_adv.shape != x.shape:
         raise BoundsError(f"{what} has shape {x_adv.shape}, x has {x.shape}")
+    index = np.arange(len(x)) if indices is None else np.asarray(indices)
     flat = x_adv.reshape(len(x_adv), -1).astype(np.float32)
     bad = ~np.isfinite(flat).all(axis=1)
     if bad.any():
-        raise BoundsError(f"{what} of test sample {first_index + int(np.argmax(bad))} is not finite")
+        raise BoundsError(f"{what} of test sample {index[int(np.argmax(bad))]} is not finite")
     if eps is not None:
         dist = np.abs(flat - x.reshape(len(x), -1)).max(axis=1, initial=0.0)
         worst = int(np.argmax(dist)) if len(dist) else 0
         if len(dist) and dist[worst] > eps + tol:
-            raise BoundsError(f"{what} of test sample {first_index + worst} is {dist[worst]:.7g} from x "
+            raise BoundsError(f"{what} of test sample {index[worst]} is {dist[worst]:.7g} from x "
                               f"in L∞, outside the ε-ball (eps={eps:.7g}, tolerance {tol:g})")
     lo, hi = flat.min(axis=1, initial=0.0), flat.max(axis=1, initial=1.0)
     out = (lo < -tol) | (hi > 1 + tol)
     if out.any():
         i = int(np.argmax(out))
-        raise BoundsError(f"{what} of test sample {first_index + i} leaves [0, 1] "
+        raise BoundsError(f"{what} of test sample {index[i]} leaves [0, 1] "
                           f"(min {lo[i]:.7g}, max {hi[i]:.7g}, tolerance {tol:g})")
 
 
@@ -284,15 +309,26 @@ def predict(model: Callable, x: np.ndarray, batch_size: int = 500) -> np.ndarray
     return common.predict(model, x, batch_size).argmax(axis=-1)
 
 
+def batch_seed(seed: int, index: int) -> int:
+    """The random seed of the attack batch that starts at test sample ``index``: a batch's result
+    depends on its samples and the suite's seed only, so the samples can be split into shards (on
+    batch boundaries) across processes and merged into exactly the result of one process."""
+    return (int(seed) * 1_000_003 + int(index)) % 2 ** 31
+
+
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
-                batch_size: int = 500, progress: Optional[str] = None) -> np.ndarray:
+                batch_size: int = 500, progress: Optional[str] = None, seed: Optional[int] = None,
+                first_index: int = 0) -> np.ndarray:
     """Per sample: the model is right on x AND on the attack's x_adv. Only samples it gets right
     are attacked (the others cannot count as robust), as AutoAttack's own evaluation does.
 
     :param progress: a label to print a progress line per batch under, or None for silence.
+    :param seed: if set, every batch is seeded with ``batch_seed(seed, its first test index)``.
+    :param first_index: test-set index of x[0] (for the seeds and the error messages).
     :raises BoundsError: some x_adv outside the ε-ball or [0, 1].
     :raises attacks.errors.AttackUnavailable: the attack's library is missing.
     """
+    import keras
     from attacks import registry
 
     robust = np.zeros(len(x), bool)
@@ -301,9 +337,12 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         idx = np.flatnonzero(predict(model, xb, batch_size) == yb)
         if idx.size:
+            if seed is not None:
+                keras.utils.set_random_seed(batch_seed(seed, first_index + start))
             x_adv = registry.run(name, model, xb[idx], yb[idx], **params)
             # Checked on the whole returned batch before any of it counts.
-            check_bounds(xb[idx], x_adv, params.get("eps"), first_index=start, what=f"{name} x_adv")
+            check_bounds(xb[idx], x_adv, params.get("eps"), indices=first_index + start + idx,
+                         what=f"{name} x_adv")
             robust[start + idx] = predict(model, np.asarray(x_adv, np.float32), batch_size) == yb[idx]
         if progress:
             done = min(start + batch_size, len(x))
@@ -312,19 +351,33 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
     return robust
 
 
+def shard_mask(run_dir: str, opts: SuiteOptions, name: str, start: int, stop: int) -> np.ndarray:
+    """The robust flags of attack ``name`` on test samples [start, stop) of a run, as
+    ``evaluate_run`` computes them (``start`` on a batch boundary): the work of one shard when the
+    samples are split across processes or Ray tasks. Merge the shards by sample index and pass them
+    to ``evaluate`` as ``precomputed``."""
+    if start % opts.batch_size:
+        raise UsageError(f"a shard must start on a batch boundary ({opts.batch_size}), got {start}")
+    plans, test_sets = plan_runs([run_dir], SuiteOptions(**{**dataclasses.asdict(opts), "attacks": (name,)}))
+    x, y = test_sets[plans[0].config["dataset"]]
+    params, n = plans[0].attacks[name]
+    stop = min(stop, n)
+    return robust_mask(plans[0].model, name, x[start:stop], y[start:stop], params, opts.batch_size,
+                       seed=opts.seed, first_index=start)
+
+
 # --------------------------------------------------------------------------------------------------
 # 5. The results files
 # --------------------------------------------------------------------------------------------------
 
 
-def _signature(params: dict, n_samples: int, seed: int) -> str:
-    return json.dumps({"params": params, "n_samples": n_samples, "seed": seed}, sort_keys=True)
+def attack_settings(params: dict, n_samples: int, seed: int) -> dict:
+    """What a stored attack result must match to be reused (with the weights, eval.reuse)."""
+    return {"params": params, "n_samples": n_samples, "seed": seed}
 
 
-def reusable(entry: Optional[dict], params: dict, n_samples: int, same_seed: bool) -> bool:
-    """A finished result of exactly these settings."""
-    return (same_seed and isinstance(entry, dict) and "robust_accuracy" in entry
-            and entry.get("params") == params and entry.get("n_samples") == n_samples)
+def _signature(settings: dict, fp: str) -> str:
+    return json.dumps(reuse.stamp(settings, fp), sort_keys=True)
 
 
 def _replace(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
@@ -336,7 +389,7 @@ def _replace(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
 
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
-    (flags first: a flag set names the settings it belongs to, see ``_signature``)."""
+    (flags first: a flag set names the weights and settings it belongs to, see ``_signature``)."""
     out = os.path.join(run_dir, "eval")
     os.makedirs(out, exist_ok=True)
     _replace(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
@@ -346,17 +399,35 @@ def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> 
 def read_masks(run_dir: str) -> dict[str, np.ndarray]:
     path = os.path.join(run_dir, "eval", MASKS_FILE)
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError):  # missing or unreadable: only check 3 of the sanity report needs it
+    except (OSError, ValueError):  # missing or unreadable: the masks are recomputed with their attacks
         return {}
 
 
-def mask_for(masks: dict, name: str, params: dict, n_samples: int, seed: int) -> Optional[np.ndarray]:
-    """The stored robust flags of attack ``name`` if they belong to these settings."""
-    if name in masks and str(masks.get(name + "__key")) == _signature(params, n_samples, seed):
+def mask_for(masks: dict, name: str, settings: dict, fp: str) -> Optional[np.ndarray]:
+    """The stored robust flags of attack ``name`` if they belong to these settings and weights."""
+    if name in masks and str(masks.get(name + "__key")) == _signature(settings, fp):
         return masks[name]
     return None
+
+
+def any_attack(entries: dict[str, dict], masks: dict[str, np.ndarray]) -> Optional[dict]:
+    """The per-sample worst case over the finished attacks that have robust flags: a sample counts
+    only if it survives every one of them (DESIGN.md, contract 7). The attacks ran on the first
+    n_samples test samples each, so the shared set is the first min(n_samples).
+
+    :param entries: attack name -> its attack_suite.json entry (only finished ones count).
+    :param masks: attack name -> its per-sample robust flags, already matched to the entry.
+    :return: {robust_accuracy, n_samples, attacks}, or None when no attack has flags.
+    """
+    names = [n for n, e in entries.items() if "robust_accuracy" in e and n in masks]
+    if not names:
+        return None
+    n = min(len(masks[a]) for a in names)
+    robust = np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in names])
+    return {"robust_accuracy": float(robust.mean()) if n else 0.0, "n_samples": int(n),
+            "attacks": names}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,85 +437,134 @@ def mask_for(masks: dict, name: str, params: dict, n_samples: int, seed: int) ->
 Outcome = Union[float, str, None]  # robust accuracy, "skipped", or None (not available)
 
 
-def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray) -> dict:
+def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions,
+                 precomputed: Optional[dict[str, np.ndarray]] = None,
+                 precomputed_seconds: Optional[dict[str, float]] = None) -> dict:
     """Natural accuracy, every attack, the sanity report; writes the results as they come.
+    ``precomputed``: robust flags of some attacks already computed by ``shard_mask`` (merged by
+    sample index), recorded instead of attacking again.
+
+    Results already in the file are reused when eval.reuse allows (same weights, same settings);
+    those computed on other weights are dropped from the file after a copy is kept in
+    RUN/eval/stale/, so the file only ever describes the weights the run holds.
 
     :return: {"natural_accuracy", "attacks": {name: Outcome}, "params": {name: params},
-        "warnings": [...], "sanity_ran": bool} for the table.
+        "n_samples": {name: n}, "any_attack", "warnings": [...], "sanity_ran": bool} for the table.
     """
-    import keras
     from attacks.errors import AttackUnavailable
 
-    seed, batch_size = FLAGS.seed, FLAGS.batch_size
+    precomputed, precomputed_seconds = precomputed or {}, precomputed_seconds or {}
+    seed, batch_size = opts.seed, opts.batch_size
     print(f"== {plan.header}: {plan.run_dir} ({plan.config['dataset']}, {plan.config['arch']})", flush=True)
     model = plan.model
+    fp = reuse.fingerprint(plan.run_dir)
+    path = os.path.join(plan.run_dir, "eval", RESULTS_FILE)
 
     t0 = time.time()
-    natural = float(np.mean(predict(model, x, batch_size) == y))
+    correct = predict(model, x, batch_size) == y
+    natural = float(np.mean(correct))
     print(f"  natural accuracy {natural:.4f} on {len(x)} test samples ({time.time() - t0:.1f}s)", flush=True)
 
     old = plan.existing
-    same_seed = old.get("seed", seed) == seed
-    attacks = dict(old.get("attacks", {})) if same_seed else {}
-    masks = read_masks(plan.run_dir) if same_seed else {}
-    if not same_seed and old.get("attacks"):
-        print(f"  note: the results file holds seed {old['seed']}; its results are replaced by seed {seed}'s")
+    old_attacks = {n: e for n, e in old.get("attacks", {}).items() if isinstance(e, dict)}
+    decisions = {name: reuse.decide(old_attacks.get(name) if "robust_accuracy" in old_attacks.get(name, {})
+                                    else None, fp, attack_settings(p, n, seed), opts.force)
+                 for name, (p, n) in plan.attacks.items()}
+    for line in reuse.explain(f"{plan.run_dir}/eval/{RESULTS_FILE}", decisions):
+        print(f"  {line}", flush=True)
+    # Kept: results on these weights with this seed; any other result cannot share a table with them.
+    kept = {n: e for n, e in reuse.same_weights(old_attacks, fp).items()
+            if e.get("settings", {}).get("seed") == seed}
+    if old and (old.get(reuse.KEY) != fp or len(kept) < len(old_attacks)):
+        copy = reuse.keep_stale(path, old.get(reuse.KEY))
+        dropped = sorted(set(old_attacks) - set(kept))
+        if dropped:
+            print(f"  results of other weights or another seed ({', '.join(dropped)}) leave the file; "
+                  f"a copy is kept in {copy}", flush=True)
+    old_masks = read_masks(plan.run_dir)
+    masks: dict[str, np.ndarray] = {}
+    for name, e in kept.items():
+        m = mask_for(old_masks, name, e["settings"], fp)
+        if m is not None:
+            masks[name], masks[name + "__key"] = m, old_masks[name + "__key"]
+    # Per-sample clean correctness: paired comparisons of natural accuracy between runs need it.
+    masks[NATURAL], masks[NATURAL + "__key"] = correct, np.array(_signature({"n_test": len(x)}, fp))
+    attacks = kept
+    old_sanity = old.get("sanity", {}) if old.get(reuse.KEY) == fp else {}
     results = {"run_dir": plan.run_dir, "dataset": plan.config["dataset"], "seed": seed,
-               "natural_accuracy": natural, "n_test": int(len(x)), "attacks": attacks,
-               "sanity": old.get("sanity", {"warnings": []}) if same_seed else {"warnings": []}}
-    write_results(plan.run_dir, results, masks)
+               reuse.KEY: fp, "natural_accuracy": natural, "n_test": int(len(x)), "attacks": attacks,
+               "sanity": old_sanity or {"warnings": []}}
 
+    def save() -> None:
+        worst = any_attack(attacks, {n: masks[n] for n in attacks if n in masks})
+        results.pop("any_attack", None)
+        if worst:
+            results["any_attack"] = worst
+        write_results(plan.run_dir, results, masks)
+
+    save()
     outcomes: dict[str, Outcome] = {}
     for name, (params, n) in plan.attacks.items():
-        entry = attacks.get(name)
-        if not FLAGS.force and reusable(entry, params, n, same_seed):
+        settings = attack_settings(params, n, seed)
+        if decisions[name].reuse and name in kept and name not in precomputed:
+            entry = kept[name]
             outcomes[name] = entry["robust_accuracy"]
             print(f"  {name}: reused, robust accuracy {entry['robust_accuracy']:.4f} on {n} samples "
                   f"({entry['seconds']:.1f}s when run; --force to re-run)", flush=True)
             continue
-        print(f"  {name}: {n} samples, {params}", flush=True)
-        keras.utils.set_random_seed(seed)  # per attack: its result does not depend on what ran before
         t0 = time.time()
+        if name in precomputed:  # merged from shards (shard_mask): the same flags, computed elsewhere
+            mask = np.asarray(precomputed[name], bool)
+            if mask.shape != (n,):
+                raise UsageError(f"{name}: {mask.shape[0]} merged flags for {n} samples")
+            attacks[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n,
+                             "seconds": float(precomputed_seconds.get(name, 0.0)), **reuse.stamp(settings, fp)}
+            masks[name], masks[name + "__key"] = mask, np.array(_signature(settings, fp))
+            save()
+            outcomes[name] = attacks[name]["robust_accuracy"]
+            print(f"  {name}: robust accuracy {outcomes[name]:.4f} (merged from shards)", flush=True)
+            continue
+        print(f"  {name}: {n} samples, {params}", flush=True)
         try:
-            mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name)
+            mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name, seed=seed)
         except AttackUnavailable as e:
             print(f"  {name}: skipped: {e}", flush=True)
             outcomes[name] = "skipped"
-            if "robust_accuracy" not in (entry or {}):  # a skip never overwrites a finished result
+            if "robust_accuracy" not in attacks.get(name, {}):  # a skip never overwrites a result
                 attacks[name] = {"skipped": str(e)}
-                write_results(plan.run_dir, results, masks)
+                save()
             continue
         attacks[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n,
-                         "seconds": round(time.time() - t0, 3)}
-        masks[name], masks[name + "__key"] = mask, np.array(_signature(params, n, seed))
-        write_results(plan.run_dir, results, masks)
+                         "seconds": round(time.time() - t0, 3), **reuse.stamp(settings, fp)}
+        masks[name], masks[name + "__key"] = mask, np.array(_signature(settings, fp))
+        save()
         outcomes[name] = attacks[name]["robust_accuracy"]
         print(f"  {name}: robust accuracy {outcomes[name]:.4f} ({attacks[name]['seconds']:.1f}s)", flush=True)
 
-    if FLAGS.sanity:
-        results["sanity"] = run_sanity(model, plan, x, y, results, masks)
-        write_results(plan.run_dir, results, masks)
-    return {"natural_accuracy": natural, "attacks": outcomes,
+    if opts.sanity:
+        results["sanity"] = run_sanity(model, plan, x, y, results, masks, opts, fp)
+        save()
+    return {"run_dir": plan.run_dir, "natural_accuracy": natural, "attacks": outcomes,
             "params": {k: p for k, (p, _) in plan.attacks.items()},
-            "warnings": list(results["sanity"].get("warnings", [])), "sanity_ran": FLAGS.sanity}
+            "n_samples": {k: n for k, (_, n) in plan.attacks.items()},
+            "any_attack": results.get("any_attack"),
+            "warnings": list(results["sanity"].get("warnings", [])), "sanity_ran": opts.sanity}
 
 
 def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, results: dict,
-               masks: dict) -> dict:
+               masks: dict, opts: SuiteOptions, fp: str) -> dict:
     """eval/sanity.py's checks: PGD on the first ``plan.sanity_n`` samples (reused from the results
-    file when its settings match), and SPSA against PGD on the samples both attacked."""
-    import keras
+    file when eval.reuse allows), and SPSA against PGD on the samples both attacked."""
     from eval import sanity
 
-    params, m, seed = plan.sanity_params, plan.sanity_n, FLAGS.seed
+    params, m, seed = plan.sanity_params, plan.sanity_n, opts.seed
+    settings = {"params": params, "n_samples": m, "seed": seed}
     old = results.get("sanity", {})
-    same = (not FLAGS.force and "eps_sweep" in old and old.get("params") == params
-            and old.get("n_samples") == m and results.get("seed") == seed)
+    same = "eps_sweep" in old and reuse.decide(old, fp, settings, opts.force).reuse
 
     def pgd_robust(p: dict) -> np.ndarray:
-        keras.utils.set_random_seed(seed)
         t0 = time.time()
-        mask = robust_mask(model, "pgd", x[:m], y[:m], p, FLAGS.batch_size)
+        mask = robust_mask(model, "pgd", x[:m], y[:m], p, opts.batch_size, seed=seed)
         print(f"  sanity: PGD eps={p['eps']:.4g} eta={p['eps_iter']:.4g} k={p['nb_iter']} on {m} "
               f"samples: robust {mask.mean():.3f} ({time.time() - t0:.1f}s)", flush=True)
         return mask
@@ -452,8 +572,7 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, res
     pair = None
     attacks = results["attacks"]
     if all("robust_accuracy" in attacks.get(a, {}) for a in ("spsa", "pgd")):
-        got = [mask_for(masks, a, attacks[a]["params"], attacks[a]["n_samples"], seed)
-               for a in ("spsa", "pgd")]
+        got = [masks.get(a) for a in ("spsa", "pgd")]
         pair = None if any(g is None for g in got) else tuple(got)
     t0 = time.time()
     report = sanity.report(pgd_robust, params, previous=old if same else None, spsa_vs_pgd=pair)
@@ -461,7 +580,8 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, res
         report["spsa_vs_pgd"] = {"skipped": "needs finished spsa and pgd results with their "
                                             f"per-sample flags ({MASKS_FILE}); re-run them with --force"}
     report.update(n_samples=m, seed=seed, params=params,
-                  seconds=old.get("seconds", 0.0) if same else round(time.time() - t0, 3))
+                  seconds=old.get("seconds", 0.0) if same else round(time.time() - t0, 3),
+                  **reuse.stamp(settings, fp))
     status = "reused" if same else "done"
     print(f"  sanity checks {status}: {len(report['warnings'])} warning(s)", flush=True)
     return report
@@ -475,6 +595,7 @@ _LABELS = {"fgsm": "FGSM", "pgd": "PGD", "bim": "BIM", "mim": "MIM", "mul_pgd": 
            "mul_bim": "mul-BIM", "mul_mim": "mul-MIM", "spsa": "SPSA", "bb_pgd1": "B&B (wPGD1)",
            "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack"}
 _WITH_K = ("pgd", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
+ANY_ROW = "Any attack (per-sample worst case)"
 
 
 def attack_label(name: str, ks: list[int]) -> str:
@@ -492,7 +613,8 @@ def _cell(value: Outcome) -> str:
 
 
 def markdown_table(columns: list[tuple[str, dict]]) -> str:
-    """Rows: natural accuracy, then each attack; one column per run; percentages, one decimal.
+    """Rows: natural accuracy, each attack, then the worst case over the attacks; one column per
+    run; percentages, one decimal.
 
     :param columns: (header, evaluate_run's summary) per run.
     """
@@ -505,22 +627,29 @@ def markdown_table(columns: list[tuple[str, dict]]) -> str:
               if name in s["params"] and "nb_iter" in s["params"][name]]
         cells = [_cell(s["attacks"].get(name)) for _, s in columns]
         lines.append(f"| {attack_label(name, ks)} | " + " | ".join(cells) + " |")
+    if any(s.get("any_attack") for _, s in columns):
+        cells = [f"{_cell(s['any_attack']['robust_accuracy'])} (n = {s['any_attack']['n_samples']})"
+                 if s.get("any_attack") else "n/a" for _, s in columns]
+        lines.append(f"| **{ANY_ROW}** | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def print_report(plans: list[RunPlan], columns: list[tuple[str, dict]]) -> None:
+def print_report(columns: list[tuple[str, dict]]) -> None:
     """The table, the settings under it, and the failed sanity checks as warnings beside it."""
     print()
     print(markdown_table(columns))
     print()
-    for plan in plans:
-        eps = sorted({p["eps"] for p, _ in plan.attacks.values() if "eps" in p})
+    for header, s in columns:
+        eps = sorted({p["eps"] for p in s["params"].values() if "eps" in p})
         by_n: dict[int, list[str]] = {}
-        for name, (_, n) in plan.attacks.items():
+        for name, n in s["n_samples"].items():
             by_n.setdefault(n, []).append(name)
         samples = "; ".join(f"{n} samples: {', '.join(names)}" for n, names in by_n.items())
-        print(f"{plan.header}: {plan.run_dir}, eps {'/'.join(f'{e:.4g}' for e in eps)}, {samples}")
+        print(f"{header}: {s['run_dir']}, eps {'/'.join(f'{e:.4g}' for e in eps)}, {samples}")
     for header, s in columns:
+        if s.get("any_attack"):
+            print(f"{header}: any attack = per-sample worst case over "
+                  f"{', '.join(s['any_attack']['attacks'])} on the first {s['any_attack']['n_samples']} samples")
         for w in s["warnings"]:
             print(f"WARNING ({header}, sanity): {w}")
         if s["sanity_ran"] and not s["warnings"]:
@@ -532,15 +661,25 @@ def print_report(plans: list[RunPlan], columns: list[tuple[str, dict]]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def evaluate(run_dirs: list[str], opts: SuiteOptions = SuiteOptions(),
+             precomputed: Optional[dict[str, np.ndarray]] = None,
+             precomputed_seconds: Optional[dict[str, float]] = None) -> list[tuple[str, dict]]:
+    """The attack suite on every run: (table header, evaluate_run's summary) per run, results
+    written to RUN/eval/. The library entry point (studies call it; the CLI wraps it).
+    ``precomputed`` (one run only): merged shard flags per attack, see ``shard_mask``.
+
+    :raises UsageError: bad options or a folder that is not a readable run (before any work).
+    :raises BoundsError: an attack returned x_adv outside its bounds (earlier results are kept).
+    """
+    plans, test_sets = plan_runs(list(run_dirs), opts)
+    return [(p.header, evaluate_run(p, *test_sets[p.config["dataset"]], opts, precomputed, precomputed_seconds))
+            for p in plans]
+
+
 def main(argv: list[str]) -> None:
     """Parse ``argv`` (program name first), evaluate every run, print the table."""
     parse_flags(argv)
-    plans, test_sets = plan_runs()
-    columns = []
-    for plan in plans:
-        x, y = test_sets[plan.config["dataset"]]
-        columns.append((plan.header, evaluate_run(plan, x, y)))
-    print_report(plans, columns)
+    print_report(evaluate(FLAGS.run_dir or [], SuiteOptions.from_flags()))
 
 
 def cli(argv: Optional[list[str]] = None) -> int:

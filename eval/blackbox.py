@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
-from eval import common
+from eval import common, reuse
 
 JSON_NAME = "blackbox.json"
 
@@ -58,21 +58,38 @@ def check_runs(run_dirs: Sequence[str]) -> list[dict]:
 def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps_list: Optional[Sequence[float]] = None, eps_iter: Optional[float] = None,
-             nb_iter: int = 20, verbose: bool = True) -> dict:
+             nb_iter: int = 20, previous: Optional[str] = None, force: bool = False,
+             verbose: bool = True) -> dict:
     """The black-box matrix for every ε; returns blackbox.json's dict (does not write it).
 
     ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
+    ``previous``: an earlier blackbox.json, returned instead when it was computed on the same
+    weights of the same runs with the same settings (eval.reuse), unless ``force``.
     """
     configs = check_runs(run_dirs)
     dataset = configs[0]["dataset"]
     p = attack_settings(dataset, eps_list, eps_iter, nb_iter)
     labels = common.run_labels(run_dirs, configs, labels)
-    x, y = common.test_samples(dataset, n_samples or None)
-    models = [common.load_run_checked(d)[0] for d in run_dirs]
 
     def log(msg):
         if verbose:
             print(msg, flush=True)
+
+    models = [common.load_run_checked(d)[0] for d in run_dirs]
+    fps = [reuse.fingerprint(d) for d in run_dirs]
+    settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
+                    run_dirs=[os.path.abspath(d) for d in run_dirs])
+    old = common.read_json(previous) if previous else None
+    decision = reuse.decide(old, fps, settings, force)
+    if decision.reuse:
+        log(f"reusing {previous} (same weights and settings; --force to recompute)")
+        return dict(old, labels=labels)
+    for line in reuse.explain(previous or JSON_NAME, {"black-box matrix": decision}):
+        log(line)
+    x, y = common.test_samples(dataset, n_samples or None)
+    log(common.estimate_line(models[0], x, len(p["eps_list"]) * len(models) * p["nb_iter"], batch_size,
+                             f"PGD (k = {p['nb_iter']}) against each of {len(models)} models at "
+                             f"{len(p['eps_list'])} radii"))
 
     t0 = time.time()
     natural = [float(np.mean(common.predict(m, x, batch_size).argmax(-1) == y)) for m in models]
@@ -94,7 +111,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         dataset=dataset, labels=labels, run_dirs=[os.path.abspath(d) for d in run_dirs],
         natural_accuracy=natural, n_samples=int(len(x)), seed=seed, attack="pgd",
         rows="source (x_adv crafted against it)", columns="target (tested)",
-        results=results, seconds=round(time.time() - t0, 2))
+        results=results, seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fps))
 
 
 def table(result: dict, entry: dict) -> str:
@@ -176,13 +193,14 @@ def main(argv):
     if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
         raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
     configs = check_runs(FLAGS.run_dir)
-    eps_list = common.parse_numbers(FLAGS.eps, "--eps")
+    eps_list = common.flag_numbers("eps")
     eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
     attack_settings(configs[0]["dataset"], eps_list, eps_iter, FLAGS.nb_iter)
     common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
     result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples or None, FLAGS.batch_size,
-                      FLAGS.seed, eps_list or None, eps_iter, FLAGS.nb_iter)
+                      FLAGS.seed, eps_list or None, eps_iter, FLAGS.nb_iter,
+                      previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force)
     print()
     for entry in result["results"]:
         print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")

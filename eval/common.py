@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 import weakref
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -85,6 +86,15 @@ def run_cli(main: Callable[[list[str]], Any]) -> None:
     app.run(cli(main), flags_parser=parse_flags)
 
 
+# The bounds of the shared integer flags, declared on the flags (absl rejects a value outside them
+# while parsing: exit 2). Upper bounds keep a typo such as 10**12 from hanging a run for days.
+BOUNDS = {"n_samples": dict(lower_bound=0, upper_bound=10 ** 7),
+          "batch_size": dict(lower_bound=1, upper_bound=65536),
+          "seed": dict(lower_bound=0, upper_bound=2 ** 31 - 1),
+          "nb_iter": dict(lower_bound=1, upper_bound=100000),
+          "index": dict(lower_bound=0, upper_bound=10 ** 7)}
+
+
 def define_multi_run_flags(out_help: str) -> None:
     """The flags every multi-run analysis CLI shares: runs, labels, output folder, sampling, PGD."""
     from absl import flags
@@ -92,17 +102,28 @@ def define_multi_run_flags(out_help: str) -> None:
     flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat to compare runs side by side).")
     flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
     flags.DEFINE_string("out_dir", "results", out_help)
-    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).")
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.")
-    flags.DEFINE_integer("nb_iter", 20, "Attack steps k.")
+    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).", **BOUNDS["n_samples"])
+    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.", **BOUNDS["batch_size"])
+    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.", **BOUNDS["seed"])
+    flags.DEFINE_integer("nb_iter", 20, "Attack steps k.", **BOUNDS["nb_iter"])
+    define_force_flag()
+
+
+def define_force_flag() -> None:
+    """--force, with the one meaning of eval.reuse in every tool."""
+    from absl import flags
+
+    from eval import reuse
+
+    flags.DEFINE_bool("force", False, reuse.FORCE_HELP)
 
 
 def check_pgd(eps_values: Sequence[float], eps_iter: float, nb_iter: int) -> None:
-    """UsageError unless every ε > 0, 0 < η <= ε (cleverhans' PGD asserts it) and k >= 1."""
-    check_positive(eps_iter, "--eps_iter")
+    """UsageError unless every ε is in (0, 1] (pixel units), 0 < η <= ε (cleverhans' PGD asserts
+    it) and k >= 1."""
+    check_radius(eps_iter, "--eps_iter")
     for e in eps_values:
-        check_positive(e, "--eps")
+        check_radius(e, "--eps")
         if eps_iter > e:
             raise UsageError(f"--eps_iter {eps_iter:g} must not exceed --eps {e:g} "
                              "(cleverhans' PGD requires eta <= eps)")
@@ -121,12 +142,24 @@ def parse_number(text: str | float, name: str = "value") -> float:
 
 
 def parse_numbers(items: Iterable[str], name: str) -> list[float]:
-    return [parse_number(t, name) for t in items if str(t).strip()]
+    return [parse_number(t, name) for t in items]
 
 
-def check_positive(value: Optional[float], name: str) -> None:
-    if value is not None and not value > 0:
-        raise UsageError(f"{name} must be > 0, got {value}")
+def flag_numbers(name: str) -> list[float]:
+    """The numbers of list flag --name ([] when not given); UsageError when it is given empty
+    ("--eps=" would otherwise silently mean the defaults)."""
+    from absl import flags
+
+    flag = flags.FLAGS[name]
+    if flag.present and not flag.value:
+        raise UsageError(f"--{name} is empty: give numbers like 8/255,12/255 or leave the flag out")
+    return parse_numbers(flag.value or [], f"--{name}")
+
+
+def check_radius(value: Optional[float], name: str) -> None:
+    """UsageError unless ``value`` (a radius or step in [0, 1] pixel units) is in (0, 1]."""
+    if value is not None and not 0 < value <= 1:
+        raise UsageError(f"{name} must be in (0, 1] (pixel units), got {value}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,24 +231,37 @@ def check_run_dir(run_dir: str) -> None:
                              f"(train one with python -m cce_tf.train --out_dir {run_dir})")
 
 
+_CONFIG_KEYS = ("dataset", "arch", "method", "members", "input_shape", "num_classes")
+
+
 def read_run_config(run_dir: str) -> dict:
+    """A trained run's config.json; UsageError naming the file if it is missing, unreadable or
+    lacks a setting the tools need."""
     check_run_dir(run_dir)
+    path = os.path.join(run_dir, "config.json")
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            return json.load(f)
+        with open(path) as f:
+            cfg = json.load(f)
     except (OSError, ValueError) as e:
-        raise UsageError(f"{run_dir}/config.json is unreadable ({type(e).__name__}: {e})") from e
+        raise UsageError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
+    missing = [k for k in _CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
+    if missing:
+        raise UsageError(f"{path} is not a run's config.json: it lacks {', '.join(missing)}")
+    return cfg
 
 
 def load_run_checked(run_dir: str):
-    """(Ensemble, config dict) of a trained run; UsageError for a folder that is not one."""
+    """(Ensemble, config dict) of a trained run; UsageError naming the file for a folder that is
+    not one, a corrupt config.json or a truncated or corrupt weights file."""
     cfg = read_run_config(run_dir)
     from cce_tf.ensemble import load_run
 
     try:
         return load_run(run_dir), cfg
-    except (OSError, ValueError, KeyError) as e:
-        raise UsageError(f"cannot load the run in {run_dir} ({type(e).__name__}: {e})") from e
+    except Exception as e:  # noqa: BLE001 - h5py and Keras raise many types for a damaged file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(f"{os.path.join(run_dir, 'ensemble.weights.h5')} cannot be loaded "
+                         f"({type(e).__name__}: {first[:200]})") from e
 
 
 _METHOD_NAMES = {"nat": "NAT", "adv": "ADV", "adv-en": "ADV-EN", "adp": "ADP", "cce": "CCE"}
@@ -322,6 +368,47 @@ def craft(attack: str, model, x: np.ndarray, y: np.ndarray, batch_size: int = 50
     return np.concatenate(out) if out else np.asarray(x, np.float32).copy()
 
 
+_GRADIENT: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+
+
+def estimate_line(model, x: np.ndarray, steps: int, batch_size: int, what: str) -> str:
+    """"will run WHAT on n samples: about T" before a long evaluation, from one gradient step timed
+    now on this machine (after a warm-up step, so tracing is not counted).
+
+    :param steps: gradient steps per sample in all (e.g. attacks × k).
+    """
+    import tensorflow as tf
+
+    xb = tf.constant(x[: max(1, min(len(x), batch_size))])
+    if model not in _GRADIENT:
+        model_ref = weakref.ref(model)
+
+        def gradient(v):
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                loss = tf.reduce_sum(model_ref()(v, training=False))
+            return tape.gradient(loss, v)
+
+        _GRADIENT[model] = tf.function(gradient, reduce_retracing=True)
+    step = _GRADIENT[model]
+    step(xb)
+    t0 = time.perf_counter()
+    step(xb)
+    per_sample = (time.perf_counter() - t0) / int(xb.shape[0])
+    seconds = per_sample * steps * len(x)
+    return (f"will run {what} on {len(x)} samples: {steps * len(x):,} sample-gradient steps, about "
+            f"{format_duration(seconds)} at {1e3 * per_sample:.3f} ms per sample-step measured now")
+
+
+def format_duration(seconds: float) -> str:
+    """"42 s", "12 min", "3.4 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def quiet_tf() -> None:
     """Silences TF's Python-side warnings (retracing notes: one tf.function per model is by
     design). TF's logger is the standard "tensorflow" logger, so this needs no TF import."""
@@ -342,13 +429,14 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """obj with numpy values as Python ones, floats rounded to 12 decimals, NaN/inf as None."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return round(v, 12) if np.isfinite(v) else None  # 0.079, not 0.07900000000000001
@@ -364,7 +452,7 @@ def write_json(path: str, obj: dict) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(_jsonable(obj), f, indent=2)
+        json.dump(jsonable(obj), f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
     return path

@@ -5,7 +5,7 @@ Usage::
 
     python -m eval.detection --run_dir runs/cce_dm [--n_samples 1000] [--attacks pgd,bim,mim] [--nosweep]
 
-    from eval.detection import detection_metrics, evaluate, ensure
+    from eval.detection import detection_metrics, evaluate
     m = detection_metrics(h_clean, h_adv, fooled)        # AUC, TPR at 5% FPR, ROC points
     result = evaluate("runs/cce_dm", n_samples=1000)      # attacks, writes RUN/eval/detection.json
 
@@ -29,8 +29,10 @@ Writes RUN/eval/detection.json: per attack (``attacks``) and per sweep ε (``eps
 auc_all, tpr_at_5fpr, threshold_at_5fpr, n_pos, n_neg, adv_accuracy, eps, eps_iter, nb_iter and
 the ROC points fpr / tpr (at most 200); and RUN/eval/detection_entropy.npz with the entropies
 (``clean``, ``correct``, ``adv_NAME``, ``fooled_NAME``, ``adv_sweepI``, ``fooled_sweepI``,
-``sweep_eps``) for the histogram. A new evaluation with the same settings (samples, seed, ε, η, k)
-is merged into the existing files, so attacks and the sweep can be computed separately.
+``sweep_eps``) for the histogram. Every entry records the weights' SHA-256 and its settings; a new
+evaluation reuses the entries computed on the same weights with the same settings (samples, seed, ε,
+η, k; eval.reuse, the rule of every tool; ``--force`` recomputes) and computes only what is
+missing, so attacks, the sweep and the figures that need them can come in any order.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
-from eval import common
+from eval import common, reuse
 
 JSON_NAME = "detection.json"
 NPZ_NAME = "detection_entropy.npz"
@@ -121,19 +123,20 @@ def attack_settings(dataset: str, eps: Optional[float] = None, eps_iter: Optiona
     common.check_pgd([eps], eps_iter, nb_iter)
     sweep = [eps * f for f in s.sweep_factors] if not sweep_eps else [float(e) for e in sweep_eps]
     for e in sweep:
-        common.check_positive(e, "--sweep_eps")
+        common.check_radius(e, "--sweep_eps")
     return dict(eps=eps, eps_iter=eps_iter, nb_iter=int(nb_iter), sweep_eps=sweep)
 
 
-def _settings_key(result: dict) -> tuple:
-    p = result.get("params", {})
-    return (result.get("n_samples_requested"), p.get("seed"), p.get("eps"), p.get("eps_iter"),
-            p.get("nb_iter"))
+def _entry_settings(n_samples: Optional[int], seed: int, attack: str, eps: float, eps_iter: float,
+                    nb_iter: int) -> dict:
+    """What a stored detection entry must match to be reused (with the weights, eval.reuse)."""
+    return dict(n_samples=n_samples, seed=seed, attack=attack, eps=eps, eps_iter=eps_iter,
+                nb_iter=nb_iter)
 
 
 def _load_npz(path: str) -> dict:
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except (OSError, ValueError):
         return {}
@@ -142,9 +145,13 @@ def _load_npz(path: str) -> dict:
 def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             sweep_eps: Optional[Sequence[float]] = None, verbose: bool = True) -> dict:
-    """Detection by entropy on one run; writes (or merges into) RUN/eval/detection.json and
-    RUN/eval/detection_entropy.npz and returns the JSON's dict."""
+             sweep_eps: Optional[Sequence[float]] = None, force: bool = False,
+             verbose: bool = True) -> dict:
+    """Detection by entropy on one run: ``attacks`` at ε (Fig 3) and, with ``sweep``, PGD over the
+    ε sweep (Fig 4). Entries already in RUN/eval/detection.json are reused when eval.reuse allows
+    (same weights, same settings) and kept beside the new ones; entries of other weights leave the
+    file (a copy goes to RUN/eval/stale/). Writes detection.json and detection_entropy.npz and
+    returns the JSON's dict."""
     cfg = common.read_run_config(run_dir)
     p = attack_settings(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
     for name in attacks:
@@ -152,6 +159,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
             raise common.UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
     n_samples = n_samples or None
     ens, cfg = common.load_run_checked(run_dir)
+    fp = reuse.fingerprint(run_dir)
     label = common.run_label(cfg)
     x, y = common.test_samples(cfg["dataset"], n_samples)
 
@@ -159,18 +167,60 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         if verbose:
             print(f"[{label} {run_dir}] {msg}", flush=True)
 
+    json_path, npz_path = common.eval_path(run_dir, JSON_NAME), common.eval_path(run_dir, NPZ_NAME)
+    old = common.read_json(json_path) or {}
+    old_arrays = _load_npz(npz_path)
+    if str(old_arrays.get(reuse.KEY, "")) != fp:
+        old_arrays = {}  # entropies of other weights: no entry may take its arrays from there
+
+    def decide(entry: Optional[dict], key: str, settings: dict) -> reuse.Decision:
+        d = reuse.decide(entry, fp, settings, force)
+        if d.reuse and f"adv_{key}" not in old_arrays:  # the JSON without its entropies
+            return reuse.Decision(False, reuse.NEW)
+        return d
+
+    # Stored entries stay when they are reusable (requested or not); requested ones that are not
+    # are recomputed; the rest leave the file, so it holds one set of weights and settings.
+    result_attacks, arrays, decisions = {}, {}, {}
+    todo: dict[str, tuple[str, float]] = {}  # entropy-array key -> (attack, eps)
+    for name in dict.fromkeys([*attacks, *(old.get("attacks") or {})]):
+        if name not in ATTACKS:
+            continue
+        d = decide((old.get("attacks") or {}).get(name), name,
+                   _entry_settings(n_samples, seed, name, p["eps"], min(p["eps_iter"], p["eps"]), p["nb_iter"]))
+        if d.reuse:
+            result_attacks[name] = old["attacks"][name]
+            arrays[f"adv_{name}"], arrays[f"fooled_{name}"] = old_arrays[f"adv_{name}"], old_arrays[f"fooled_{name}"]
+        elif name in attacks:
+            todo[name], decisions[name] = (name, p["eps"]), d
+    old_sweep = old.get("eps_sweep") or []
+    sweep_decisions = [decide(m, f"sweep{i}", _entry_settings(n_samples, seed, "pgd", e, min(p["eps_iter"], e),
+                                                             p["nb_iter"]))
+                       for i, (m, e) in enumerate(zip(old_sweep, p["sweep_eps"]))]
+    result_sweep = []
+    if old_sweep and len(old_sweep) == len(p["sweep_eps"]) and all(d.reuse for d in sweep_decisions):
+        result_sweep = list(old_sweep)
+        for i in range(len(old_sweep)):
+            for kind in ("adv", "fooled"):
+                arrays[f"{kind}_sweep{i}"] = old_arrays[f"{kind}_sweep{i}"]
+    elif sweep:
+        todo.update({f"sweep{i}": ("pgd", e) for i, e in enumerate(p["sweep_eps"])})
+        decisions["eps sweep"] = next((d for d in sweep_decisions if not d.reuse), reuse.Decision(False, reuse.NEW))
+    for line in reuse.explain(f"{run_dir}/eval/{JSON_NAME}", decisions):
+        log(line)
+    if old and (old.get(reuse.KEY) != fp):
+        reuse.keep_stale(json_path, old.get(reuse.KEY))
+        reuse.keep_stale(npz_path, old.get(reuse.KEY))
+
     params = dict(eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], seed=seed,
                   score="entropy of the ensemble prediction H(f^en(x))")
-    json_path, npz_path = common.eval_path(run_dir, JSON_NAME), common.eval_path(run_dir, NPZ_NAME)
     result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=label,
                   members=len(ens.members), params=params, n_samples_requested=n_samples,
-                  attacks={}, eps_sweep=[], entropy_file=NPZ_NAME)
-    arrays: dict = {}
-    old = common.read_json(json_path)
-    if old and _settings_key(old) == _settings_key(result):
-        result["attacks"] = dict(old.get("attacks", {}))
-        result["eps_sweep"] = list(old.get("eps_sweep", []))
-        arrays = _load_npz(npz_path)
+                  attacks=result_attacks, eps_sweep=result_sweep, entropy_file=NPZ_NAME,
+                  **{reuse.KEY: fp})
+    if todo:
+        log(common.estimate_line(ens, x, len(todo) * p["nb_iter"], batch_size,
+                                 f"{', '.join(todo)} (k = {p['nb_iter']})"))
 
     t0 = time.time()
     common.seed_everything(seed)
@@ -180,11 +230,13 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     result.update(n_samples=int(len(x)), natural_accuracy=float(correct.mean()),
                   n_clean_correct=int(correct.sum()))
     arrays.update(clean=h_clean, correct=correct)
+    arrays[reuse.KEY] = np.array(fp)
     log(f"{len(x)} test samples, natural accuracy {common.pct(result['natural_accuracy'])}%, "
         f"mean clean entropy {h_clean.mean():.3f}")
 
     def one(name: str, eps_: float, key: str) -> dict:
         eta = min(p["eps_iter"], eps_)
+        common.seed_everything(seed)  # per attack: its result does not depend on what ran before
         x_adv = common.craft(name, ens, x, y, batch_size, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
         logits_adv = common.predict(ens, x_adv, batch_size)
         h_adv = common.entropy_of_logits(logits_adv)
@@ -192,39 +244,30 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         arrays[f"adv_{key}"], arrays[f"fooled_{key}"] = h_adv, fooled
         m = detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
         m.update(attack=name, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"],
-                 adv_accuracy=float(np.mean(~fooled)))
+                 adv_accuracy=float(np.mean(~fooled)),
+                 **reuse.stamp(_entry_settings(n_samples, seed, name, eps_, eta, p["nb_iter"]), fp))
         log(f"{name.upper()} eps={eps_:.4g} eta={eta:.4g}: adversarial accuracy "
             f"{common.pct(m['adv_accuracy'])}%, AUC {_fmt_auc(m['auc'])} "
             f"(all adversarial: {_fmt_auc(m['auc_all'])}), {m['n_pos']} positives / {m['n_neg']} negatives")
         return m
 
-    for name in attacks:
-        result["attacks"][name] = one(name, p["eps"], name)
-    if sweep:
-        result["eps_sweep"] = [one("pgd", e, f"sweep{i}") for i, e in enumerate(p["sweep_eps"])]
-        for k in [k for k in arrays if k.startswith(("adv_sweep", "fooled_sweep"))]:
-            if int(k.split("sweep")[1]) >= len(p["sweep_eps"]):
-                del arrays[k]
-        arrays["sweep_eps"] = np.asarray(p["sweep_eps"], np.float64)
+    for key, (name, eps_) in todo.items():
+        m = one(name, eps_, key)
+        if key.startswith("sweep"):
+            result_sweep.append(m)
+        else:
+            result_attacks[key] = m
+    if result_sweep:
+        arrays["sweep_eps"] = np.asarray([m["eps"] for m in result_sweep], np.float64)
     result["seconds"] = round(time.time() - t0, 2)
+    # The entropies first: detection.json names the weights its arrays belong to.
+    tmp = npz_path + ".tmp.npz"
+    os.makedirs(os.path.dirname(npz_path), exist_ok=True)
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, npz_path)
     common.write_json(json_path, result)
-    np.savez_compressed(npz_path, **arrays)
     log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
     return result
-
-
-def ensure(run_dir: str, attacks: Sequence[str] = (), sweep: bool = False, **kwargs) -> dict:
-    """RUN/eval/detection.json with at least ``attacks`` (and the ε sweep if ``sweep``): read when
-    present, the missing parts computed (with ``evaluate``'s keyword arguments) otherwise."""
-    result = common.read_json(common.eval_path(run_dir, JSON_NAME))
-    has_npz = os.path.isfile(common.eval_path(run_dir, NPZ_NAME))
-    missing = [a for a in attacks if not result or a not in result.get("attacks", {})]
-    need_sweep = sweep and not (result and result.get("eps_sweep"))
-    if result and has_npz and not missing and not need_sweep:
-        return result
-    if result is None or not has_npz:
-        missing, need_sweep = list(attacks), sweep
-    return evaluate(run_dir, attacks=missing, sweep=need_sweep, **kwargs)
 
 
 def load_entropies(run_dir: str) -> dict:
@@ -311,7 +354,7 @@ def main(argv):
         raise common.UsageError("nothing to do: --attacks is empty and --nosweep is set")
     eps = None if FLAGS.eps is None else common.parse_number(FLAGS.eps, "--eps")
     eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
-    sweep_eps = common.parse_numbers(FLAGS.sweep_eps, "--sweep_eps")
+    sweep_eps = common.flag_numbers("sweep_eps")
     configs = [common.read_run_config(d) for d in FLAGS.run_dir]
     for cfg in configs:
         attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
@@ -321,7 +364,7 @@ def main(argv):
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
         r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples or None, FLAGS.batch_size,
-                     FLAGS.seed, eps, eps_iter, FLAGS.nb_iter, sweep_eps or None)
+                     FLAGS.seed, eps, eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force)
         rows.append((label, r))
         print(f"\nDetection by the entropy of the ensemble prediction: {label} ({r['dataset']}, "
               f"n = {r['n_samples']}, {r['n_clean_correct']} clean-correct); percentages\n")

@@ -4,7 +4,6 @@ Members").
 Usage::
 
     python -m eval.transferability --run_dir runs/cce_rm --run_dir runs/adv_en [--n_samples 1000]
-    python -m eval.transferability --paper            # the paper's CIFAR-10 Table 6, for reference
 
     from eval.transferability import transferability_metrics, evaluate
     m = transferability_metrics(y, pred_en, pred_members_en, pred_cross)   # pure numpy
@@ -32,7 +31,8 @@ adversarial inputs a model classifies correctly, so that the paper's identities 
     fooled_by_k    (every N, reported for N > 2) share of x_a^en that fool exactly k members, k = 0..N
 
 Writes RUN/eval/transferability.json per run; with several runs also OUT_DIR/transferability.md
-and OUT_DIR/transferability.json (the side-by-side table).
+and OUT_DIR/transferability.json (the side-by-side table). The paper's numbers are shown by
+python -m studies.reproduce --study table6 (they live in studies/specs/, their one home).
 """
 from __future__ import annotations
 
@@ -43,21 +43,9 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
-from eval import common
+from eval import common, reuse
 
 JSON_NAME = "transferability.json"
-
-# The paper's Table 6 (CIFAR-10, CNN, N = 2, PGD k = 20, ε = 8/255, η = 2/255), as fractions.
-PAPER_TABLE6 = {
-    "ADV-EN": dict(a_en_en=.407, a11=.311, a22=.332, S11=.240, S01=.170, S10=.130, S00=.460,
-                   T=.655, nT=.133, a_single=.167),
-    "ADP": dict(a_en_en=.429, a11=.310, a22=.331, S11=.257, S01=.131, S10=.117, S00=.495,
-                T=.593, nT=.076, a_single=.172),
-    "CCE-RM": dict(a_en_en=.455, a11=.417, a22=.414, S11=.399, S01=.052, S10=.055, S00=.495,
-                   T=.337, nT=.050, a_single=.056),
-    "CCE-Base": dict(a_en_en=.433, a11=.403, a22=.405, S11=.361, S01=.065, S10=.072, S00=.503,
-                     T=.361, nT=.064, a_single=.072),
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,10 +120,11 @@ def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[
 
 def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             reuse: bool = False, verbose: bool = True) -> dict:
+             force: bool = False, verbose: bool = True) -> dict:
     """Attacks one run as Table 6 does and writes RUN/eval/transferability.json; returns its dict.
 
-    With ``reuse``, an existing JSON with the same settings and sample count is returned instead.
+    An existing JSON computed on the same weights with the same settings and sample count is
+    returned instead (eval.reuse), unless ``force``.
     """
     cfg = common.read_run_config(run_dir)
     params = attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
@@ -144,13 +133,18 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
     if cfg.get("members", 0) < 2:
         raise common.UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
                                 f"this run has N = {cfg.get('members')}")
-    if reuse:
-        old = common.read_json(path)
-        if old and old.get("params") == dict(params, attack="pgd", seed=seed) and \
-                old.get("n_samples_requested") == n_samples:
-            if verbose:
-                print(f"[{run_dir}] reusing {path}", flush=True)
-            return old
+    fp = reuse.fingerprint(run_dir)
+    settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples)
+    old = common.read_json(path)
+    decision = reuse.decide(old, fp, settings, force)
+    if decision.reuse:
+        if verbose:
+            print(f"[{run_dir}] reusing {path} (same weights and settings; --force to recompute)", flush=True)
+        return old
+    for line in reuse.explain(path, {"transferability": decision}):
+        print(f"[{run_dir}] {line}", flush=True)
+    if old and old.get(reuse.KEY) != fp:
+        reuse.keep_stale(path, old.get(reuse.KEY))
 
     ens, cfg = common.load_run_checked(run_dir)
     x, y = common.test_samples(cfg["dataset"], n_samples)
@@ -166,6 +160,9 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
     natural_accuracy = float(np.mean(common.predict(ens, x, batch_size).argmax(-1) == y))
     log(f"{len(x)} test samples, natural accuracy {common.pct(natural_accuracy)}%; "
         f"PGD eps={params['eps']:.4g} eps_iter={params['eps_iter']:.4g} k={params['nb_iter']}")
+    # Each member attack costs about 1/N of the ensemble attack: 2 k ensemble steps in all.
+    log(common.estimate_line(ens, x, 2 * params["nb_iter"], batch_size,
+                             f"PGD (k = {params['nb_iter']}) against the ensemble and each member"))
     log("PGD against the ensemble (x_a^en)")
     x_en = common.craft("pgd", ens, x, y, batch_size, **params)
     pred_en = common.predict(ens, x_en, batch_size).argmax(-1)
@@ -183,6 +180,7 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
         params=dict(params, attack="pgd", seed=seed),
         n_samples_requested=n_samples,
         seconds=round(time.time() - t0, 2),
+        **reuse.stamp(settings, fp),
     )
     common.write_json(path, result)
     log(f"done in {result['seconds']:.0f} s: a(en,en) = {common.pct(result['a_en_en'])}%, "
@@ -226,13 +224,6 @@ def fooled_table(rows: Sequence[tuple[str, dict]]) -> str:
                     for k in range(max_n + 1)] for label, r in rows])
 
 
-def paper_table() -> str:
-    """The paper's Table 6 (CIFAR-10), in percentages."""
-    rows = [(name, dict(v, a=[[v["a11"], None], [None, v["a22"]]]))
-            for name, v in PAPER_TABLE6.items()]
-    return table(rows)
-
-
 # --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
@@ -244,15 +235,13 @@ def define_flags() -> None:
     common.define_multi_run_flags("Where the side-by-side table of several runs goes.")
     flags.DEFINE_string("eps", None, "PGD radius (default per data set; CIFAR-10 8/255).")
     flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
-    flags.DEFINE_bool("reuse", False, "Reuse RUN/eval/transferability.json made with the same settings.")
-    flags.DEFINE_bool("paper", False, "Also print the paper's Table 6 (CIFAR-10) for reference.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.run_dir and not FLAGS.paper:
-        raise common.UsageError("give at least one --run_dir (or --paper)")
+    if not FLAGS.run_dir:
+        raise common.UsageError("give at least one --run_dir")
     for run_dir in FLAGS.run_dir:          # validate everything before the slow part
         cfg = common.read_run_config(run_dir)
         if cfg.get("members", 0) < 2:
@@ -270,7 +259,7 @@ def main(argv):
     for run_dir, label in zip(FLAGS.run_dir, labels):
         r = evaluate(run_dir, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed,
                      _opt(FLAGS.eps, "--eps"), _opt(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter,
-                     reuse=FLAGS.reuse)
+                     force=FLAGS.force)
         rows.append((label, r))
 
     if rows:
@@ -291,10 +280,6 @@ def main(argv):
             common.write_json(os.path.join(FLAGS.out_dir, JSON_NAME),
                               {"runs": [dict(r, label=label) for label, r in rows]})
             print(f"wrote {md} and {os.path.join(FLAGS.out_dir, JSON_NAME)}")
-    if FLAGS.paper:
-        print("\nThe paper's Table 6 (CIFAR-10, CNN, N = 2, PGD k=20, eps=8/255, eta=2/255), "
-              "for reference\n")
-        print(paper_table())
 
 
 def _opt(text: Optional[str], name: str) -> Optional[float]:

@@ -115,13 +115,15 @@ FLAGS = flags.FLAGS
 def define_run_flags(attack: bool = True) -> None:
     """--run_dir, --n_samples, --batch_size, --seed and (attack) --eps, --eps_iter, --nb_iter."""
     flags.DEFINE_string("run_dir", None, "A trained run; the figure goes to RUN/figures/.")
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start (and of random directions).")
+    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.", **eval_common.BOUNDS["batch_size"])
+    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start (and of random directions).",
+                         **eval_common.BOUNDS["seed"])
     if attack:
-        flags.DEFINE_integer("n_samples", 0, "Test samples when results must be computed (0: all).")
+        flags.DEFINE_integer("n_samples", 0, "Test samples when results must be computed (0: all).",
+                             **eval_common.BOUNDS["n_samples"])
         flags.DEFINE_string("eps", None, "Attack radius (default per data set).")
         flags.DEFINE_string("eps_iter", None, "Attack step size (default per data set).")
-        flags.DEFINE_integer("nb_iter", 20, "Attack steps k.")
+        flags.DEFINE_integer("nb_iter", 20, "Attack steps k.", **eval_common.BOUNDS["nb_iter"])
 
 
 def check_args(argv) -> str:
@@ -141,12 +143,14 @@ def opt_number(text: Optional[str], name: str) -> Optional[float]:
 
 def detection_figure_cli(make) -> None:
     """The CLI of a figure drawn from eval.detection results: make(run_dir, n_samples, batch_size,
-    seed, eps, eps_iter, nb_iter) -> paths."""
+    seed, eps, eps_iter, nb_iter, force) -> paths."""
     def main(argv):
         run_dir = check_args(argv)
         paths = make(run_dir, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed,
-                     opt_number(FLAGS.eps, "--eps"), opt_number(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter)
+                     opt_number(FLAGS.eps, "--eps"), opt_number(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter,
+                     FLAGS.force)
         print("wrote " + ", ".join(paths))
 
     define_run_flags()
+    eval_common.define_force_flag()
     run_cli(main)

@@ -28,11 +28,11 @@ YLABEL = "Number of images"
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-         bins: int = 50) -> list[str]:
+         force: bool = False, bins: int = 50) -> list[str]:
     """Draws Fig 2 for a run; returns the PNG and PDF paths."""
-    result = detection.ensure(run_dir, attacks=("pgd",), n_samples=n_samples,
+    result = detection.evaluate(run_dir, attacks=("pgd",), sweep=False, n_samples=n_samples,
                               batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-                              nb_iter=nb_iter)
+                              nb_iter=nb_iter, force=force)
     h = detection.load_entropies(run_dir)
     clean, adv = h["clean"], h["adv_pgd"]
     cfg = eval_common.read_run_config(run_dir)

@@ -97,7 +97,7 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
     ds = cfg["dataset"]
     eps, eps_iter = common.attack_defaults(ds, eps, eps_iter)
     radius = 2 * eps if radius is None else float(radius)
-    eval_common.check_positive(radius, "--radius")
+    eval_common.check_radius(radius, "--radius")
     x, y = eval_common.test_samples(ds)
     eval_common.seed_everything(seed)
     index, x_a = common.pick_example(ens, x, y, eps, eps_iter, nb_iter, index, batch_size=batch_size)
@@ -172,9 +172,9 @@ def main(argv):
 
 if __name__ == "__main__":
     common.define_run_flags()
-    flags.DEFINE_integer("index", None, "Test image (default: the first one PGD breaks).")
+    flags.DEFINE_integer("index", None, "Test image (default: the first one PGD breaks).", **eval_common.BOUNDS["index"])
     flags.DEFINE_string("direction", "sign", "Normalisation of u: sign (L∞ steps) or l2.")
     flags.DEFINE_string("radius", None, "Half-width of the grid (default 2ε of the data set).")
-    flags.DEFINE_integer("grid", 21, "Grid points per axis.")
+    flags.DEFINE_integer("grid", 21, "Grid points per axis.", lower_bound=3, upper_bound=201)
     flags.DEFINE_bool("clip", True, "Clip the neighbours to [0, 1].")
     common.run_cli(main)

@@ -92,5 +92,5 @@ def main(argv):
 
 if __name__ == "__main__":
     common.define_run_flags()
-    flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).")
+    flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).", **eval_common.BOUNDS["index"])
     common.run_cli(main)

@@ -47,11 +47,11 @@ def draw_roc(ax, curves, chance: bool = True) -> None:
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20) -> list[str]:
+         nb_iter: int = 20, force: bool = False) -> list[str]:
     """Draws Fig 3 for a run; returns the PNG and PDF paths."""
-    result = detection.ensure(run_dir, attacks=detection.ATTACKS, n_samples=n_samples,
+    result = detection.evaluate(run_dir, attacks=detection.ATTACKS, sweep=False, n_samples=n_samples,
                               batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-                              nb_iter=nb_iter)
+                              nb_iter=nb_iter, force=force)
     ds = result["dataset"]
     colors = {"pgd": "tab:blue", "bim": "tab:orange", "mim": "tab:green"}
     curves = [(n.upper(), result["attacks"][n], colors[n]) for n in detection.ATTACKS]

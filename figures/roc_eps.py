@@ -28,10 +28,10 @@ def title(label: str) -> str:
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20) -> list[str]:
+         nb_iter: int = 20, force: bool = False) -> list[str]:
     """Draws Fig 4 for a run; returns the PNG and PDF paths."""
-    result = detection.ensure(run_dir, sweep=True, n_samples=n_samples, batch_size=batch_size,
-                              seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter)
+    result = detection.evaluate(run_dir, attacks=(), sweep=True, n_samples=n_samples, batch_size=batch_size,
+                              seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, force=force)
     ds = result["dataset"]
     sweep = result["eps_sweep"]
     cmap = common.plt.get_cmap("viridis")

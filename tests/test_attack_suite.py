@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from attacks import registry
 from attacks.errors import AttackUnavailable
-from eval import attack_suite, sanity
+from eval import attack_suite, reuse, sanity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--attacks", "fgsm,pgd", "--n_samples", "64", "--nb_iter", "5", "--batch_size", "32"]
@@ -63,12 +63,16 @@ def _counting_run(monkeypatch):
 
 def test_json_matches_contract_7(first_run, run_dir):
     _, r = first_run
-    assert set(r) == {"run_dir", "dataset", "seed", "natural_accuracy", "n_test", "attacks", "sanity"}
+    assert set(r) == {"run_dir", "dataset", "seed", "natural_accuracy", "n_test", "attacks", "sanity",
+                      "weights_sha256", "any_attack"}
+    assert r["weights_sha256"] == reuse.fingerprint(run_dir)
     assert r["run_dir"] == run_dir and r["dataset"] == "fashion_mnist" and r["seed"] == 0
     assert r["n_test"] == 10000 and 0.2 < r["natural_accuracy"] <= 1  # trained: well above chance
     assert set(r["attacks"]) == {"fgsm", "pgd"}
     for name, e in r["attacks"].items():
-        assert set(e) == {"robust_accuracy", "params", "n_samples", "seconds"}
+        assert set(e) == {"robust_accuracy", "params", "n_samples", "seconds", "weights_sha256", "settings"}
+        assert e["weights_sha256"] == r["weights_sha256"]
+        assert e["settings"] == {"params": e["params"], "n_samples": 64, "seed": 0}
         assert 0 <= e["robust_accuracy"] <= 1 and isinstance(e["robust_accuracy"], float)
         assert e["n_samples"] == 64 and e["seconds"] > 0
     assert r["attacks"]["pgd"]["params"] == {"eps": 0.1, "eps_iter": 0.01, "nb_iter": 5}
@@ -81,13 +85,31 @@ def test_json_matches_contract_7(first_run, run_dir):
     assert s["double_steps"]["nb_iter"] == [5, 10]
     assert "skipped" in s["spsa_vs_pgd"]  # no SPSA in this run
     assert s["n_samples"] == 64
+    # The worst case over both attacks, from the per-sample flags: no higher than either.
+    worst = r["any_attack"]
+    assert worst["attacks"] == ["fgsm", "pgd"] and worst["n_samples"] == 64
+    assert worst["robust_accuracy"] <= min(e["robust_accuracy"] for e in r["attacks"].values())
+    masks = attack_suite.read_masks(run_dir)
+    assert worst["robust_accuracy"] == pytest.approx(np.mean(masks["fgsm"] & masks["pgd"]))
+
+
+def test_any_attack_intersects_the_sample_sets():
+    entries = {"pgd": {"robust_accuracy": 0.5}, "spsa": {"robust_accuracy": 0.75},
+               "mim": {"skipped": "no library"}}
+    masks = {"pgd": np.array([1, 0, 1, 0, 1, 1], bool), "spsa": np.array([1, 1, 0, 1], bool)}
+    worst = attack_suite.any_attack(entries, masks)
+    # Only the first 4 samples were attacked by both; of those, 0 survives both, 2 is broken by
+    # SPSA, 1 and 3 by PGD.
+    assert worst == {"robust_accuracy": 0.25, "n_samples": 4, "attacks": ["pgd", "spsa"]}
+    assert attack_suite.any_attack({"mim": {"skipped": "x"}}, {}) is None
 
 
 def test_table_has_the_papers_rows(first_run):
     out, r = first_run
     lines = [l for l in out.splitlines() if l.startswith("|")]
     assert lines[0] == "| Attack | CCE-RM_2 |"
-    assert [l.split("|")[1].strip() for l in lines[2:]] == ["Non-att (Nat. acc.)", "FGSM", "PGD k = 5"]
+    assert [l.split("|")[1].strip() for l in lines[2:]] == [
+        "Non-att (Nat. acc.)", "FGSM", "PGD k = 5", f"**{attack_suite.ANY_ROW}**"]
     assert lines[2].split("|")[2].strip() == f"{100 * r['natural_accuracy']:.1f}"
     assert lines[4].split("|")[2].strip() == f"{100 * r['attacks']['pgd']['robust_accuracy']:.1f}"
 
@@ -167,7 +189,7 @@ def test_check_bounds():
     out = x.copy()
     out[2, 1, 1, 0] += 0.1 + 1e-5
     with pytest.raises(attack_suite.BoundsError, match="test sample 12 .*ε-ball"):
-        attack_suite.check_bounds(x, out, eps=0.1, first_index=10)
+        attack_suite.check_bounds(x, out, eps=0.1, indices=np.arange(10, 10 + len(x)))
     low = np.zeros_like(x)
     low[0, 0, 0, 0] = -1e-3
     with pytest.raises(attack_suite.BoundsError, match=r"leaves \[0, 1\]"):
@@ -180,11 +202,26 @@ def test_check_bounds():
 
 def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, monkeypatch, capsys):
     before = _results(run_dir)["attacks"]["fgsm"]
-    monkeypatch.setattr(registry, "run", lambda name, model, x, y, **p: np.clip(x + 2 * p["eps"], 0, 1))
+
+    def last_row_leaves(name, model, x, y, **p):  # only the last attacked sample of a batch
+        x_adv = np.array(x)
+        x_adv[-1] = np.clip(x_adv[-1] + 2 * p["eps"], 0, 1)
+        return x_adv
+
+    monkeypatch.setattr(registry, "run", last_row_leaves)
     assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "fgsm",
                              "--force", "--nosanity"]) == 1
-    assert "outside the ε-ball" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "outside the ε-ball" in err
     assert _results(run_dir)["attacks"]["fgsm"] == before
+    # The message names the test-set index of that sample: the last one of the first batch that
+    # the model gets right (only those are attacked), not its position among them.
+    from eval import common
+    ens, _ = common.load_run_checked(run_dir)
+    x, y = common.test_samples("fashion_mnist", 32)
+    right = np.flatnonzero(common.predict(ens, x).argmax(-1) == y)
+    assert right[-1] != len(right) - 1  # else this test could not tell the two apart
+    assert f"test sample {right[-1]} is" in err
 
 
 def test_unavailable_attack_is_skipped(first_run, run_dir, monkeypatch, capsys):
