@@ -4,6 +4,8 @@ Usage::
 
     from cce_tf import config
     d = config.defaults("cifar100", "cnn")      # epochs, batch size, LR milestones, PGD
+    milestones = config.scaled_milestones("cifar100", 90)          # [40, 60, 80]
+    lr = config.learning_rate(45, d["learning_rate"], milestones)  # 1e-4
     method, lambda_pm, lambda_dm = config.resolve_method("cce-rm", None, None)
 
 Pure Python (no TensorFlow import), so CLIs check their flags in milliseconds.
@@ -20,6 +22,7 @@ METHODS = ("nat", "adv", "adv-en", "adp", "cce")
 # Presets of the paper: CCE-Base (0, 0), CCE-RM (1, 1), CCE-DM (0, 5).
 PRESETS = {"cce-base": (0.0, 0.0), "cce-rm": (1.0, 1.0), "cce-dm": (0.0, 5.0)}
 METHOD_CHOICES = METHODS + tuple(PRESETS)
+MAX_NB_ITER = 10_000   # more PGD steps per batch would make one epoch take days
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,16 @@ class PGDConfig:
     eps_max: float | None = None
 
     def validate(self) -> None:
-        if self.eps <= 0:
-            raise ValueError(f"--eps must be > 0, got {self.eps}")
-        if self.eps_max is None and not 0 < self.eps_iter <= self.eps:
-            raise ValueError(f"--eps_iter must be in (0, eps={self.eps}], got {self.eps_iter}")
-        if self.nb_iter < 1:
-            raise ValueError(f"--nb_iter must be >= 1, got {self.nb_iter}")
-        if self.eps_max is not None and self.eps_max < self.eps:
-            raise ValueError(f"--eps_max must be >= eps={self.eps}, got {self.eps_max}")
-
+        # `not a <= x <= b` also refuses NaN; eps is in [0, 1] pixel units, so more than 1 is a typo.
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"--eps must be in (0, 1], got {self.eps}")
+        top = self.eps if self.eps_max is None else 1.0   # with eps_max, eta = eps / 10 instead
+        if not 0 < self.eps_iter <= top:
+            raise ValueError(f"--eps_iter must be in (0, {top}], got {self.eps_iter}")
+        if not 1 <= self.nb_iter <= MAX_NB_ITER:
+            raise ValueError(f"--nb_iter must be in 1..{MAX_NB_ITER}, got {self.nb_iter}")
+        if self.eps_max is not None and not self.eps <= self.eps_max <= 1:
+            raise ValueError(f"--eps_max must be in [eps={self.eps}, 1], got {self.eps_max}")
 
 LEARNING_RATE = 1e-3   # Adam, every data set
 BATCH_SIZE = 64
@@ -75,12 +79,33 @@ def defaults(dataset: str, arch: str) -> dict:
     return dict(schedule, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, pgd=pgd)
 
 
-def learning_rate(epoch: int, base_lr: float, milestones: tuple[int, ...], default_epochs: int,
-                  epochs: int) -> float:
-    """Adam's lr for a 0-based epoch: x0.1 at each milestone, the milestones kept at the same
-    fractions of training when --epochs differs from the paper's count."""
-    passed = sum(epoch >= m * epochs / default_epochs for m in milestones)
-    return base_lr * 0.1 ** passed
+def scaled_milestones(dataset: str, epochs: int) -> list[int]:
+    """The paper's LR milestones of `dataset` at the same fractions of a run of `epochs` epochs
+    (rounded up), without those the run never reaches: extended later, it goes on at its last rate."""
+    schedule = _CIFAR if dataset.startswith("cifar") else _MNIST_LIKE
+    scaled = [-(-m * epochs // schedule["epochs"]) for m in schedule["milestones"]]  # integer ceil
+    return [m for m in scaled if m < epochs]
+
+
+def learning_rate(epoch: int, base_lr: float, milestones: list[int]) -> float:
+    """Adam's lr for a 0-based epoch: base_lr x 0.1 for every milestone m <= epoch (PyTorch's
+    MultiStepLR, as the official code): milestone m lowers the rate from the (m+1)-th epoch on."""
+    return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def resumed_milestones(stored: list[int], given: list[int] | None, started: int) -> list[int]:
+    """The milestones of a resumed run that has started `started` epochs, as stored at its creation
+    or, when --lr_milestones is `given` again, with the given ones for the epochs to come. Either
+    way the epochs already started keep their rates. Raises ValueError for a given milestone that
+    would change such an epoch."""
+    if given is None:
+        return list(stored)
+    past, given_past = [m for m in stored if m < started], [m for m in given if m < started]
+    if given_past and given_past != past:
+        raise ValueError(f"--lr_milestones {','.join(map(str, given))} would change the learning rate of "
+                         f"epochs already trained ({started} started, milestones {past or 'none'}): "
+                         f"give milestones >= {started} only")
+    return past + [m for m in given if m >= started]
 
 
 def resolve_method(method: str, lambda_pm: float | None, lambda_dm: float | None) -> tuple[str, float, float]:

@@ -18,8 +18,12 @@ Parts, top to bottom:
    ``$CCE_FASHION_MNIST_DIR`` (default ``/usr/share/datasets/fashion-mnist``, Debian's
    ``dataset-fashion-mnist``) for Fashion-MNIST.
 3. Readers for the original formats: IDX ``.gz`` (Fashion-MNIST), Keras' ``mnist.npz``, the CIFAR
-   python pickles read straight from the ``.tar.gz`` (or from Keras' extracted folder).
+   python pickles read straight from the ``.tar.gz`` (or from Keras' extracted folder). The pickles
+   are read by an unpickler that knows only the globals a CIFAR batch needs (numpy's array
+   reconstruction), so a tampered archive is refused before any of its code can run.
 4. ``load(name, split)``: cached in-process, returns read-only arrays (contract 1 of DESIGN.md).
+   An archive whose SHA-256 is not the official one still loads, with a one-line warning on
+   stderr; ``source_digest(name)`` gives the file and its digest for a run's config.json.
 5. ``train_dataset`` (shuffle, batch, random 10% shifts and optional horizontal flips, as Keras'
    ``ImageDataGenerator(width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=...)`` in
    the paper's code) and ``eval_dataset`` (in order, no augmentation).
@@ -37,6 +41,7 @@ import io
 import os
 import pickle
 import struct
+import sys
 import tarfile
 import zlib
 from typing import TYPE_CHECKING, Optional
@@ -62,6 +67,9 @@ class DataError(ValueError):
 
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+# Images per split of the standard files (what a study plans with before any file is read).
+TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+TEST_SIZES = {name: 10000 for name in DATASETS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +258,57 @@ def _read_mnist(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x[..., None], y
 
 
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 1.26 has no numpy._core
+    from numpy.core.multiarray import _reconstruct
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` limited to the one use pickle makes of it (see _CIFAR_GLOBALS)."""
+    if encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"_codecs.encode with encoding {encoding!r}, where pickle writes latin1")
+    return text.encode("latin1")
+
+
+# Every global a CIFAR batch pickle may name (pickles build dicts, lists, ints and bytes without
+# any). The official archives are Python 2 protocol-2 pickles of {b"data": uint8 ndarray, ...}:
+_CIFAR_GLOBALS = {
+    # ndarray.__reduce__: _reconstruct(ndarray, (0,), b"b"), then __setstate__ with the raw bytes;
+    # numpy < 2 writes the numpy.core path (the official archives), numpy >= 2 numpy._core.
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,  # the class _reconstruct is asked to build
+    ("numpy", "dtype"): np.dtype,  # the array's dtype, pickled as dtype("u1", False, True)
+    # Python 3 writes bytes into a protocol < 3 pickle as _codecs.encode(str, "latin1"): needed by
+    # batches re-pickled with Python 3 (as the tests' fixtures are), never by the originals.
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR batch; any global outside _CIFAR_GLOBALS raises DataError.
+
+    Every callable a pickle can run (REDUCE, NEWOBJ, BUILD's __setstate__, copyreg extensions)
+    must first be looked up through find_class, so refusing it here means no code of the file
+    ever runs ("Restricting Globals" in the docs of the pickle module).
+    """
+
+    def __init__(self, blob: bytes, where: str):
+        # The archives are Python 2 pickles of dicts with bytes keys (hence "bytes").
+        super().__init__(io.BytesIO(blob), encoding="bytes")
+        self.where = where
+
+    def find_class(self, module: str, name: str):
+        found = _CIFAR_GLOBALS.get((module, name))
+        if found is None:
+            raise DataError(
+                f"{self.where} holds a pickle that refers to {f'{module}.{name}'[:100]}, "
+                "which a CIFAR archive never does: refusing to load it"
+            )
+        return found
+
+
 def _cifar_members(name: str, split: str) -> list[str]:
     """Member paths inside the archive (relative to the archive's top folder)."""
     if name == "cifar100":
@@ -274,8 +333,8 @@ def _read_cifar(name: str, path: str, split: str) -> tuple[np.ndarray, np.ndarra
                     if f is None:
                         raise KeyError(f"{src.folder}/{member} is not a regular file")
                     blob = f.read()
-                # The archives are Python 2 pickles of dicts with bytes keys (hence "bytes").
-                batch = pickle.load(io.BytesIO(blob), encoding="bytes")
+                # A refused global raises DataError, re-raised below with its own message.
+                batch = _CifarUnpickler(blob, f"{path}: {member}").load()
                 data = np.asarray(batch[b"data"], dtype=np.uint8)
                 if data.ndim != 2 or data.shape[1] != 3072:
                     raise ValueError(f"{member}: data has shape {data.shape}, expected (n, 3072)")
@@ -353,7 +412,87 @@ def load(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
             stamp = _stamp(path)
         except OSError as e:
             raise DataError(f"{path}: cannot stat ({e.strerror})") from e
-    return _load_cached(name, split, path, stamp)
+    x, y = _load_cached(name, split, path, stamp)
+    if name in _SOURCES and os.path.isfile(path):
+        # After the read: a file that fails to load gets its error alone, not a warning as well.
+        _warn_if_unofficial(name, path, stamp)
+    return x, y
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, stamp: tuple) -> str:
+    """Hex SHA-256 of a file; ``stamp`` (from _stamp) makes a changed file hashed again."""
+    del stamp  # only part of the cache key: CIFAR-10's 170 MB is hashed once per process
+    from cce_tf.fingerprint import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from e
+
+
+_WARNED: set[tuple[str, str]] = set()  # (path, sha256) already reported as not official
+
+
+def _warn_if_unofficial(name: str, path: str, stamp: tuple) -> None:
+    """One stderr line per file and process when an archive is not the one Keras downloads.
+
+    A warning, not an error: re-packed archives (and the tests' tiny ones) are legitimate, and
+    the restricted unpickler, not the digest, is what keeps a tampered archive from running code.
+    """
+    src, sha = _SOURCES[name], _sha256(path, stamp)
+    if sha == src.sha256 or (path, sha) in _WARNED:
+        return
+    _WARNED.add((path, sha))
+    print(
+        f"warning: {path} is not the official {src.filename} (sha256 {sha[:16]}..., "
+        f"expected {src.sha256[:16]}...): loading it anyway",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def source_digest(name: str) -> Optional[dict]:
+    """Which file(s) data set ``name`` is read from and their SHA-256, for a run's config.json.
+
+    mnist / cifar10 / cifar100 read from their archive::
+
+        {"file": "/.../cifar-10-python.tar.gz", "sha256": "6d95...", "official": True}
+
+    ``official`` says whether the digest is the one of the file Keras downloads. Data read from a
+    folder (Fashion-MNIST's IDX files, Keras' extracted CIFAR folder) has no single archive and no
+    digest to compare with: ``sha256`` and ``official`` are None, and ``files`` maps the name of
+    each file ``load`` reads (both splits) to its SHA-256::
+
+        {"file": "/usr/share/datasets/fashion-mnist", "sha256": None, "official": None,
+         "files": {"train-images-idx3-ubyte.gz": "...", ...}}
+
+    Never returns None today; Optional leaves room for a data set without files. Finds the files
+    as ``load`` does (so may download when ``load`` would); digests are cached per file version.
+    Raises ValueError for an unknown name, DataError for a missing file.
+    """
+    info(name)  # validates the name
+    if name == "fashion_mnist":
+        folder = fashion_mnist_dir()
+        members = [f for split in SPLITS for f in _FASHION_FILES[split]]
+        hint = _or_set("CCE_FASHION_MNIST_DIR") + f": {_FASHION_HINT}"
+    else:
+        folder = _locate(name)
+        if os.path.isfile(folder):
+            try:
+                sha = _sha256(folder, _stamp(folder))
+            except OSError as e:
+                raise DataError(f"{folder}: cannot stat ({e.strerror})") from e
+            return {"file": folder, "sha256": sha, "official": sha == _SOURCES[name].sha256}
+        members = [m for split in SPLITS for m in _cifar_members(name, split)]
+        hint = ""
+    files = {}
+    for member in members:
+        path = os.path.join(folder, member)
+        if not os.path.isfile(path):
+            raise DataError(f"{member} not found: put it in {folder}{hint}")
+        files[member] = _sha256(path, _stamp(path))
+    return {"file": folder, "sha256": None, "official": None, "files": files}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -384,38 +523,61 @@ def train_dataset(
     augment: bool = True,
     flip: bool = False,
     shuffle: bool = True,
-    seed: Optional[int] = 0,
+    seed: int = 0,
     drop_remainder: bool = True,
     shift: float = 0.1,
+    epoch: Optional[int] = None,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Training batches (x, y): shuffled each epoch, then randomly shifted (and flipped).
 
     Augmentation, per batch after batching (one op per batch instead of one per image): shifts of
     up to ``shift`` x height / width with nearest fill (``keras.layers.RandomTranslation``) and, if
     ``flip``, left-right flips with probability 1/2 (``keras.layers.RandomFlip("horizontal")``).
-    Output stays float32 in [0, 1], labels int64. The same ``seed`` gives the same batches; each
-    epoch (each new iterator) draws a fresh order and fresh shifts.
+    Output stays float32 in [0, 1], labels int64.
+
+    An epoch (its order and every batch's shifts and flips) is a pure function of ``seed`` and an
+    epoch number. Without ``epoch``, each new iterator is one epoch whose number is drawn from a
+    stream seeded by ``seed``: the same ``seed`` gives the same batches, and iterating again gives
+    a fresh epoch, as Keras' ``fit`` expects. With ``epoch``, the dataset is epochs ``epoch``,
+    ``epoch + 1``, ... back to back without end (give ``fit`` its ``steps_per_epoch``), less the
+    first ``skip`` batches: a run resumed after ``skip`` steps of ``epoch`` sees exactly the batches
+    it would have seen.
     """
     import keras
     import tensorflow as tf
 
     x, y = _as_arrays(x, y)
     images, labels = tf.constant(x), tf.constant(y)
-    # Shuffle indices and gather whole batches: a shuffle buffer of indices is tiny, one of images
-    # would hold a second copy of the data set.
-    order = tf.data.Dataset.range(len(x))
-    if shuffle:
-        order = order.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = order.batch(batch_size, drop_remainder=drop_remainder)
     gather = _gather(images, labels)
+
+    def one_epoch(key):
+        """(indices, key) per batch of the epoch with stateless key ``key`` ([2] int64)."""
+        order_key, batch_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+        order = tf.range(len(x), dtype=tf.int64)
+        if shuffle:
+            # A permutation of indices, not of images: no second copy of the data set.
+            order = tf.random.experimental.index_shuffle(order, order_key, len(x) - 1)
+        batches = tf.data.Dataset.from_tensor_slices(order)
+        batches = batches.batch(batch_size, drop_remainder=drop_remainder)
+        return batches.enumerate().map(
+            lambda b, idx: (idx, tf.random.experimental.stateless_fold_in(batch_key, b))
+        )
+
+    if epoch is None:
+        numbers = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    else:
+        numbers = tf.data.Dataset.counter(epoch)
+    ds = numbers.map(lambda e: tf.stack([tf.constant(seed, tf.int64), e])).flat_map(one_epoch)
+    ds = ds.skip(skip)
     if not augment or (shift <= 0 and not flip):
-        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda idx, key: gather(idx), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     # The Keras layers do the image work; the randomness is ours. Calling the layers directly lets
     # parallel map calls race on their shared seed-generator variable, so even the first batch
-    # differs between two runs with the same seed. Instead each batch gets its own key from a
-    # seeded random stream (new per epoch) and stateless draws with the layers' distributions.
+    # differs between two runs with the same seed. Instead each batch has its own stateless key
+    # and draws with the layers' distributions.
     translate = None
     if shift > 0:
         translate = keras.layers.RandomTranslation(shift, shift, fill_mode="nearest")
@@ -424,7 +586,7 @@ def train_dataset(
     def augment_batch(idx, key):
         xb, yb = gather(idx)
         shape = tf.shape(xb)
-        seeds = tf.random.experimental.stateless_split(tf.stack([key, tf.constant(0, tf.int64)]), 2)
+        seeds = tf.random.experimental.stateless_split(key, 2)
         out = xb
         if translate is not None:
             # As RandomTranslation.get_random_transformation: U(-shift, shift) x size, (dx, dy).
@@ -441,8 +603,7 @@ def train_dataset(
         out.set_shape(xb.shape)
         return out, yb
 
-    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, keys).map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

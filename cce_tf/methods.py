@@ -2,13 +2,14 @@
 
 Usage::
 
-    trainer = make_trainer("cce", ensemble, pgd_cfg, lambda_pm=1.0, lambda_dm=1.0)
+    trainer = make_trainer("cce", ensemble, pgd_cfg, lambda_pm=1.0, lambda_dm=1.0, seed=0)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     trainer.fit(train_ds, epochs=...)
 
 Parts:
     Trainer   the shared train_step: craft x_adv (a constant), GradientTape over the method's
-              objective, one Adam update; metrics loss, acc (clean), adv_acc
+              objective, one Adam update; metrics loss, acc (clean), adv_acc; `rng`, the seeded
+              generator of PGD's random starts (checkpoint it to resume a run exactly)
     NAT       sum_n C(f^n(x), y)                              natural training
     ADV       C(f(x), y) + C(f(x_adv), y), N = 1             PGD adversarial training
     ADVEN     C(f^en(x), y) + C(f^en(x_adv), y)              the ensemble trained as one model
@@ -33,10 +34,12 @@ from cce_tf.ensemble import Ensemble, ensemble_logits
 class Trainer(keras.Model):
     """Wraps an Ensemble; subclasses say how x_adv is crafted and what the objective is."""
 
-    def __init__(self, ensemble: Ensemble, pgd_cfg: PGDConfig | None = None, **kwargs):
+    def __init__(self, ensemble: Ensemble, pgd_cfg: PGDConfig | None = None, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.ensemble = ensemble
         self.pgd_cfg = pgd_cfg
+        # Its own generator, not the global random state: a checkpoint can hold its state.
+        self.rng = tf.random.Generator.from_seed(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.acc = keras.metrics.SparseCategoricalAccuracy(name="acc")
         self.adv_acc = keras.metrics.SparseCategoricalAccuracy(name="adv_acc")
@@ -50,7 +53,7 @@ class Trainer(keras.Model):
 
     def adversarial(self, x, y):
         """x_adv for this batch (a constant to the update), or None."""
-        return pgd(lambda z: self.ensemble(z, training=False), x, y, self.pgd_cfg)
+        return pgd(lambda z: self.ensemble(z, training=False), x, y, self.pgd_cfg, self.rng)
 
     def objective(self, x, x_adv, y):
         """(loss, ensemble logits on x, ensemble logits on x_adv or None), in training mode."""
@@ -143,7 +146,7 @@ class CCE(Trainer):
         self.lambda_pm, self.lambda_dm = lambda_pm, lambda_dm
 
     def adversarial(self, x, y):
-        return pgd_per_member(self.ensemble.members, x, y, self.pgd_cfg)      # [N, B, ...]
+        return pgd_per_member(self.ensemble.members, x, y, self.pgd_cfg, self.rng)  # [N, B, ...]
 
     def objective(self, x, x_adv, y):
         n = len(self.ensemble.members)
@@ -159,16 +162,16 @@ class CCE(Trainer):
 
 
 def make_trainer(method: str, ensemble: Ensemble, pgd_cfg: PGDConfig, lambda_pm: float = 1.0,
-                 lambda_dm: float = 1.0, adv_en_member_sum: bool = False) -> Trainer:
-    """The Trainer for a resolved method name (see config.resolve_method)."""
+                 lambda_dm: float = 1.0, adv_en_member_sum: bool = False, seed: int = 0) -> Trainer:
+    """The Trainer for a resolved method name (see config.resolve_method); `seed` seeds PGD."""
     if method == "nat":
-        return NAT(ensemble, pgd_cfg)
+        return NAT(ensemble, pgd_cfg, seed=seed)
     if method == "adv":
-        return ADV(ensemble, pgd_cfg)
+        return ADV(ensemble, pgd_cfg, seed=seed)
     if method == "adv-en":
-        return ADVEN(ensemble, pgd_cfg, member_sum=adv_en_member_sum)
+        return ADVEN(ensemble, pgd_cfg, member_sum=adv_en_member_sum, seed=seed)
     if method == "adp":
-        return ADP(ensemble, pgd_cfg)
+        return ADP(ensemble, pgd_cfg, seed=seed)
     if method == "cce":
-        return CCE(ensemble, pgd_cfg, lambda_pm=lambda_pm, lambda_dm=lambda_dm)
+        return CCE(ensemble, pgd_cfg, lambda_pm=lambda_pm, lambda_dm=lambda_dm, seed=seed)
     raise ValueError(f"unknown method {method!r}")

@@ -6,23 +6,47 @@ Examples::
     python -m cce_tf.train --dataset cifar100               # the paper's CIFAR-100 CNN setting
     python -m cce_tf.train --dataset cifar10 --arch resnet20 --method adp --members 3
     python -m cce_tf.train --strategy mirrored ...          # data-parallel over all local devices
+    python -m cce_tf.train --epochs 180 --lr_milestones 80,120,160
 
-Running the same command again resumes from the last finished epoch (a larger --epochs extends
-the run; any other changed setting is refused). A run folder holds
-config.json, ensemble.weights.h5 (loadable with cce_tf.ensemble.load_run), checkpoints/,
-history.json and TensorBoard logs in logs/ (DESIGN.md, contract 5).
+A run folder holds config.json, ensemble.weights.h5 (loadable with cce_tf.ensemble.load_run),
+checkpoints/, history.json and TensorBoard logs in logs/ (DESIGN.md, contract 5).
 
-Parts: flag definitions; `settings` (flags + paper defaults -> the run's settings);
-`check_resume` (a run folder may only be resumed with the same settings); `EpochCheckpoint`
-(checkpoint, weights and history after every good epoch; stops on a NaN loss); `main`.
+Resuming. Running the same command again resumes from the last backup of the training state:
+weights, Adam, the epoch and the step in it, the metrics so far, and the random state (PGD's
+random starts, Dropout). The state is backed up every --backup_every_steps steps, every
+--backup_every_seconds seconds and after every epoch, so a killed run loses minutes, not an epoch.
+The batches are a pure function of (seed, epoch, step) (cce_tf.data.train_dataset), so a resumed run
+sees the batches it would have seen; with --deterministic (TensorFlow's op determinism) it ends with
+the same weights as an uninterrupted run on the same machine. A larger --epochs extends a run; any
+other changed setting that changes what is trained is refused.
+
+Learning rate. Adam's rate is multiplied by 0.1 after each --lr_milestones epoch (default: the
+paper's milestones at the same fractions of --epochs, those inside the run). The milestones are
+fixed in config.json when a run is created, so an extended run goes on at its last rate; given again
+on a resume, --lr_milestones sets the milestones of the epochs to come only: an epoch already started
+never changes its rate. history.json records the rate each epoch used.
+
+Exit codes: 0 done; 2 bad input (a bad flag, other settings than the run folder's, a missing data
+file, a corrupt config.json, ensemble.weights.h5, history.json or checkpoint), one line on stderr,
+nothing written; 1 the run failed: a NaN loss, or a file could not be written (disk full, no
+permission), one line naming it. A failed write leaves the files it would have replaced as they
+were: every file is written under a temporary name first, then renamed.
+
+Parts: flag definitions; `parse` and `settings` (flags + paper defaults -> the run's settings,
+checked before the seconds-long TensorFlow import); `check_resume` (a run folder may only be
+resumed with the same settings, and its files must be readable); `main` (its `Backup` callback
+writes the checkpoints, the weights and the history; it raises UsageError, DataError or RunFailed);
+`run` (those errors -> one line and the exit code); `train` (a run from a dict of flag values).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import sys
+import time
 
 from absl import app, flags, logging
 
@@ -39,7 +63,11 @@ flags.DEFINE_string("adv_en_loss", "ensemble", "ADV-EN objective: 'ensemble' (pa
 flags.DEFINE_integer("epochs", None, "Epochs (default: 180 for CIFAR, 100 for MNIST-like).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (default 64).")
 flags.DEFINE_float("learning_rate", None, "Adam's initial learning rate (default 1e-3).")
+flags.DEFINE_string("lr_milestones", None, "Epochs after which the learning rate is multiplied by 0.1, "
+                    "e.g. 80,120,160; '' for none (default: the paper's, scaled to --epochs). Fixed when "
+                    "the run is created; given again on a resume, it sets the milestones of later epochs.")
 flags.DEFINE_integer("train_subset", 0, "Train on a seeded random subset of this many images (0: all).")
+flags.DEFINE_integer("test_subset", 0, "Validate on the first this many test images (0: all).")
 flags.DEFINE_bool("augment", True, "Random 10% shifts (and flips for CIFAR), as the paper.")
 flags.DEFINE_float("eps", None, "Training PGD radius (default: per data set, docs/settings.md).")
 flags.DEFINE_float("eps_iter", None, "Training PGD step size eta (default: the data set's eta/eps ratio times eps).")
@@ -47,21 +75,77 @@ flags.DEFINE_integer("nb_iter", None, "Training PGD steps k.")
 flags.DEFINE_float("eps_max", None, "If set, eps ~ U(eps, eps_max) per batch and eta = eps/10.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out_dir", None, "Run folder (default runs/DATASET_METHOD_ARCH_nN_sSEED).")
+flags.DEFINE_integer("backup_every_steps", 100, "Back up the training state every this many steps "
+                     "(0: after every epoch only).")
+flags.DEFINE_float("backup_every_seconds", 300, "Also back it up when this many seconds have passed since "
+                   "the last backup (0: never).")
+flags.DEFINE_bool("deterministic", False, "TensorFlow's op determinism: the same seed gives the same "
+                  "weights on the same machine, resumed or not (slower on GPUs).")
 flags.DEFINE_string("strategy", "default", "'default' (one device) or 'mirrored' (all local devices).")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to try --strategy mirrored without GPUs).")
 flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 a line per epoch.")
 
-# Settings that may differ between the first run and a resume: where and how long it trains, not
-# what it trains (a larger --epochs extends a run; the LR milestones stay fractions of --epochs).
-_RESUME_FREE = ("strategy", "cpu_devices", "epochs")
+# Settings that may differ between the first run and a resume: where, how long and how safely it
+# trains, not what it trains. lr_milestones may change for the epochs to come (`main` checks it).
+_RESUME_FREE = ("strategy", "cpu_devices", "epochs", "lr_milestones", "test_subset", "backup_every_steps",
+                "backup_every_seconds", "deterministic")
+
+# The integer flags' ranges: past the upper bounds a run would hang or exhaust memory rather than
+# fail with a message (and numpy takes seeds below 2**32).
+MAX_EPOCHS = 100_000
+_INT_RANGES = dict(members=(1, 16), epochs=(1, MAX_EPOCHS), batch_size=(1, 65_536), train_subset=(0, 10**7),
+                   test_subset=(0, 10**7), backup_every_steps=(0, 10**9), seed=(0, 2**31 - 1),
+                   cpu_devices=(0, 256), verbose=(0, 2))
+_FLOAT32_MAX = 3.4028234663852886e38  # these numbers become float32 tensors
+# cce_tf.ensemble's names for these; importing it would import TensorFlow before the checks are done.
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "ensemble.weights.h5"
 
 
 class UsageError(ValueError):
     """Bad input: printed as one line, exit code 2."""
 
 
+class RunFailed(Exception):
+    """The run stopped: a NaN loss, or a file that could not be written. One line, exit code 1."""
+
+
+class WriteError(RunFailed):
+    """A file of the run could not be written (the message names it)."""
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:500]
+
+
+def parse(argv: list[str]) -> list[str]:
+    """Parse the flags from scratch (so it may be called again); returns the other arguments.
+    Raises UsageError for an unknown flag or a value of the wrong type (absl would exit 1)."""
+    FLAGS.unparse_flags()
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        raise UsageError(_one_line(e)) from None
+
+
+def _milestones_flag() -> list[int] | None:
+    text = FLAGS.lr_milestones
+    if text is None:
+        return None
+    try:
+        milestones = [int(t) for t in text.split(",")] if text.strip() else []
+    except ValueError:
+        raise UsageError(f"--lr_milestones must be epoch numbers separated by commas, e.g. 80,120,160; "
+                         f"got {text!r}") from None
+    if milestones != sorted(milestones) or not all(1 <= m <= MAX_EPOCHS for m in milestones):
+        raise UsageError(f"--lr_milestones must be ascending epoch numbers in 1..{MAX_EPOCHS}, got {text!r}")
+    return milestones
+
+
 def settings() -> dict:
-    """The run's settings: flags over the paper's defaults (cce_tf.config). Raises UsageError."""
+    """The run's settings: flags over the paper's defaults (cce_tf.config). Raises UsageError.
+
+    lr_milestones is --lr_milestones parsed, or None when not given (`main` resolves it).
+    """
     from cce_tf import config, data
     from cce_tf.config import ARCHS, PGDConfig
 
@@ -73,28 +157,33 @@ def settings() -> dict:
         method, lambda_pm, lambda_dm = config.resolve_method(FLAGS.method, FLAGS.lambda_pm, FLAGS.lambda_dm)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    members = FLAGS.members if FLAGS.members is not None else (1 if method == "adv" else 2)
-    for name, value in (("members", members), ("lambda_pm", lambda_pm), ("lambda_dm", lambda_dm)):
-        if value < (1 if name == "members" else 0) or (name != "members" and not math.isfinite(value)):
-            raise UsageError(f"--{name} must be {'>= 1' if name == 'members' else 'a number >= 0'}, got {value}")
-    if method == "adv" and members != 1:
-        raise UsageError(f"--members must be 1 for --method adv (ADV trains one model), got {members}")
     if FLAGS.adv_en_loss not in ("ensemble", "members"):
         raise UsageError(f"--adv_en_loss must be 'ensemble' or 'members', got {FLAGS.adv_en_loss!r}")
     if FLAGS.strategy not in ("default", "mirrored"):
         raise UsageError(f"--strategy must be 'default' or 'mirrored', got {FLAGS.strategy!r}")
 
     d = config.defaults(FLAGS.dataset, FLAGS.arch)
+    members = FLAGS.members if FLAGS.members is not None else (1 if method == "adv" else 2)
     epochs = FLAGS.epochs if FLAGS.epochs is not None else d["epochs"]
     batch_size = FLAGS.batch_size if FLAGS.batch_size is not None else d["batch_size"]
     lr = FLAGS.learning_rate if FLAGS.learning_rate is not None else d["learning_rate"]
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if value <= 0:
-            raise UsageError(f"--{name} must be > 0, got {value}")
-    if not lr > 0:
-        raise UsageError(f"--learning_rate must be > 0, got {lr}")
-    if FLAGS.train_subset < 0:
-        raise UsageError(f"--train_subset must be >= 0, got {FLAGS.train_subset}")
+    ints = dict(members=members, epochs=epochs, batch_size=batch_size, train_subset=FLAGS.train_subset,
+                test_subset=FLAGS.test_subset, backup_every_steps=FLAGS.backup_every_steps, seed=FLAGS.seed,
+                cpu_devices=FLAGS.cpu_devices, verbose=FLAGS.verbose)
+    for name, value in ints.items():
+        low, high = _INT_RANGES[name]
+        if not low <= value <= high:
+            raise UsageError(f"--{name} must be in {low}..{high}, got {value}")
+    # `not a < x <= b` is also true for NaN.
+    if not 0 < lr <= _FLOAT32_MAX:
+        raise UsageError(f"--learning_rate must be a number > 0 and at most 3.4e38 (float32), got {lr}")
+    for name, value in (("lambda_pm", lambda_pm), ("lambda_dm", lambda_dm)):
+        if not 0 <= value <= _FLOAT32_MAX:
+            raise UsageError(f"--{name} must be a number >= 0 and at most 3.4e38 (float32), got {value}")
+    if not 0 <= FLAGS.backup_every_seconds <= 1e9:
+        raise UsageError(f"--backup_every_seconds must be in [0, 1e9], got {FLAGS.backup_every_seconds}")
+    if method == "adv" and members != 1:
+        raise UsageError(f"--members must be 1 for --method adv (ADV trains one model), got {members}")
 
     p = d["pgd"]
     eps = p.eps if FLAGS.eps is None else FLAGS.eps
@@ -115,12 +204,13 @@ def settings() -> dict:
         dataset=FLAGS.dataset, arch=FLAGS.arch, method=method, preset=preset, members=members,
         lambda_pm=lambda_pm if method == "cce" else None, lambda_dm=lambda_dm if method == "cce" else None,
         adv_en_loss=FLAGS.adv_en_loss if method == "adv-en" else None,
-        epochs=epochs, batch_size=batch_size, learning_rate=lr,
-        lr_milestones=list(d["milestones"]), lr_milestones_of_epochs=d["epochs"],
-        train_subset=FLAGS.train_subset, augment=FLAGS.augment, flip=FLAGS.augment and info.flip,
+        epochs=epochs, batch_size=batch_size, learning_rate=lr, lr_milestones=_milestones_flag(),
+        train_subset=FLAGS.train_subset, test_subset=FLAGS.test_subset, augment=FLAGS.augment,
+        flip=FLAGS.augment and info.flip,
         pgd=dict(eps=pgd.eps, eps_iter=pgd.eps_iter, nb_iter=pgd.nb_iter, eps_max=pgd.eps_max),
         seed=FLAGS.seed, input_shape=list(info.input_shape), num_classes=info.num_classes,
-        strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices,
+        backup_every_steps=FLAGS.backup_every_steps, backup_every_seconds=FLAGS.backup_every_seconds,
+        deterministic=FLAGS.deterministic, strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices,
     )
 
 
@@ -129,22 +219,57 @@ def default_out_dir(s: dict) -> str:
     return os.path.join("runs", f"{s['dataset']}_{name}_{s['arch']}_n{s['members']}_s{s['seed']}")
 
 
-def check_resume(run_dir: str, s: dict) -> None:
-    """A run folder made with other settings is never trained into. Raises UsageError."""
-    path = os.path.join(run_dir, "config.json")
+def _read_json(path: str, kind: type):
+    """The JSON object or list in `path`; UsageError naming the file if it is unreadable."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: unreadable ({_one_line(e)}): use another --out_dir") from None
+    if not isinstance(obj, kind):
+        raise UsageError(f"{path}: not a JSON {kind.__name__}: use another --out_dir")
+    return obj
+
+
+def _check_weights(path: str) -> None:
+    """Reads every array of a weights file (h5py, no TensorFlow); UsageError naming it if one fails."""
+    import h5py
+
+    def read(_, node):
+        if isinstance(node, h5py.Dataset):
+            node[()]   # returns None, or visititems would stop here
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(read)
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise UsageError(f"{path}: unreadable weights file ({_one_line(e)}): use another --out_dir") from None
+
+
+def check_resume(run_dir: str, s: dict) -> tuple[dict | None, list[dict]]:
+    """A run folder made with other settings is never trained into, nor one whose config.json,
+    history.json or ensemble.weights.h5 is unreadable. Returns its stored config (None for a new
+    run) and history. Raises UsageError."""
+    path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise UsageError(f"--out_dir {run_dir} exists and is not a run folder (no config.json): choose another")
-        return
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"--out_dir {run_dir}: unreadable config.json ({e})") from None
+        return None, []
+    old = _read_json(path, dict)
     for key, value in s.items():
         if key not in _RESUME_FREE and old.get(key) != value:
             raise UsageError(f"--out_dir {run_dir} was made with {key}={old.get(key)!r}, not {value!r}: "
                              f"use the same settings to resume, or another --out_dir")
+    stored = old.get("lr_milestones")
+    if not (isinstance(stored, list) and all(isinstance(m, int) for m in stored)):
+        raise UsageError(f"{path}: lr_milestones is not a list of epochs: use another --out_dir")
+    history_path = os.path.join(run_dir, "history.json")
+    history = _read_json(history_path, list) if os.path.exists(history_path) else []
+    if not all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in history):
+        raise UsageError(f"{history_path}: not a list of epochs: use another --out_dir")
+    if os.path.exists(os.path.join(run_dir, WEIGHTS_FILE)):
+        _check_weights(os.path.join(run_dir, WEIGHTS_FILE))
+    return old, history
 
 
 def versions() -> dict:
@@ -156,119 +281,254 @@ def versions() -> dict:
                 numpy=numpy.__version__, cleverhans=getattr(cleverhans, "__version__", "4.0.0"))
 
 
+@contextlib.contextmanager
+def _writing(path: str):
+    """Turns a failed write (disk full, no permission, ...) into a WriteError naming `path`."""
+    import tensorflow as tf
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as e:
+        raise WriteError(f"cannot write {path}: {_one_line(e)}") from None
+
+
 def _write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)  # readers never see a half-written file
+    with _writing(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)  # readers never see a half-written file
 
 
-def main(argv):
+def _restore(manager, ckpt, ckpt_dir: str, run_dir: str) -> None:
+    """Restores the latest checkpoint, if any. Raises UsageError if it is unreadable."""
+    import tensorflow as tf
+
+    latest = manager.latest_checkpoint
+    if latest is None:
+        # TF reads an unparsable checkpoint index as "no checkpoint": never start afresh over one.
+        state = os.path.join(ckpt_dir, "checkpoint")
+        if os.path.exists(state):
+            raise UsageError(f"{state}: unreadable checkpoint index: use another --out_dir")
+        if os.path.exists(os.path.join(run_dir, WEIGHTS_FILE)):
+            raise UsageError(f"{run_dir} has {WEIGHTS_FILE} but no checkpoint in {ckpt_dir} to resume from: "
+                             f"use another --out_dir")
+        return
+    try:
+        ckpt.restore(latest).assert_existing_objects_matched()
+    except AssertionError:
+        raise UsageError(f"{latest}: not this run's training state (written by an older cce_tf.train?): "
+                         f"use another --out_dir") from None
+    except (tf.errors.OpError, ValueError) as e:
+        raise UsageError(f"{latest}: unreadable checkpoint ({_one_line(e)}): use another --out_dir") from None
+
+
+def _position(epoch: int, step: int) -> str:
+    """Where a checkpoint is, from its epochs finished and steps done of the next (1-based) epoch."""
+    return f"from epoch {epoch + 1} step {step}" if step else f"after epoch {epoch}"
+
+
+def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise UsageError(f"unexpected argument {argv[1]!r}")
     s = settings()
     run_dir = FLAGS.out_dir or default_out_dir(s)
-    check_resume(run_dir, s)
+    old, history = check_resume(run_dir, s)
 
     import tensorflow as tf
-    if FLAGS.cpu_devices > 1:
+    if s["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    if s["cpu_devices"] > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices)
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * s["cpu_devices"])
     import keras
     import numpy as np
 
     from cce_tf import config, data
     from cce_tf.config import PGDConfig
-    from cce_tf.ensemble import WEIGHTS_FILE, build_ensemble
+    from cce_tf.ensemble import build_ensemble
     from cce_tf.methods import make_trainer
 
     # Everything that can fail on input fails before anything is written.
     x_train, y_train = data.load(s["dataset"], "train")
     x_test, y_test = data.load(s["dataset"], "test")
+    for name, total in (("train_subset", len(x_train)), ("test_subset", len(x_test))):
+        if s[name] > total:
+            raise UsageError(f"--{name} {s[name]} is more than the data set's {total} images")
     if s["train_subset"]:
         idx = np.random.default_rng(s["seed"]).permutation(len(x_train))[: s["train_subset"]]
         x_train, y_train = x_train[idx], y_train[idx]
+    if s["test_subset"]:
+        x_test, y_test = x_test[: s["test_subset"]], y_test[: s["test_subset"]]
     if len(x_train) < s["batch_size"]:
         raise UsageError(f"--batch_size {s['batch_size']} is larger than the {len(x_train)} training images")
+    steps = len(x_train) // s["batch_size"]
 
-    os.makedirs(run_dir, exist_ok=True)
-    _write_json(os.path.join(run_dir, "config.json"), dict(s, versions=versions()))
     keras.utils.set_random_seed(s["seed"])
-
     strategy = tf.distribute.MirroredStrategy() if s["strategy"] == "mirrored" else tf.distribute.get_strategy()
-    print(f"training {s['method']} (N={s['members']}) on {strategy.num_replicas_in_sync} device(s) into {run_dir}")
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
     with strategy.scope():
         ensemble = build_ensemble(s["arch"], tuple(s["input_shape"]), s["num_classes"], s["members"])
         trainer = make_trainer(s["method"], ensemble, PGDConfig(**s["pgd"]), lambda_pm=s["lambda_pm"] or 0.0,
-                               lambda_dm=s["lambda_dm"] or 0.0, adv_en_member_sum=s["adv_en_loss"] == "members")
+                               lambda_dm=s["lambda_dm"] or 0.0, adv_en_member_sum=s["adv_en_loss"] == "members",
+                               seed=s["seed"])
         optimizer = keras.optimizers.Adam(s["learning_rate"])
         trainer.compile(optimizer=optimizer)
         optimizer.build(ensemble.trainable_variables)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        ckpt = tf.train.Checkpoint(ensemble=ensemble, optimizer=optimizer, epoch=epoch)
-        manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
-        if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            print(f"resuming {run_dir} after epoch {int(epoch.numpy())}")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)   # epochs finished
+        step = tf.Variable(0, dtype=tf.int64, trainable=False)    # steps done of the next one
+        # ensemble.variables, not the ensemble: TF's checkpoint does not track a Keras 3 model's
+        # variables, and only the optimizer's list would hold the trainable ones (no BatchNorm
+        # statistics, no Dropout seed state). The metrics make a resumed epoch's history whole.
+        ckpt = tf.train.Checkpoint(variables=ensemble.variables, optimizer=optimizer, rng=trainer.rng,
+                                   metrics=trainer.metrics_variables, epoch=epoch, step=step)
+        manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
+        _restore(manager, ckpt, ckpt_dir, run_dir)
+    first_epoch, first_step = int(epoch.numpy()), int(step.numpy())
+    metrics_so_far = [v.numpy() for v in trainer.metrics_variables]
 
-    history_path = os.path.join(run_dir, "history.json")
-    history = []
-    if os.path.exists(history_path):
-        with open(history_path) as f:
-            history = [h for h in json.load(f) if h["epoch"] <= int(epoch.numpy())]
+    started = first_epoch + (first_step > 0)
+    if s["epochs"] < started:
+        raise UsageError(f"--epochs {s['epochs']} is fewer than the {started} epochs {run_dir} has started")
+    if old:
+        try:
+            s["lr_milestones"] = config.resumed_milestones(old["lr_milestones"], s["lr_milestones"], started)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    elif s["lr_milestones"] is None:
+        s["lr_milestones"] = config.scaled_milestones(s["dataset"], s["epochs"])
+    history = [h for h in history if h["epoch"] <= first_epoch]
 
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """After every epoch with a finite loss: checkpoint, weights for load_run, history."""
+    with _writing(run_dir):
+        os.makedirs(run_dir, exist_ok=True)
+    # data_source: which data files, with their SHA-256; recorded, not compared on resume.
+    _write_json(os.path.join(run_dir, CONFIG_FILE),
+                dict(s, versions=versions(), data_source=data.source_digest(s["dataset"])))
+    if manager.latest_checkpoint:
+        print(f"resuming {run_dir} {_position(first_epoch, first_step)}")
+    print(f"training {s['method']} (N={s['members']}) on {strategy.num_replicas_in_sync} device(s) into {run_dir}")
+
+    def finite(logs) -> bool:
+        """The metrics so far and the weights are finite: a NaN never reaches a checkpoint (the
+        last update of a step with a finite loss can still make the weights NaN)."""
+        return (all(math.isfinite(float(v)) for v in (logs or {}).values())
+                and all(np.isfinite(v.numpy()).all() for v in ensemble.trainable_variables))
+
+    class Backup(keras.callbacks.Callback):
+        """Backs up the training state every backup_every_steps steps or backup_every_seconds
+        seconds, and after every epoch with the weights for load_run and the history. A NaN loss
+        stops training and is never backed up."""
         nan_epoch = None
+        saved_at = time.monotonic()
+
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch, self.done = e, first_step if e == first_epoch else 0
+            if self.done:   # fit has just reset the metrics: put back those of the first steps
+                for v, value in zip(trainer.metrics_variables, metrics_so_far):
+                    v.assign(value)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.done += 1
+            every, seconds = s["backup_every_steps"], s["backup_every_seconds"]
+            due = (every and self.done % every == 0) or (seconds and time.monotonic() - self.saved_at >= seconds)
+            if due and self.done < steps and finite(logs):   # the epoch's last step: on_epoch_end saves
+                self.save(self.epoch, self.done)
 
         def on_epoch_end(self, e, logs=None):
-            logs = dict(logs or {})
-            if not all(math.isfinite(v) for v in logs.values()):
+            if not finite(logs):
                 self.nan_epoch = e + 1
                 self.model.stop_training = True
                 return
-            epoch.assign(e + 1)
-            manager.save(checkpoint_number=e + 1)
+            # Weights and history first, checkpoint last: if a write fails, the resumed run redoes
+            # this epoch from the previous checkpoint and rewrites them all.
             tmp = os.path.join(run_dir, "ensemble.tmp.weights.h5")
-            ensemble.save_weights(tmp)
-            os.replace(tmp, os.path.join(run_dir, WEIGHTS_FILE))
-            # Keras' LearningRateScheduler puts the epoch's learning_rate into the logs.
-            history.append(dict(epoch=e + 1, **{k: float(v) for k, v in logs.items()}))
-            _write_json(history_path, history)
+            with _writing(tmp):
+                ensemble.save_weights(tmp)
+                os.replace(tmp, os.path.join(run_dir, WEIGHTS_FILE))
+            lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            history.append({"epoch": e + 1, **{k: float(v) for k, v in logs.items()}, "learning_rate": lr})
+            _write_json(os.path.join(run_dir, "history.json"), history)
+            self.save(e + 1, 0)
 
-    def lr_at(e, _lr=None):
-        return config.learning_rate(e, s["learning_rate"], tuple(s["lr_milestones"]),
-                                    s["lr_milestones_of_epochs"], s["epochs"])
+        def save(self, e, done):
+            epoch.assign(e)
+            step.assign(done)
+            with _writing(ckpt_dir):
+                manager.save(checkpoint_number=e * steps + done)
+            self.saved_at = time.monotonic()
 
-    saver = EpochCheckpoint()
-    if int(epoch.numpy()) < s["epochs"]:
+    backup = Backup()
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.LearningRateScheduler(
+                     lambda e, _lr: config.learning_rate(e, s["learning_rate"], s["lr_milestones"])),
+                 backup, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))]
+    test_ds = data.eval_dataset(x_test, y_test, max(s["batch_size"], 256))
+
+    def fit(start: int, end: int, skip: int) -> None:
+        """Epochs start..end-1, the first `skip` steps of epoch `start` already done."""
         train_ds = data.train_dataset(x_train, y_train, s["batch_size"], augment=s["augment"], flip=s["flip"],
-                                      seed=s["seed"])
-        test_ds = data.eval_dataset(x_test, y_test, max(s["batch_size"], 256))
-        trainer.fit(train_ds, validation_data=test_ds, initial_epoch=int(epoch.numpy()), epochs=s["epochs"],
+                                      seed=s["seed"], epoch=start, skip=skip)
+        # Our own CallbackList, so that the progress bar counts epochs out of --epochs.
+        cbs = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=FLAGS.verbose != 0,
+                                           model=trainer, verbose=FLAGS.verbose, epochs=s["epochs"],
+                                           steps=steps - skip)
+        trainer.fit(train_ds, validation_data=test_ds, initial_epoch=start, epochs=end, steps_per_epoch=steps - skip,
                     shuffle=False,  # train_ds shuffles itself
-                    verbose=FLAGS.verbose,
-                    callbacks=[keras.callbacks.TerminateOnNaN(), keras.callbacks.LearningRateScheduler(lr_at),
-                               saver, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))])
-    if saver.nan_epoch is not None:
-        print(f"error: the loss became NaN in epoch {saver.nan_epoch}; stopped. The last good checkpoint "
-              f"(epoch {int(epoch.numpy())}) is kept in {os.path.join(run_dir, 'checkpoints')}", file=sys.stderr)
-        sys.exit(1)
+                    verbose=FLAGS.verbose, callbacks=cbs)
+
+    if first_step:   # the rest of the interrupted epoch, then the others
+        fit(first_epoch, first_epoch + 1, first_step)
+    if backup.nan_epoch is None and started < s["epochs"]:
+        fit(started, s["epochs"], 0)
+    if backup.nan_epoch is not None:
+        kept = (f"The last good checkpoint ({_position(int(epoch.numpy()), int(step.numpy()))}) is kept in "
+                f"{ckpt_dir}" if manager.latest_checkpoint else "No checkpoint was written.")
+        raise RunFailed(f"the loss became NaN in epoch {backup.nan_epoch}; stopped. {kept}")
 
     acc = trainer.evaluate(data.eval_dataset(x_test, y_test, 256), verbose=0, return_dict=True)["acc"]
     print(f"clean test accuracy: {acc:.4f}  ({s['method']}, N={s['members']}, {s['dataset']}, "
-          f"{int(epoch.numpy())} epochs)\nrun written to: {run_dir}")
+          f"{int(epoch.numpy())} epochs, {len(x_test)} test images)\nrun written to: {run_dir}")
 
 
-def run(argv):
+
+def train(options: dict) -> None:
+    """Train (or resume) one run from explicit options, e.g.
+    ``train({"dataset": "fashion_mnist", "method": "cce-rm", "members": 2, "seed": 0, "out_dir": RUN})``:
+    the keys are this CLI's flag names, checked exactly as the flags are (UsageError, DataError,
+    WriteError). What studies call; the CLI is ``main`` over the parsed flags."""
+    argv = ["train"]
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(f"--{key}" if value else f"--no{key}")
+        elif isinstance(value, (list, tuple)):
+            argv.append(f"--{key}={','.join(str(v) for v in value)}")
+        else:
+            argv.append(f"--{key}={value}")
+    main(["train", *parse(argv)[1:]])
+
+
+def run(argv: list[str]) -> None:
     from cce_tf.data import DataError
     logging.set_verbosity(logging.WARNING)
     try:
         main(argv)
     except (UsageError, DataError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _parse_or_exit(argv: list[str]) -> list[str]:
+    try:
+        return parse(argv)
+    except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(run)
+    app.run(run, flags_parser=_parse_or_exit)
+

@@ -1,9 +1,12 @@
 """Tests of cce_tf.data: readers on tiny fixtures in the real formats, errors, tf.data pipelines."""
 
+import dataclasses
 import gzip
+import hashlib
 import io
 import os
 import pickle
+import shlex
 import struct
 import tarfile
 
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 
 from cce_tf import data
+from conftest import train_cli
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures: tiny files in the real formats
@@ -50,6 +54,25 @@ def cifar_batch(n, seed, label_key, num_classes):
     # Python 2-style pickle of a dict with bytes keys and the rows flattened CHW, as the originals.
     blob = pickle.dumps({b"data": x.reshape(n, 3072), label_key: labels}, protocol=2)
     return blob, x, np.array(labels)
+
+
+def py2_batch(rows, labels):
+    """A CIFAR-10 batch pickled byte for byte as Python 2's cPickle wrote the official archives.
+
+    Unlike the Python 3 fixtures above it names numpy.core.multiarray (numpy < 2) and holds raw
+    py2 strings, so no _codecs.encode; n < 256 and labels < 256 keep the opcodes short.
+    """
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\nq\x01"
+        b"cnumpy\nndarray\nq\x02K\x00\x85U\x01b\x87Rq\x03"
+        b"(K\x01K" + bytes([len(rows)]) + b"M" + struct.pack("<H", 3072) + b"\x86"
+        b"cnumpy\ndtype\nq\x04U\x02u1K\x00K\x01\x87Rq\x05"
+        b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        b"\x89T" + struct.pack("<I", rows.nbytes) + rows.tobytes() + b"tb"
+    )
+    ints = b"".join(b"K" + bytes([int(v)]) for v in labels)
+    labels = b"U\x06labels]q\x06(" + ints + b"e"
+    return b"\x80\x02}q\x00(U\x04data" + array + labels + b"U\x0bbatch_labelU\x01bu."
 
 
 def write_tar(path, members):
@@ -155,6 +178,18 @@ def test_cifar10_nhwc_pixel_order_and_labels(tmp_path, extracted):
     xt, got_yt = data.load("cifar10", "test")
     np.testing.assert_array_equal(np.rint(xt * 255).astype(np.uint8), xt_chw.transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(got_yt, yt)
+
+
+def test_python2_pickles_as_in_the_official_archives(tmp_path):
+    (tmp_path / "data").mkdir()
+    x = chw_pattern(3, 4)
+    blob = py2_batch(x.reshape(3, 3072), [4, 0, 9])
+    assert pickle.loads(blob, encoding="bytes")[b"labels"] == [4, 0, 9]  # the fixture is valid
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    write_tar(archive, {"cifar-10-batches-py/test_batch": blob})
+    xt, yt = data.load("cifar10", "test")
+    np.testing.assert_array_equal(np.rint(xt * 255).astype(np.uint8), x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(yt, [4, 0, 9])
 
 
 def test_cifar100_fine_labels(tmp_path):
@@ -328,6 +363,118 @@ def test_corrupt_and_truncated_cifar_archive(tmp_path):
     short = pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2, 3]}, protocol=2)
     write_tar(archive, {"cifar-10-batches-py/test_batch": short})
     one_line_error(lambda: data.load("cifar10", "test"), archive, "labels")
+
+
+class Gadget:
+    """Unpickles by running its callable: the classic __reduce__ payload."""
+
+    def __init__(self, func, *args):
+        self.reduced = (func, args)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+GADGETS = {
+    "os.system": lambda marker: Gadget(os.system, f"touch {shlex.quote(str(marker))}"),
+    "builtins.open": lambda marker: Gadget(open, str(marker), "w"),
+}
+
+
+def make_tampered_cifar10(folder, marker, gadget="os.system"):
+    """cifar-10-python.tar.gz in the official layout whose data_batch_1 runs `gadget` on load."""
+    make_cifar10(folder)
+    _, x, y = cifar_batch(4, 1, b"labels", 10)
+    # The payload comes first, so a plain pickle.load would run it before reading any data.
+    batch = {b"batch_label": GADGETS[gadget](marker), b"data": x.reshape(4, 3072), b"labels": [*y]}
+    members = {"cifar-10-batches-py/data_batch_1": pickle.dumps(batch, protocol=2)}
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "r:gz") as tar:
+        for ti in tar.getmembers():
+            members.setdefault(ti.name, tar.extractfile(ti).read())
+    write_tar(folder / "cifar-10-python.tar.gz", members)
+    return folder / "cifar-10-python.tar.gz"
+
+
+@pytest.mark.parametrize("gadget", sorted(GADGETS))
+def test_pickle_payload_is_refused_before_it_runs(tmp_path, gadget):
+    # The payload is live: a plain pickle.load runs it.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(GADGETS[gadget](control), protocol=2))
+    assert control.exists()
+    marker = tmp_path / "MARKER"
+    archive = make_tampered_cifar10(tmp_path / "data", marker, gadget)
+    message = one_line_error(lambda: data.load("cifar10"), archive, "data_batch_1", "refusing")
+    assert "corrupt" not in message  # the specific message, not the generic wrapper's
+    assert ("posix.system" if gadget == "os.system" else "open") in message
+    assert not marker.exists()
+
+
+def test_cli_refuses_pickle_payload_with_exit_2(tmp_path):
+    marker = tmp_path / "MARKER"
+    archive = make_tampered_cifar10(tmp_path / "data", marker)  # CCE_DATA_DIR is tmp_path/data
+    out = tmp_path / "run"
+    flags = ("--dataset", "cifar10", "--epochs", "1", "--train_subset", "64")
+    proc = train_cli(out, *flags, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    # The CLI's own lines (TF's C++ start-up log may reach stderr too): the error and nothing else,
+    # not even the "not the official archive" warning.
+    ours = [
+        line
+        for line in proc.stderr.splitlines()
+        if line.startswith(("error:", "warning:", "Traceback"))
+    ]
+    assert len(ours) == 1 and ours[0].startswith("error:"), proc.stderr[-2000:]
+    assert str(archive) in ours[0] and "data_batch_1" in ours[0] and "posix.system" in ours[0]
+    assert not marker.exists() and not out.exists()
+
+
+def test_repacked_archive_loads_with_one_warning(tmp_path, capsys):
+    make_cifar10(tmp_path / "data")
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    data.load("cifar10", "train")
+    data.load("cifar10", "test")
+    data._load_cached.cache_clear()
+    assert data.load("cifar10", "test")[0].shape == (3, 32, 32, 3)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert str(archive) in lines[0] and "not the official cifar-10-python.tar.gz" in lines[0]
+
+
+def test_official_digest_loads_silently(tmp_path, capsys, monkeypatch):
+    make_cifar100(tmp_path / "data")
+    sha = hashlib.sha256((tmp_path / "data" / "cifar-100-python.tar.gz").read_bytes()).hexdigest()
+    official = dataclasses.replace(data._SOURCES["cifar100"], sha256=sha)
+    monkeypatch.setitem(data._SOURCES, "cifar100", official)
+    data.load("cifar100", "test")
+    assert capsys.readouterr().err == ""
+    assert data.source_digest("cifar100")["official"] is True
+
+
+def test_source_digest(tmp_path, monkeypatch):
+    make_cifar10(tmp_path / "data")
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert data.source_digest("cifar10") == {"file": str(archive), "sha256": sha, "official": False}
+    # A replaced file is hashed again, not served from the cache.
+    make_cifar100(tmp_path / "other")
+    os.replace(tmp_path / "other" / "cifar-100-python.tar.gz", archive)
+    new_sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert new_sha != sha and data.source_digest("cifar10")["sha256"] == new_sha
+    one_line_error(lambda: data.source_digest("mnist"), "mnist.npz", tmp_path / "data")
+    # Folders: one digest per file read.
+    folder = tmp_path / "fashion"
+    make_fashion(folder)
+    monkeypatch.setenv("CCE_FASHION_MNIST_DIR", str(folder))
+    got = data.source_digest("fashion_mnist")
+    assert (got["file"], got["sha256"], got["official"]) == (str(folder), None, None)
+    digests = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in os.listdir(folder)}
+    assert got["files"] == digests and len(digests) == 4
+    make_cifar10(tmp_path / "keras", extracted=True)  # Keras' extracted folder: 6 batch files
+    monkeypatch.setenv("CCE_DATA_DIR", str(tmp_path / "keras"))
+    got = data.source_digest("cifar10")
+    assert got["file"] == str(tmp_path / "keras" / "cifar-10-batches-py") and got["sha256"] is None
+    assert sorted(got["files"]) == ["data_batch_1", "data_batch_2", "data_batch_3",
+                                    "data_batch_4", "data_batch_5", "test_batch"]
 
 
 def test_corrupt_mnist_npz(tmp_path):

@@ -1,12 +1,16 @@
-"""python -m cce_tf.train: run folder, resume, bad input, NaN, missing data, mirrored strategy."""
+"""python -m cce_tf.train: run folder, resume, bad input, NaN, missing data, mirrored strategy.
+Killed runs, the LR schedule on extension, failed writes and corrupt run files: tests/test_resume.py."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from cce_tf import train
 from cce_tf.ensemble import load_run, read_config
-from conftest import train_cli
+from conftest import ROOT, train_cli
 
 
 def test_run_folder_holds_what_contract_5_lists(tiny_run):
@@ -18,9 +22,12 @@ def test_run_folder_holds_what_contract_5_lists(tiny_run):
     assert (cfg["method"], cfg["preset"], cfg["lambda_pm"], cfg["lambda_dm"]) == ("cce", "cce-rm", 1.0, 1.0)
     assert cfg["pgd"] == {"eps": 0.1, "eps_iter": 0.025, "nb_iter": 3, "eps_max": None}
     assert {"tensorflow", "keras", "cleverhans"} <= set(cfg["versions"])
+    assert "train-images-idx3-ubyte.gz" in cfg["data_source"]["files"]
+    assert cfg["lr_milestones"] == [1]     # the paper's 50, 75 of 100 epochs, scaled to 2 (75 -> 2: never)
     history = json.load(open(os.path.join(tiny_run, "history.json")))
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"loss", "acc", "adv_acc", "val_acc", "learning_rate"} <= set(history[0])
+    assert [h["learning_rate"] for h in history] == pytest.approx([1e-3, 1e-4], rel=1e-6)
 
 
 def test_loaded_run_classifies_real_images(tiny_run, fmnist_test):
@@ -33,7 +40,7 @@ def test_loaded_run_classifies_real_images(tiny_run, fmnist_test):
 
 def test_resume_continues_from_the_saved_epoch(tmp_path):
     out = tmp_path / "run"
-    flags = ("--method", "adv", "--train_subset", "256", "--nb_iter", "2")
+    flags = ("--method", "adv", "--train_subset", "256", "--test_subset", "256", "--nb_iter", "2")
     train_cli(out, *flags, "--epochs", "1")
     first = json.load(open(out / "history.json"))
     proc = train_cli(out, *flags, "--epochs", "2")
@@ -67,6 +74,74 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, flags, names):
     assert not out.exists()
 
 
+# Each numeric flag with each kind of bad value: negative, zero (where 0 means nothing), NaN, inf,
+# huge, not a number, empty. The checks run before TensorFlow is imported: in-process here, as the
+# CLI in a few subprocesses below.
+INT_FLAGS = ("epochs", "batch_size", "nb_iter", "members", "train_subset", "backup_every_steps", "seed")
+FLOAT_FLAGS = ("learning_rate", "eps", "eps_iter", "eps_max", "lambda_pm", "lambda_dm")
+ZERO_IS_FINE = ("train_subset", "backup_every_steps", "seed", "lambda_pm", "lambda_dm")
+
+
+def bad_numbers():
+    for flag in INT_FLAGS + FLOAT_FLAGS:
+        values = ["-1", "nan", "inf", "-inf", "1e300", "abc", ""]
+        values += [] if flag in ZERO_IS_FINE else ["0"]
+        values += [str(10**12)] if flag in INT_FLAGS else []
+        yield from ((flag, value) for value in values)
+
+
+@pytest.fixture
+def fresh_flags():
+    yield
+    train.FLAGS.unparse_flags()   # leave absl's global flags as an unparsed process would have them
+
+
+def check_flags(*argv):
+    """cce_tf.train's checks of its command line, in-process; returns the UsageError's message."""
+    with pytest.raises(train.UsageError) as e:
+        train.parse(["cce_tf.train", *argv])
+        train.settings()
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("flag,value", list(bad_numbers()))
+def test_bad_number_is_refused_in_one_line(fresh_flags, flag, value):
+    assert f"--{flag}" in check_flags(f"--{flag}={value}")
+
+
+@pytest.mark.parametrize("value", ["a,b", "0", "3,2", "1.5", "1e300", str(10**6)])
+def test_bad_lr_milestones_are_refused_in_one_line(fresh_flags, value):
+    assert "--lr_milestones" in check_flags(f"--lr_milestones={value}")
+
+
+def test_good_flags_pass_the_checks(fresh_flags):
+    train.parse(["cce_tf.train", "--lambda_pm=0", "--train_subset=0", "--seed=0", "--backup_every_steps=0",
+                 "--lr_milestones=", "--epochs=100000", "--members=16"])
+    s = train.settings()
+    assert (s["lr_milestones"], s["epochs"], s["members"]) == ([], 100000, 16)
+
+
+@pytest.mark.parametrize("argv,names", [
+    (("--epochs=1000000000000",), "--epochs"),
+    (("--learning_rate=nan",), "--learning_rate"),
+    (("--members=abc",), "--members"),
+    (("--eps=1e300",), "--eps"),
+    (("--backup_every_steps=",), "--backup_every_steps"),
+    (("--epoch=3",), "epoch"),              # unknown flag: absl alone would exit 1
+    (("--lr_milestones=2,1",), "--lr_milestones"),
+])
+def test_bad_flag_is_one_line_exit_2_before_tensorflow(tmp_path, argv, names):
+    out = tmp_path / "run"
+    env = dict(os.environ, CCE_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "cce_tf.train", "--out_dir", str(out), *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    # One line, and only one: TensorFlow, once imported, would add its own start-up lines.
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:") and names in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
 def test_resume_with_other_settings_is_refused_and_nothing_changes(tiny_run):
     before = {n: os.path.getmtime(os.path.join(tiny_run, n)) for n in ("config.json", "ensemble.weights.h5")}
     proc = train_cli(tiny_run, "--train_subset", "1024", "--epochs", "2", "--nb_iter", "3", "--lambda_dm", "5",
@@ -92,8 +167,8 @@ def test_missing_cifar_names_file_and_folder(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = train_cli(out, "--method", "nat", "--train_subset", "256", "--epochs", "2", "--learning_rate", "1e30",
-                     check=False)
+    proc = train_cli(out, "--method", "nat", "--train_subset", "256", "--test_subset", "256", "--epochs", "2",
+                     "--learning_rate", "1e30", check=False)
     assert proc.returncode == 1
     assert "NaN" in proc.stderr
     assert not (out / "ensemble.weights.h5").exists()   # no epoch ended with a finite loss
@@ -102,7 +177,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
     out = tmp_path / "run"
     proc = train_cli(out, "--strategy", "mirrored", "--cpu_devices", "2", "--method", "adv-en",
-                     "--train_subset", "256", "--epochs", "1", "--nb_iter", "2")
+                     "--train_subset", "256", "--test_subset", "256", "--epochs", "1", "--nb_iter", "2")
     assert "on 2 device(s)" in proc.stdout
     assert "clean test accuracy" in proc.stdout
     assert len(load_run(str(out)).members) == 2
