@@ -1,0 +1,262 @@
+"""Uncertainty of the reported numbers: intervals, paired model comparisons and claim verdicts.
+
+Pure numpy/scipy (no TensorFlow), shared by the attack suite's per-run tables and the study tables.
+Proportions come in as fractions in [0, 1]; the formatters print percentages like ``common.pct``.
+
+Usage::
+
+    from eval import stats
+    stats.wilson_interval(445, 1000)                  # (0.4145, 0.4760)
+    stats.format_with_interval(0.445, 1000)           # "44.5 [41.4, 47.6] (n=1000)"
+    stats.format_mean_sd([0.451, 0.439, 0.462])       # "45.1 ± 1.2"
+    d = stats.paired_difference(robust_a, robust_b)   # per-sample boolean masks, same samples
+    stats.verdict(d["ci_low"], d["ci_high"], ">")     # stats.HOLDS / stats.FAILS / stats.UNDECIDED
+    c = stats.combine_seeds([d_seed0, d_seed1, d_seed2])
+    u = stats.unpaired_difference(56, 70, 48, 80)     # independent proportions (Newcombe)
+
+Parts, top to bottom:
+
+1. One proportion: ``wilson_interval``, ``format_with_interval``.
+2. Across repeats: ``mean_sd``, ``format_mean_sd``.
+3. Two models on the same samples: ``paired_difference`` (bootstrap CI + exact McNemar test),
+   ``combine_seeds`` across seeds.
+4. Two proportions on different samples: ``unpaired_difference`` (Newcombe's hybrid score).
+5. ``verdict`` and its three strings ``HOLDS``, ``FAILS``, ``UNDECIDED``.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _sps
+
+HOLDS = "holds"
+FAILS = "does not hold"
+UNDECIDED = "cannot be told apart at this sample size"
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    return float(_sps.norm.ppf(0.5 + confidence / 2.0))
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. One proportion
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion p = k / n.
+
+    With z the two-sided normal quantile of ``confidence``::
+
+        centre = (p + z²/(2n)) / (1 + z²/n)
+        half   = z / (1 + z²/n) · sqrt(p(1 - p)/n + z²/(4n²))
+        (centre - half, centre + half)
+
+    Unlike the Wald interval it stays inside [0, 1] and keeps close to nominal coverage for small n
+    and p near 0 or 1 (Wilson 1927, JASA 22:209; Brown, Cai & DasGupta 2001, Stat. Sci. 16:101).
+    n == 0 carries no information: (0.0, 1.0).
+    """
+    k, n = operator.index(successes), operator.index(n)
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={k}, n={n}")
+    z = _z(confidence)
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # At k = 0 or k = n the bound is exactly 0 or 1; pin it against rounding.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+def format_with_interval(p: float, n: int, confidence: float = 0.95, digits: int = 1) -> str:
+    """``p`` of ``n`` samples in percent with its Wilson interval: "44.5 [41.4, 47.6] (n=1000)".
+
+    ``p`` is a fraction measured on ``n`` samples, so ``p · n`` is rounded to the count of successes.
+    """
+    if n == 0:
+        return "– (n=0)"
+    low, high = wilson_interval(round(p * n), n, confidence)
+    return f"{100 * p:.{digits}f} [{100 * low:.{digits}f}, {100 * high:.{digits}f}] (n={n})"
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Across repeats (seeds)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation, sd = sqrt(Σ(x - mean)² / (m - 1)) (ddof = 1).
+
+    One value has no spread to estimate: its sd is nan (printed "±–"), not a misleading 0.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("mean_sd needs a non-empty 1-D sequence of numbers")
+    sd = float(np.std(x, ddof=1)) if x.size > 1 else float("nan")
+    return float(np.mean(x)), sd
+
+
+def format_mean_sd(values: Sequence[float], digits: int = 1, scale: float = 100.0) -> str:
+    """Fractions as "45.1 ± 1.2" in percent (``scale=1`` for values already in the printed unit)."""
+    mean, sd = mean_sd(values)
+    spread = "–" if math.isnan(sd) else f" {scale * sd:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ±{spread}"
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Two models on the same samples
+
+
+def _as_mask(mask, name: str) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {m.shape}")
+    if m.dtype != bool:
+        if m.size and not np.isin(m, (0, 1)).all():
+            raise ValueError(f"{name} must be boolean (or 0/1)")
+        m = m.astype(bool)
+    return m
+
+
+def _mcnemar_p(n10: int, n01: int) -> float:
+    discordant = n10 + n01
+    if discordant == 0:
+        return 1.0
+    return float(_sps.binomtest(n10, discordant, 0.5).pvalue)
+
+
+def _bootstrap_ci(n10: int, n01: int, n: int, confidence: float, n_boot: int,
+                  seed: int) -> tuple[float, float]:
+    """Percentile bootstrap CI of (n10 - n01) / n, resampling the n pairs with replacement.
+
+    Resampling n pairs draws their category counts from Multinomial(n, observed frequencies), and the
+    difference depends on the counts only, so drawing the counts is the same bootstrap in O(n_boot).
+    """
+    _z(confidence)  # rejects a confidence outside (0, 1)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    freq = np.array([n10, n01, n - n10 - n01], dtype=float) / n
+    counts = np.random.default_rng(seed).multinomial(n, freq, size=n_boot)
+    diffs = (counts[:, 0] - counts[:, 1]) / n
+    alpha = 1.0 - confidence
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def paired_difference(mask_a, mask_b, confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Compare models A and B on the same n samples from per-sample masks (True = robust / correct).
+
+    With n10 = #(A right, B wrong) and n01 = #(A wrong, B right) (the discordant pairs)::
+
+        diff = mean(a) - mean(b) = (n10 - n01) / n
+
+    ``ci_low``/``ci_high``: percentile bootstrap over samples, a and b resampled jointly so the
+    pairing is kept (Efron & Tibshirani 1993, ch. 13), drawn exactly through the multinomial
+    counts of the four agreement categories. ``mcnemar_p``: exact two-sided McNemar test, i.e. the
+    binomial test of n10 against Bin(n10 + n01, 1/2) (McNemar 1947; Fagerland, Lydersen & Laake
+    2013, BMC Med. Res. Methodol. 13:91); 1.0 when there is no discordant pair.
+
+    Returns {"diff", "ci_low", "ci_high", "mcnemar_p", "n", "n01", "n10"} of plain Python numbers.
+    """
+    a, b = _as_mask(mask_a, "mask_a"), _as_mask(mask_b, "mask_b")
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in length: {a.size} vs {b.size}")
+    if a.size == 0:
+        raise ValueError("masks are empty")
+    n10, n01 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return _paired_from_counts(n10, n01, int(a.size), confidence, n_boot, seed)
+
+
+def _paired_from_counts(n10: int, n01: int, n: int, confidence: float, n_boot: int, seed: int) -> dict:
+    low, high = _bootstrap_ci(n10, n01, n, confidence, n_boot, seed)
+    return {"diff": (n10 - n01) / n, "ci_low": low, "ci_high": high,
+            "mcnemar_p": _mcnemar_p(n10, n01), "n": n, "n01": n01, "n10": n10}
+
+
+def combine_seeds(per_seed: list[dict], confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> dict:
+    """One claim over several seeds, from the per-seed ``paired_difference`` outputs.
+
+    Each seed's model pair is evaluated on its own test set; the seeds' sample pairs are pooled into
+    one sample of size N = Σ n_s with N10 = Σ n10_s and N01 = Σ n01_s, and treated as in
+    ``paired_difference``::
+
+        diff = (N10 - N01) / N = Σ n_s · diff_s / N
+
+    which is the average of the per-seed differences when every seed has the same n (otherwise the
+    n-weighted average), so the bootstrap CI and the pooled exact McNemar test (a sum of per-seed
+    Bin(d_s, 1/2) is Bin(Σ d_s, 1/2) under the null) describe the same number. The interval covers
+    test-sample noise only: the seeds count as extra samples, not as a sample of training runs, so
+    read it together with ``per_seed_sign`` (+1 / 0 / -1 per seed) for seed-to-seed consistency.
+
+    Returns the keys of ``paired_difference`` for the pooled counts, plus "n_seeds",
+    "per_seed_diff" and "per_seed_sign".
+    """
+    if not per_seed:
+        raise ValueError("combine_seeds needs at least one seed")
+    try:
+        counts = [(int(d["n10"]), int(d["n01"]), int(d["n"])) for d in per_seed]
+    except KeyError as e:
+        raise ValueError(f"a per-seed result lacks {e}; pass paired_difference outputs") from None
+    n10, n01, n = (sum(c) for c in zip(*counts))
+    out = _paired_from_counts(n10, n01, n, confidence, n_boot, seed)
+    diffs = [(a - b) / m for a, b, m in counts]
+    out.update(n_seeds=len(counts), per_seed_diff=diffs, per_seed_sign=[int(np.sign(d)) for d in diffs])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Two proportions on different samples
+
+
+def unpaired_difference(k_a: int, n_a: int, k_b: int, n_b: int, confidence: float = 0.95) -> dict:
+    """Difference of two independent proportions k_a/n_a - k_b/n_b with Newcombe's hybrid score CI.
+
+    From the Wilson intervals (l_a, u_a) and (l_b, u_b) of each proportion (Newcombe 1998,
+    Stat. Med. 17:873, method 10)::
+
+        low  = d - sqrt((p_a - l_a)² + (u_b - p_b)²)
+        high = d + sqrt((u_a - p_a)² + (p_b - l_b)²)
+
+    For counts out of n samples (accuracies on different sample sets). An AUC is not such a
+    proportion; this interval does not apply to it.
+
+    Returns {"diff", "ci_low", "ci_high", "n_a", "n_b"}.
+    """
+    if n_a == 0 or n_b == 0:
+        raise ValueError("both proportions need n > 0")
+    la, ua = wilson_interval(k_a, n_a, confidence)
+    lb, ub = wilson_interval(k_b, n_b, confidence)
+    pa, pb = k_a / n_a, k_b / n_b
+    d = pa - pb
+    return {"diff": d,
+            "ci_low": d - math.hypot(pa - la, ub - pb),
+            "ci_high": d + math.hypot(ua - pa, pb - lb),
+            "n_a": n_a, "n_b": n_b}
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. Verdicts
+
+
+def verdict(ci_low: float, ci_high: float, direction: str = ">", margin: float = 0.0) -> str:
+    """Verdict on the claim "diff <direction> margin" (diff = A - B) from its confidence interval.
+
+    For ">": ``HOLDS`` if ci_low > margin, ``FAILS`` if ci_high < margin; for "<" the reverse
+    (``HOLDS`` if ci_high < margin, ``FAILS`` if ci_low > margin). Otherwise the interval contains
+    the margin and the answer is ``UNDECIDED``. A test at level 1 - confidence by interval inversion.
+    """
+    if direction not in (">", "<"):
+        raise ValueError(f'direction must be ">" or "<", got {direction!r}')
+    if ci_low > ci_high:
+        raise ValueError(f"ci_low {ci_low} > ci_high {ci_high}")
+    above, below = ci_low > margin, ci_high < margin
+    if direction == "<":
+        above, below = below, above
+    return HOLDS if above else FAILS if below else UNDECIDED
