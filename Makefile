@@ -11,11 +11,12 @@ DEMO   ?= runs/demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-autoattack.txt
+$(STAMP): requirements.txt requirements-autoattack.txt requirements-cluster.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q -r requirements-autoattack.txt
+	$(PY) -m pip install -q -r requirements-cluster.txt
 	touch $(STAMP)
 
 # Fashion-MNIST, the embedded default, comes from Debian's dataset-fashion-mnist.

@@ -1,5 +1,6 @@
 """Shared fixtures: real Fashion-MNIST images and small runs trained by the real CLI."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,15 @@ def train_cli(out_dir, *flags, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def copy_run(src, dest) -> str:
+    """A copy of a trained run's config.json and weights in a new folder ``dest`` (without its
+    eval/ results), so a test's evaluation files are its own."""
+    os.makedirs(dest)
+    for name in ("config.json", "ensemble.weights.h5"):
+        shutil.copy(os.path.join(src, name), os.path.join(dest, name))
+    return str(dest)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 the bounds check, and the gradient-masking sanity checks."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from attacks import registry
+from conftest import copy_run
 from attacks.errors import AttackUnavailable
 from eval import attack_suite, reuse, sanity
 
@@ -22,11 +22,7 @@ TINY = ["--attacks", "fgsm,pgd", "--n_samples", "64", "--nb_iter", "5", "--batch
 @pytest.fixture(scope="module")
 def run_dir(tiny_run, tmp_path_factory):
     """A copy of the tiny run, so this module's eval/ files stay its own."""
-    out = tmp_path_factory.mktemp("suite") / "run"
-    out.mkdir()
-    for name in ("config.json", "ensemble.weights.h5"):
-        shutil.copy(os.path.join(tiny_run, name), out / name)
-    return str(out)
+    return copy_run(tiny_run, tmp_path_factory.mktemp("suite") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -334,6 +334,20 @@ def test_registry_default_params(dataset, eps, eps_iter):
     assert registry.default_params("autoattack", dataset)["version"] == "standard"
 
 
+def test_registry_overrides_apply_to_what_they_name():
+    """--nb_iter sets k of PGD / BIM / MIM only; --eps moves every radius defined relative to ε."""
+    for name in ("pgd", "bim", "mim"):
+        assert registry.default_params(name, "cifar10", nb_iter=20)["nb_iter"] == 20
+    assert registry.default_params("spsa", "cifar10", nb_iter=20)["nb_iter"] == 50
+    assert registry.default_params("mul_pgd", "cifar10", nb_iter=7)["nb_iter"] == 20
+    assert registry.default_params("mul_pgd", "cifar10", mul_nb_iter=7)["nb_iter"] == 7
+    bb2 = registry.default_params("bb_pgd2", "cifar10", eps=16 / 255)
+    assert (bb2["eps"], bb2["start_eps"], bb2["start_eps_iter"]) == pytest.approx((16 / 255, 32 / 255, 4 / 255))
+    pgd = registry.default_params("pgd", "cifar10", eps=16 / 255)
+    assert pgd["eps_iter"] == pytest.approx(4 / 255)  # η keeps its ratio to ε
+    assert registry.default_params("pgd", "cifar10", eps=16 / 255, eps_iter=1 / 255)["eps_iter"] == 1 / 255
+
+
 def test_registry_cifar10_bb_starts_are_the_papers():
     for name, start in (("bb_pgd1", "pgd1"), ("bb_pgd2", "pgd2")):
         p = registry.default_params(name, "cifar10")

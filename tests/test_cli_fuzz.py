@@ -6,11 +6,12 @@ is fuzzed through one CLI that uses it; every other CLI is fuzzed on the flags i
 itself."""
 import concurrent.futures as cf
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+from conftest import copy_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = ["-1", "nan", "inf", "1e300", "abc", ""]
@@ -34,11 +35,7 @@ def _listing(*folders):
 
 @pytest.fixture(scope="module")
 def run(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fuzz") / "run"
-    out.mkdir()
-    for name in ("config.json", "ensemble.weights.h5"):
-        shutil.copy(os.path.join(tiny_run, name), out / name)
-    return str(out)
+    return copy_run(tiny_run, tmp_path_factory.mktemp("fuzz") / "run")
 
 
 @pytest.mark.parametrize("cli", list(CLIS))

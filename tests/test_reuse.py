@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cce_tf import fingerprint
-from conftest import train_cli
+from conftest import copy_run, train_cli
 from eval import attack_suite, detection, reuse, transferability
 from figures import entropy_histogram, roc_attacks, roc_eps
 
@@ -63,9 +63,7 @@ def extended(tmp_path_factory):
     with contextlib.redirect_stdout(buf):
         attack_suite.evaluate([str(run)], SUITE)
     fresh = tmp_path_factory.mktemp("fresh") / "run"
-    fresh.mkdir()
-    for name in ("config.json", "ensemble.weights.h5"):
-        shutil.copy(run / name, fresh / name)
+    copy_run(run, fresh)
     attack_suite.evaluate([str(fresh)], SUITE)
     return run, fresh, first, buf.getvalue()
 
@@ -102,11 +100,8 @@ def test_analyses_recompute_on_new_weights(extended, tmp_path):
     ens.save_weights(str(other / "ensemble.weights.h5"))
     t2 = transferability.evaluate(str(other), **kw)
     assert t2["weights_sha256"] == reuse.fingerprint(str(other)) != t1["weights_sha256"]
-    fresh2 = tmp_path / "fresh2"
-    fresh2.mkdir()
-    for name in ("config.json", "ensemble.weights.h5"):
-        shutil.copy(other / name, fresh2 / name)
-    assert transferability.evaluate(str(fresh2), **kw)["a"] == t2["a"]
+    fresh2 = copy_run(other, tmp_path / "fresh2")
+    assert transferability.evaluate(fresh2, **kw)["a"] == t2["a"]
 
 
 @pytest.mark.parametrize("order", [("roc_eps", "roc_attacks", "entropy_histogram"),
@@ -114,9 +109,7 @@ def test_analyses_recompute_on_new_weights(extended, tmp_path):
                                    ("roc_attacks", "roc_eps", "entropy_histogram")])
 def test_figures_in_any_order(tiny_run, tmp_path, order):
     run = tmp_path / "run"
-    run.mkdir()
-    for name in ("config.json", "ensemble.weights.h5"):
-        shutil.copy(os.path.join(tiny_run, name), run / name)
+    copy_run(tiny_run, run)
     makers = {"roc_eps": roc_eps.make, "roc_attacks": roc_attacks.make,
               "entropy_histogram": entropy_histogram.make}
     for name in order:

@@ -1,0 +1,179 @@
+"""Running one job, and knowing whether it is done: the same code in this process, in a worker
+process and in a Ray task.
+
+Usage::
+
+    from studies import jobs
+    outcome = jobs.run_job(job, out_dir)      # {"id", "ok", "seconds", "log", "error"}
+    jobs.is_done(job, out_dir)                 # its marker matches the options and the weights now
+
+Each job calls a library function with explicit arguments: cce_tf.train.train, eval.attack_suite
+.evaluate, eval.transferability.evaluate, eval.detection.evaluate (and the figures drawn from it),
+eval.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
+OUT_DIR/jobs/ID.json records the options, the weights fingerprints of its runs and the seconds it
+took (the cost model of studies.costs learns from them). A job that fails leaves no marker, so the
+next invocation retries it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Optional
+
+from studies.plan import ATTACK_SUITE, BLACKBOX, DETECTION, TRAIN, TRANSFER, Job
+
+
+def marker_path(job: Job, out_dir: str) -> str:
+    return os.path.join(out_dir, "jobs", job.id.replace("/", "__") + ".json")
+
+
+def log_path(job: Job, out_dir: str) -> str:
+    return os.path.join(out_dir, "logs", job.id.replace("/", "__") + ".log")
+
+
+def _fingerprints(job: Job) -> Optional[list[str]]:
+    from cce_tf.fingerprint import weights_fingerprint
+
+    try:
+        return [weights_fingerprint(d) for d in job.run_dirs]
+    except OSError:
+        return None
+
+
+def read_marker(job: Job, out_dir: str) -> Optional[dict]:
+    try:
+        with open(marker_path(job, out_dir)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(job: Job, out_dir: str) -> bool:
+    """Finished with these options on the weights its runs hold now."""
+    from eval import reuse
+
+    m = read_marker(job, out_dir)
+    if not m or m.get("options") != reuse.canonical(job.options):
+        return False
+    fps = _fingerprints(job)
+    return fps is not None and m.get("weights_sha256") == fps
+
+
+def suite_options(job: Job):
+    """The eval.attack_suite.SuiteOptions of an ATTACK_SUITE job: one definition, so that the shards
+    of studies.ray_executor attack exactly what the job records."""
+    from eval import attack_suite
+
+    o = job.options
+    return attack_suite.SuiteOptions(attacks=tuple(o["attacks"]), n_samples=o["n_samples"], seed=o["seed"],
+                                     nb_iter=o["nb_iter"], mul_nb_iter=o["mul_nb_iter"], sanity=o["sanity"])
+
+
+def _run(job: Job, out_dir: str, precomputed: Optional[dict] = None,
+         precomputed_seconds: Optional[dict] = None) -> None:
+    """The library call of one job; ``precomputed`` (ATTACK_SUITE only): merged shard flags per
+    attack, see eval.attack_suite.evaluate."""
+    o = dict(job.options)
+    if job.kind == TRAIN:
+        from cce_tf import train
+        train.train(dict(o, out_dir=job.run_dirs[0], verbose=2))
+    elif job.kind == ATTACK_SUITE:
+        from eval import attack_suite
+        attack_suite.evaluate(list(job.run_dirs), suite_options(job), precomputed=precomputed,
+                              precomputed_seconds=precomputed_seconds)
+    elif job.kind == TRANSFER:
+        from eval import transferability
+        transferability.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
+    elif job.kind == DETECTION:
+        from eval import detection
+        from figures import entropy_histogram, roc_attacks, roc_eps
+        kw = dict(n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
+        detection.evaluate(job.run_dirs[0], **kw)
+        makers = {"entropy_histogram": entropy_histogram.make, "roc_attacks": roc_attacks.make,
+                  "roc_eps": roc_eps.make}
+        for name in o.get("figures", []):
+            print("wrote " + ", ".join(makers[name](job.run_dirs[0], **kw)))
+    elif job.kind == BLACKBOX:
+        from eval import blackbox
+        out = o["out_dir"]
+        result = blackbox.evaluate(list(job.run_dirs), o["labels"], n_samples=o["n_samples"], seed=o["seed"],
+                                   nb_iter=o["nb_iter"], previous=os.path.join(out, blackbox.JSON_NAME))
+        print("wrote " + ", ".join(blackbox.write_outputs(result, out)))
+    else:
+        raise ValueError(f"unknown job kind {job.kind!r}")
+
+
+@contextlib.contextmanager
+def _logging_to(path: str, fd_level: bool):
+    """stdout and stderr into ``path``; with ``fd_level`` also the C++ logs of TensorFlow (a worker
+    process owns its file descriptors; the main process keeps its terminal for the progress bar)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", buffering=1) as log:
+        saved = None
+        if fd_level:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = (os.dup(1), os.dup(2))
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield log
+        finally:
+            if saved:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+
+
+def run_job(job: Job, out_dir: str, fd_level: bool = False, precomputed: Optional[dict] = None,
+            precomputed_seconds: Optional[dict] = None) -> dict:
+    """Run ``job``, log to OUT_DIR/logs/, write its marker on success; never raises for a failing
+    job (the outcome says why), so one failure does not stop the others. ``precomputed`` and
+    ``precomputed_seconds`` go to eval.attack_suite.evaluate (the Ray executor's merged shards)."""
+    from eval import reuse
+
+    log = log_path(job, out_dir)
+    t0 = time.time()
+    with _logging_to(log, fd_level) as f:
+        print(f"== {job.id} ({time.strftime('%Y-%m-%d %H:%M:%S')}): {json.dumps(job.options)}", file=f)
+        try:
+            _run(job, out_dir, precomputed, precomputed_seconds)
+        except BaseException as e:  # noqa: BLE001 - SystemExit from a CLI-style check included
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            traceback.print_exc(file=f)
+            return {"id": job.id, "ok": False, "seconds": time.time() - t0, "log": log,
+                    "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+    seconds = time.time() - t0
+    marker = {"id": job.id, "kind": job.kind, "options": reuse.canonical(job.options),
+              "weights_sha256": _fingerprints(job), "seconds": round(seconds, 3), "cost": job.cost,
+              "threads": threads()}
+    path = marker_path(job, out_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(marker, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return {"id": job.id, "ok": True, "seconds": seconds, "log": log, "error": None}
+
+
+def threads() -> int:
+    """TensorFlow's intra-op threads in this process (what a job's timing was measured with)."""
+    return int(os.environ.get("CCE_THREADS", os.cpu_count() or 1))
+
+
+def set_threads(n: int) -> None:
+    """Before TensorFlow starts in a worker: n threads for its ops, so parallel jobs share the
+    cores instead of fighting over them."""
+    os.environ["CCE_THREADS"] = str(n)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, n))

@@ -1,0 +1,221 @@
+"""From a study, a scale and seeds to jobs: one training job per (run settings, seed), one evaluation
+job per (run, evaluation), one black-box job per (study, seed); and which of them are done.
+
+Usage::
+
+    from studies import plan, spec
+    from studies.scale import SCALES
+    p = plan.make(spec.load("table4"), SCALES["small"], seeds=(0, 1, 2), out_dir="results/table4")
+    todo = [j for j in p.jobs if not jobs.is_done(j, p.out_dir)]     # studies.jobs
+
+A job is done when its marker OUT_DIR/jobs/ID.json names the same options and the same weights
+fingerprints (eval.reuse) as the job would use now: re-running a study does only what is missing,
+and training a run further invalidates every evaluation of it. Run folders live under
+OUT_DIR/runs/, shared by every study with the same settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Optional
+
+from studies.scale import Scale
+from studies.spec import RunSpec, Study
+
+TRAIN, ATTACK_SUITE, TRANSFER, DETECTION, BLACKBOX = ("train", "attack_suite", "transferability",
+                                                      "detection", "blackbox")
+FIGURES = ("entropy_histogram", "roc_attacks", "roc_eps")  # drawn for the detection studies
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One unit of work. ``kind`` is TRAIN or an evaluation; ``options`` are the explicit arguments
+    of the library function it calls (studies.jobs.run_job)."""
+
+    id: str
+    kind: str
+    run_dirs: tuple[str, ...]
+    options: dict
+    needs: tuple[str, ...] = ()     # ids of the jobs that must be done first
+    cost: float = 0.0               # estimated member forward-backward passes on one image
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One column of one study's table for one seed: where its run lives."""
+
+    study: str
+    run: RunSpec
+    dataset: str
+    seed: int
+    run_dir: str
+
+
+@dataclasses.dataclass
+class Plan:
+    study: Study
+    scale: Scale
+    seeds: tuple[int, ...]
+    out_dir: str
+    cells: list[Cell]
+    jobs: list[Job]                 # dependencies first
+    left_out: list[str]             # what this scale does not reproduce, one line each
+
+
+def run_folder(run: RunSpec, dataset: str, seed: int) -> str:
+    """The folder name of a run: equal settings (RunSpec.key, whatever the label) share one folder."""
+    _, arch, members, method, pm, dm = run.key(dataset)
+    lam = f"_pm{pm:g}_dm{dm:g}" if method == "cce" else ""
+    return f"{dataset}_{arch}_{method}{lam}_n{members}_s{seed}"
+
+
+def train_options(run: RunSpec, dataset: str, seed: int, scale: Scale) -> dict:
+    """cce_tf.train's options for one run (its flag names as keys)."""
+    from cce_tf import config
+
+    method, pm, dm = config.resolve_method(run.method, run.lambda_pm, run.lambda_dm)
+    opts = dict(scale.train_options(dataset), arch=run.arch, method=run.method, members=run.members,
+                seed=seed)
+    if method == "cce":
+        opts.update(lambda_pm=pm, lambda_dm=dm)
+    return opts
+
+
+def _studies(study: Study) -> tuple[Study, ...]:
+    return study.parts or (study,)
+
+
+def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
+         dataset: Optional[str] = None) -> Plan:
+    """The jobs of ``study`` at ``scale`` for ``seeds`` under ``out_dir``; ``dataset`` overrides the
+    data set of every part (default: the scale's, else each study's own)."""
+    runs_dir = os.path.join(out_dir, "runs")
+    cells, left_out = [], []
+    jobs: dict[str, Job] = {}
+    suite_attacks: dict[str, list[str]] = {}      # run_dir -> attacks, in first-seen order
+    detection_runs: dict[str, None] = {}
+    transfer_runs: dict[str, None] = {}
+    for part in _studies(study):
+        ds = dataset or scale.dataset_for(part.dataset)
+        kept = [r for r in part.runs if scale.keeps(r)]
+        dropped = [r.label for r in part.runs if not scale.keeps(r)]
+        if dropped:
+            left_out.append(f"{part.name}: {', '.join(dropped)} (arch not trained at scale {scale.name})")
+        for seed in seeds:
+            part_dirs = []
+            for run in kept:
+                run_dir = os.path.join(runs_dir, run_folder(run, ds, seed))
+                cells.append(Cell(part.name, run, ds, seed, run_dir))
+                part_dirs.append(run_dir)
+                tid = f"{TRAIN}/{os.path.basename(run_dir)}"
+                if tid not in jobs:
+                    opts = train_options(run, ds, seed, scale)
+                    jobs[tid] = Job(tid, TRAIN, (run_dir,), opts, cost=train_cost(opts))
+                if ATTACK_SUITE in part.evaluations:
+                    names = suite_attacks.setdefault(run_dir, [])
+                    names += [a for a in scale.attacks_for(part.attacks) if a not in names]
+                if DETECTION in part.evaluations:
+                    detection_runs[run_dir] = None
+                if TRANSFER in part.evaluations and run.members >= 2:
+                    transfer_runs[run_dir] = None
+            if BLACKBOX in part.evaluations and len(part_dirs) > 1:
+                bid = f"{BLACKBOX}/{part.name}_{ds}_s{seed}"
+                jobs[bid] = Job(bid, BLACKBOX, tuple(part_dirs),
+                                dict(labels=[r.label for r in kept], seed=seed, n_samples=scale.n_samples,
+                                     nb_iter=scale.analysis_nb_iter,
+                                     out_dir=os.path.join(out_dir, BLACKBOX, f"{part.name}_{ds}_s{seed}")),
+                                needs=tuple(f"{TRAIN}/{os.path.basename(d)}" for d in part_dirs),
+                                cost=_blackbox_cost(len(part_dirs), scale))
+        if not kept:
+            left_out.append(f"{part.name}: not reproduced at scale {scale.name} (no run left)")
+    seeds_of = {c.run_dir: c.seed for c in cells}
+    for run_dir, names in suite_attacks.items():
+        _add_eval(jobs, ATTACK_SUITE, run_dir,
+                  dict(attacks=names, n_samples=scale.n_samples, seed=seeds_of[run_dir],
+                       nb_iter=scale.attack_nb_iter, mul_nb_iter=scale.mul_nb_iter, sanity=scale.sanity))
+    for run_dir in transfer_runs:
+        _add_eval(jobs, TRANSFER, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
+                                                nb_iter=scale.analysis_nb_iter))
+    for run_dir in detection_runs:
+        _add_eval(jobs, DETECTION, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
+                                                 nb_iter=scale.analysis_nb_iter, figures=list(FIGURES)))
+    ordered = [j for j in jobs.values() if j.kind == TRAIN] + [j for j in jobs.values() if j.kind != TRAIN]
+    return Plan(study, scale, tuple(seeds), out_dir, cells, ordered, left_out)
+
+
+def _add_eval(jobs: dict, kind: str, run_dir: str, options: dict) -> None:
+    tid = f"{TRAIN}/{os.path.basename(run_dir)}"
+    train = jobs[tid]
+    jid = f"{kind}/{os.path.basename(run_dir)}"
+    jobs[jid] = Job(jid, kind, (run_dir,), options, needs=(tid,), cost=eval_cost(kind, options, train.options))
+
+
+# --------------------------------------------------------------------------------------------------
+# Cost: member forward-backward passes on one image, turned into seconds by measured timings
+# --------------------------------------------------------------------------------------------------
+
+
+def _train_steps(opts: dict) -> tuple[int, int, int]:
+    """(steps per epoch, epochs, k) of a training job."""
+    from cce_tf import config, data
+
+    d = config.defaults(opts["dataset"], opts["arch"])
+    n_train = opts.get("train_subset") or data.TRAIN_SIZES[opts["dataset"]]
+    epochs = opts.get("epochs") or d["epochs"]
+    k = opts.get("nb_iter") or d["pgd"].nb_iter
+    return math.ceil(n_train / d["batch_size"]) * d["batch_size"], epochs, k
+
+
+def passes_per_image(method: str, members: int, k: int) -> int:
+    """Member forward-backward passes one training image costs per step: the PGD steps, then the
+    loss (methods.py): NAT N; ADV k + 1; ADV-EN and ADP N (k + 2) (PGD on the ensemble, clean and
+    adversarial terms); CCE N k + N + N² (N member attacks, clean terms, cross inference)."""
+    n = members
+    return {"nat": n, "adv": k + 1, "adv-en": n * (k + 2), "adp": n * (k + 2)}.get(method, n * k + n + n * n)
+
+
+def train_cost(opts: dict) -> float:
+    from cce_tf import config
+
+    images, epochs, k = _train_steps(opts)
+    method = config.resolve_method(opts["method"], None, None)[0]
+    return float(images * epochs * passes_per_image(method, opts["members"], k))
+
+
+def _test_size(dataset: str, n_samples: Optional[int]) -> int:
+    from cce_tf import data
+
+    return min(n_samples or data.TEST_SIZES[dataset], data.TEST_SIZES[dataset])
+
+
+def eval_cost(kind: str, options: dict, train_opts: dict) -> float:
+    """Passes of an evaluation: attack steps × samples × members (each ensemble step runs every
+    member), from the attacks' settings (attacks.registry)."""
+    from attacks import registry
+
+    n_members, ds, arch = train_opts["members"], train_opts["dataset"], train_opts["arch"]
+    if kind == ATTACK_SUITE:
+        steps = 0
+        for name in options["attacks"]:
+            p = registry.default_params(name, ds, arch, nb_iter=options.get("nb_iter"),
+                                        mul_nb_iter=options.get("mul_nb_iter"))
+            k = {"fgsm": 1, "spsa": 2 * p.get("nb_iter", 1) * 128 / 2}.get(name, p.get("nb_iter", 1))
+            if name.startswith("mul_"):
+                k *= 9
+            if name.startswith("bb_"):
+                k = p["start_nb_iter"] + p["steps"] * p["repeats"]
+            steps += k * min(_test_size(ds, options.get("n_samples")),
+                             registry.default_n_samples(name) or 10 ** 9)
+        return float(steps * n_members)
+    n = _test_size(ds, options.get("n_samples"))
+    if kind == TRANSFER:
+        return float(2 * options["nb_iter"] * n * n_members)
+    return float(11 * options["nb_iter"] * n * n_members)  # detection: 3 attacks + 8 sweep radii
+
+
+def _blackbox_cost(n_runs: int, scale: Scale) -> float:
+    return float(2 * n_runs * scale.analysis_nb_iter * (scale.n_samples or 10000) * 2)

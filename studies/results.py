@@ -1,0 +1,409 @@
+"""What a study measured: results.jsonl in long format, the tables beside the paper's numbers, and
+the verdict on each of the paper's claims (DESIGN.md, contract 10).
+
+Usage::
+
+    from studies import results
+    rows = results.collect(plan)                          # one dict per (run, seed, evaluation, metric)
+    results.write_jsonl(rows, "results/table4/results.jsonl")
+    md, csv = results.render(plan, rows)                  # Markdown page and CSV table
+
+Only results computed on the weights each run holds now are collected (eval.reuse): a table never
+mixes weights. Cells: mean ± sd over seeds (one seed: its 95 % Wilson interval) and the paper's
+value in brackets. Claims: per seed, the difference a - b; over seeds, a 95 % interval from the
+samples themselves when per-sample flags exist (paired bootstrap over the pooled test samples of
+every seed, eval.stats.combine_seeds; exact McNemar p), else from the seeds (t interval of the
+per-seed differences, which needs two seeds or more); and a verdict: holds, does not hold, or cannot
+be told apart at this sample size.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from typing import Callable, Optional
+
+import numpy as np
+
+from eval import attack_suite, common, reuse, stats
+from studies.plan import Cell, Plan
+from studies.spec import Claim, Study
+
+ROW_KEYS = ("study", "dataset", "arch", "method", "preset", "members", "lambda_pm", "lambda_dm", "seed",
+            "evaluation", "attack", "eps", "eps_iter", "nb_iter", "n", "metric", "value",
+            "weights_sha256", "label", "key", "cell")
+TRANSFER_METRICS = ("a_en_en", "a11", "a22", "S11", "S01", "S10", "S00", "T", "nT", "a_single")
+
+
+def _base(part: Study, cell: Cell, fp: str) -> dict:
+    from cce_tf import config
+
+    method, pm, dm = config.resolve_method(cell.run.method, cell.run.lambda_pm, cell.run.lambda_dm)
+    return dict(study=part.name, dataset=cell.dataset, arch=cell.run.arch, method=method,
+                preset=cell.run.method if cell.run.method in config.PRESETS else None,
+                members=cell.run.members, lambda_pm=pm if method == "cce" else None,
+                lambda_dm=dm if method == "cce" else None, seed=cell.seed, weights_sha256=fp,
+                label=cell.run.label, cell=cell.run.label)
+
+
+def _row(base: dict, **kw) -> dict:
+    row = dict(base, **kw)
+    return {k: row.get(k) for k in ROW_KEYS}
+
+
+def suite_masks(run_dir: str, fp: str) -> dict[str, np.ndarray]:
+    """The per-sample flags of RUN/eval/attack_suite_robust.npz that belong to weights ``fp``."""
+    masks = attack_suite.read_masks(run_dir)
+    out = {}
+    for name in [k for k in masks if not k.endswith("__key")]:
+        try:
+            if json.loads(str(masks[name + "__key"]))[reuse.KEY] == fp:
+                out[name] = masks[name]
+        except (KeyError, ValueError, TypeError):
+            continue
+    return out
+
+
+def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
+    """Every metric of one cell that this part's table shows."""
+    try:
+        fp = reuse.fingerprint(cell.run_dir)
+    except OSError:
+        return []  # not trained yet
+    base, rows = _base(part, cell, fp), []
+    ev = os.path.join(cell.run_dir, "eval")
+    if "attack_suite" in part.evaluations:
+        r = common.read_json(os.path.join(ev, attack_suite.RESULTS_FILE))
+        if r and r.get(reuse.KEY) == fp:
+            rows.append(_row(base, evaluation="attack_suite", attack="natural", n=r["n_test"],
+                             metric="natural_accuracy", value=r["natural_accuracy"], key="natural"))
+            entries = reuse.same_weights(r.get("attacks", {}), fp)
+            for name in attacks:
+                e = entries.get(name)
+                if e and "robust_accuracy" in e:
+                    p = e["params"]
+                    rows.append(_row(base, evaluation="attack_suite", attack=name, eps=p.get("eps"),
+                                     eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=e["n_samples"],
+                                     metric="robust_accuracy", value=e["robust_accuracy"], key=name))
+            worst = attack_suite.any_attack({a: entries[a] for a in attacks if a in entries},
+                                            suite_masks(cell.run_dir, fp))
+            if worst:
+                rows.append(_row(base, evaluation="attack_suite", attack="any_attack", n=worst["n_samples"],
+                                 metric="robust_accuracy", value=worst["robust_accuracy"], key="any_attack"))
+    if "transferability" in part.evaluations:
+        r = common.read_json(os.path.join(ev, "transferability.json"))
+        if r and r.get(reuse.KEY) == fp:
+            p = r["params"]
+            vals = dict(r, a11=r["a"][0][0], a22=r["a"][1][1])
+            for m in TRANSFER_METRICS:
+                if vals.get(m) is not None:
+                    rows.append(_row(base, evaluation="transferability", attack="pgd", eps=p["eps"],
+                                     eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], n=r["n_samples"],
+                                     metric=m, value=vals[m], key=m))
+    if "detection" in part.evaluations:
+        r = common.read_json(os.path.join(ev, "detection.json"))
+        if r and r.get(reuse.KEY) == fp:
+            entries = [(f"auc_{n}", m) for n, m in r.get("attacks", {}).items()]
+            entries += [(f"auc_sweep{i}", m) for i, m in enumerate(r.get("eps_sweep", []))]
+            for key, m in entries:
+                if m.get("auc") is not None:
+                    rows.append(_row(base, evaluation="detection", attack=m["attack"], eps=m["eps"],
+                                     eps_iter=m["eps_iter"], nb_iter=m["nb_iter"], n=m["n_pos"] + m["n_neg"],
+                                     metric="auc", value=m["auc"], key=key))
+    if "training_time" in part.evaluations:
+        h = common.read_json(os.path.join(cell.run_dir, "history.json"))
+        secs = [e["seconds"] for e in (h or []) if isinstance(e, dict) and "seconds" in e]
+        if secs:
+            rows.append(_row(base, evaluation="training_time", attack=None, n=len(secs),
+                             metric="seconds_per_epoch", value=float(np.mean(secs)), key="seconds_per_epoch"))
+    return rows
+
+
+def _blackbox_rows(plan: Plan, part: Study, cells: list[Cell]) -> list[dict]:
+    rows = []
+    for seed in plan.seeds:
+        seed_cells = [c for c in cells if c.seed == seed]
+        if not seed_cells:
+            continue
+        ds = seed_cells[0].dataset
+        r = common.read_json(os.path.join(plan.out_dir, "blackbox", f"{part.name}_{ds}_s{seed}", "blackbox.json"))
+        try:
+            fps = [reuse.fingerprint(c.run_dir) for c in seed_cells]
+        except OSError:
+            continue
+        if not r or r.get(reuse.KEY) != fps:
+            continue
+        for i_eps, entry in enumerate(r["results"]):
+            for i, src in enumerate(seed_cells):
+                for j, dst in enumerate(seed_cells):
+                    base = _base(part, src, fps[i])
+                    rows.append(_row(base, evaluation="blackbox", attack="pgd", eps=entry["eps"],
+                                     eps_iter=entry["eps_iter"], nb_iter=entry["nb_iter"], n=r["n_samples"],
+                                     metric="accuracy", value=entry["accuracy"][i][j],
+                                     key=f"blackbox_eps{i_eps}", cell=f"{src.run.label}>{dst.run.label}"))
+    return rows
+
+
+def collect(plan: Plan) -> list[dict]:
+    """results.jsonl's rows for every cell of the plan that has results on its current weights."""
+    rows = []
+    for part in plan.study.parts or (plan.study,):
+        cells = [c for c in plan.cells if c.study == part.name]
+        attacks = plan.scale.attacks_for(part.attacks)
+        for cell in cells:
+            rows += _cell_rows(part, cell, attacks)
+        if "blackbox" in part.evaluations:
+            rows += _blackbox_rows(plan, part, cells)
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, sort_keys=False) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+_PERCENT = ("robust_accuracy", "natural_accuracy", "auc", "accuracy") + TRANSFER_METRICS
+# Shares of the n samples (a Wilson interval applies); T, nT and a_single are sums of such shares.
+_PROPORTIONS = ("robust_accuracy", "natural_accuracy", "accuracy", "a_en_en", "a11", "a22", "S11", "S01",
+                "S10", "S00")
+
+
+def _scale_of(metric: str) -> float:
+    return 100.0 if metric in _PERCENT else 1.0
+
+
+def cell_text(rows: list[dict], paper: Optional[float]) -> str:
+    """"45.1 ± 1.2 (44.7)": our mean ± sd over seeds (one seed: its Wilson interval), the paper's."""
+    paper_txt = "" if paper is None else f" ({paper:.1f})"
+    if not rows:
+        return "–" + paper_txt
+    scale = _scale_of(rows[0]["metric"])
+    values = [r["value"] for r in rows]
+    if len(values) == 1:
+        r = rows[0]
+        if r["metric"] in _PROPORTIONS and r["n"]:
+            lo, hi = stats.wilson_interval(round(r["value"] * r["n"]), r["n"])
+            return f"{100 * r['value']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]{paper_txt}"
+        return f"{scale * r['value']:.1f}{paper_txt}"
+    return stats.format_mean_sd(values, scale=scale) + paper_txt
+
+
+def _grid(part: Study, rows: list[dict]) -> tuple[list[str], list[str], dict]:
+    """(row keys, column keys, {(row, col): [rows over seeds]}) of one study's table."""
+    mine = [r for r in rows if r["study"] == part.name]
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in mine:
+        by.setdefault((r["key"], r["cell"]), []).append(r)
+    labels = [run.label for run in part.runs]
+    if part.layout == "blackbox":
+        keys = sorted({r["key"] for r in mine} | set(part.paper))
+        return keys, [f"{a}>{b}" for a in labels for b in labels], by
+    row_keys = list(dict.fromkeys([*part.paper, *(r["key"] for r in mine)]))
+    if part.layout == "attacks":
+        order = ["natural", *part.attacks, "any_attack"]
+        row_keys = sorted(row_keys, key=lambda k: order.index(k) if k in order else len(order))
+    return row_keys, labels, by
+
+
+def study_table(part: Study, rows: list[dict]) -> str:
+    """One Markdown table: rows = metrics, columns = runs (the black box: one table per ε)."""
+    row_keys, cols, by = _grid(part, rows)
+    if part.layout == "blackbox":
+        labels = [run.label for run in part.runs]
+        out = []
+        for key in row_keys:
+            lines = [f"**{key}** (rows: source, columns: target)", "",
+                     "| source \\ target | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            for a in labels:
+                cells = [cell_text(by.get((key, f"{a}>{b}"), []), part.paper.get(key, {}).get(f"{a}>{b}"))
+                         for b in labels]
+                lines.append(f"| {a} | " + " | ".join(cells) + " |")
+            out.append("\n".join(lines))
+        return "\n\n".join(out)
+    lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for key in row_keys:
+        cells = [cell_text(by.get((key, c), []), part.paper.get(key, {}).get(c)) for c in cols]
+        lines.append(f"| {_row_label(key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _row_label(key: str) -> str:
+    if key == "natural":
+        return attack_suite.NAT_ROW
+    if key == "any_attack":
+        return f"**{attack_suite.ANY_ROW}**"
+    return attack_suite.attack_label(key, [])
+
+
+def study_csv(part: Study, rows: list[dict]) -> list[list]:
+    row_keys, cols, by = _grid(part, rows)
+    out = []
+    for key in row_keys:
+        for c in cols:
+            rs = by.get((key, c), [])
+            paper = part.paper.get(key, {}).get(c)
+            if not rs and paper is None:
+                continue
+            vals = [r["value"] for r in rs]
+            mean, sd = stats.mean_sd(vals) if vals else (None, None)
+            lo = hi = None
+            if len(rs) == 1 and rs[0]["n"] and rs[0]["metric"] in _PROPORTIONS:
+                lo, hi = stats.wilson_interval(round(rs[0]["value"] * rs[0]["n"]), rs[0]["n"])
+            out.append([part.name, key, c, len(vals), mean, sd, lo, hi,
+                        None if paper is None else paper / _scale_of(rs[0]["metric"] if rs else "robust_accuracy"),
+                        ";".join(f"{v:.6g}" for v in vals)])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------------------
+
+
+def _values(rows: list[dict], part: Study, key: str, label: str) -> dict[int, dict]:
+    return {r["seed"]: r for r in rows if r["study"] == part.name and r["key"] == key and r["cell"] == label}
+
+
+def _mask(plan: Plan, part: Study, label: str, seed: int, key: str) -> Optional[np.ndarray]:
+    cell = next((c for c in plan.cells if c.study == part.name and c.run.label == label and c.seed == seed), None)
+    if cell is None:
+        return None
+    try:
+        masks = suite_masks(cell.run_dir, reuse.fingerprint(cell.run_dir))
+    except OSError:
+        return None
+    if key == "any_attack":  # the same worst case as the table's row, per sample
+        names = [a for a in plan.scale.attacks_for(part.attacks) if a in masks]
+        if not names:
+            return None
+        n = min(len(masks[a]) for a in names)
+        return np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in names])
+    return masks.get(key)
+
+
+def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict:
+    """Per-seed outcomes, the mean difference a - b (fractions for percentages), its 95 % interval
+    and the verdict."""
+    a_rows = _values(rows, part, claim.metric, claim.a)
+    scale = _scale_of(next(iter(a_rows.values()))["metric"]) if a_rows else 100.0
+    if claim.threshold:
+        b_rows = {s: {"value": float(claim.b) / scale} for s in a_rows}
+    else:
+        b_rows = _values(rows, part, claim.metric, claim.b)
+    seeds = sorted(set(a_rows) & set(b_rows))
+    out = dict(text=claim.text, metric=claim.metric, a=claim.a, b=claim.b, direction=claim.direction,
+               seeds=seeds, per_seed=[a_rows[s]["value"] - b_rows[s]["value"] for s in seeds])
+    if not seeds:
+        return dict(out, diff=None, ci_low=None, ci_high=None, method="no results", verdict="not measured")
+    margin = claim.margin / scale
+    paired = []
+    if not claim.threshold:
+        for s in seeds:
+            ma, mb = _mask(plan, part, claim.a, s, claim.metric), _mask(plan, part, claim.b, s, claim.metric)
+            if ma is None or mb is None or len(ma) != len(mb):
+                paired = []
+                break
+            paired.append(stats.paired_difference(ma, mb))
+    if paired:
+        comb = stats.combine_seeds(paired)
+        out.update(diff=comb["diff"], ci_low=comb["ci_low"], ci_high=comb["ci_high"], p=comb["mcnemar_p"],
+                   method=f"paired bootstrap over {comb['n']} test samples of {len(seeds)} seed(s); McNemar p")
+    elif claim.threshold and all(a_rows[s].get("n") for s in seeds) and a_rows[seeds[0]]["metric"] in _PROPORTIONS:
+        k = sum(round(a_rows[s]["value"] * a_rows[s]["n"]) for s in seeds)
+        n = sum(a_rows[s]["n"] for s in seeds)
+        lo, hi = stats.wilson_interval(k, n)
+        out.update(diff=k / n - float(claim.b) / scale, ci_low=lo - float(claim.b) / scale,
+                   ci_high=hi - float(claim.b) / scale, method=f"Wilson interval over {n} pooled samples")
+    else:
+        d = np.asarray(out["per_seed"], float)
+        if len(d) < 2:
+            return dict(out, diff=float(d.mean()), ci_low=None, ci_high=None,
+                        method="one seed and no per-sample flags: no interval",
+                        verdict=stats.UNDECIDED)
+        from scipy import stats as sps
+        half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        out.update(diff=float(d.mean()), ci_low=float(d.mean() - half), ci_high=float(d.mean() + half),
+                   method=f"t interval over {len(d)} seeds")
+    out["verdict"] = stats.verdict(out["ci_low"], out["ci_high"], claim.direction, margin)
+    return out
+
+
+def claims_table(checked: list[dict], scale: float = 100.0) -> str:
+    lines = ["| Claim | per seed (a − b) | mean a − b [95 % CI] | verdict |", "|---|---|---|---|"]
+    for c in checked:
+        per = ", ".join(f"{scale * d:+.1f}" for d in c["per_seed"]) or "–"
+        if c["diff"] is None:
+            mid = "–"
+        elif c["ci_low"] is None:
+            mid = f"{scale * c['diff']:+.1f}"
+        else:
+            mid = f"{scale * c['diff']:+.1f} [{scale * c['ci_low']:+.1f}, {scale * c['ci_high']:+.1f}]"
+        lines.append(f"| {c['text']} | {per} | {mid} | **{c['verdict']}** |")
+    return "\n".join(lines)
+
+
+def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
+    """(caption, PNG path) of the figures this part drew for its first seed: the detection figures
+    (Figs 2-4) of every run, the black-box heatmaps (Tables 12-13)."""
+    seed = plan.seeds[0]
+    found = []
+    for cell in (c for c in plan.cells if c.study == part.name and c.seed == seed):
+        if "detection" in part.evaluations:
+            for name in ("entropy_histogram", "roc_attacks", "roc_eps"):
+                path = os.path.join(cell.run_dir, "figures", f"{name}.png")
+                if os.path.isfile(path):
+                    found.append((f"{cell.run.label}, seed {seed}: {name.replace('_', ' ')}", path))
+    if "blackbox" in part.evaluations and plan.cells:
+        ds = next(c.dataset for c in plan.cells if c.study == part.name)
+        folder = os.path.join(plan.out_dir, "blackbox", f"{part.name}_{ds}_s{seed}")
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith(".png"):
+                found.append((f"seed {seed}: {name[:-4].replace('_', ' ')}", os.path.join(folder, name)))
+    return found
+
+
+def render(plan: Plan, rows: list[dict], header: str = "",
+           link: Callable[[str, str], str] = lambda study, path: path) -> tuple[str, str]:
+    """(Markdown page, CSV text) of every part of the plan's study. ``link(study, png)`` gives the
+    address a figure is shown under (the page's folder may differ from OUT_DIR)."""
+    md = [header] if header else []
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["study", "key", "cell", "n_seeds", "mean", "sd", "wilson_low", "wilson_high", "paper",
+                "per_seed"])
+    summary = {stats.HOLDS: 0, stats.FAILS: 0, stats.UNDECIDED: 0, "not measured": 0}
+    for part in plan.study.parts or (plan.study,):
+        md += [f"## {part.title}", ""]
+        if part.source:
+            md += [f"Source: {part.source}. Runs on {', '.join(sorted({c.dataset for c in plan.cells if c.study == part.name})) or '–'}; "
+                   f"cells: ours, mean ± sd over seeds {', '.join(map(str, plan.seeds))} (one seed: its 95 % "
+                   "Wilson interval), and the paper's value in brackets.", ""]
+        if not any(c.study == part.name for c in plan.cells):
+            md += ["Not reproduced at this scale.", ""]
+            continue
+        md += [study_table(part, rows), ""]
+        w.writerows(study_csv(part, rows))
+        drawn = figures(plan, part)
+        if drawn:
+            md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]
+        if part.claims:
+            checked = [check_claim(plan, part, c, rows) for c in part.claims]
+            for c in checked:
+                summary[c["verdict"]] = summary.get(c["verdict"], 0) + 1
+            md += ["Claims (differences in percentage points; a claim holds when its whole 95 % interval is "
+                   "on the claimed side):", "", claims_table(checked), ""]
+    head = (f"**Claims:** {summary[stats.HOLDS]} hold, {summary[stats.FAILS]} do not hold, "
+            f"{summary[stats.UNDECIDED]} cannot be told apart at this sample size"
+            + (f", {summary['not measured']} not measured" if summary["not measured"] else "") + ".")
+    md.insert(1 if header else 0, head + "\n")
+    return "\n".join(md), buf.getvalue()

@@ -1,0 +1,161 @@
+"""The Ray executor (studies.ray_executor): sharded attacks merge into exactly the one-process result,
+a tiny study gives the same results.jsonl on both executors, and an --out_dir the workers cannot see
+is refused with one line."""
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from conftest import copy_run  # noqa: E402
+from eval import attack_suite  # noqa: E402
+from eval.common import UsageError  # noqa: E402
+from studies import ray_executor  # noqa: E402
+
+STUDY = """
+name = "mini"
+title = "Two runs under FGSM and PGD"
+source = "tests/test_ray_executor.py"
+dataset = "fashion_mnist"
+arch = "cnn"
+layout = "attacks"
+evaluations = ["attack_suite"]
+attacks = ["fgsm", "pgd"]
+
+[[runs]]
+label = "ADV-EN_2"
+method = "adv-en"
+members = 2
+
+[[runs]]
+label = "CCE-RM_2"
+method = "cce-rm"
+members = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray on this machine's 2 cores, for the tests of this module (RayPool leaves a Ray
+    it did not start running)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CCE_OFFLINE", "1")     # the tasks get the driver's CCE_* variables
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
+
+
+
+def test_shard_bounds_cover_every_sample_on_batch_boundaries():
+    assert ray_executor.shard_bounds(1000, 100, 2) == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
+    assert ray_executor.shard_bounds(64, 500, 16) == [(0, 64)]          # at least one batch
+    assert ray_executor.shard_bounds(64, 32, 1, shard_size=40) == [(0, 64)]  # rounded up to batches
+    bounds = ray_executor.shard_bounds(10000, 500, 7)   # 20 batches for 14 shards: one batch each
+    assert bounds[0][0] == 0 and bounds[-1][1] == 10000 and all(a % 500 == 0 for a, _ in bounds)
+    assert all(b == c for (_, b), (c, _) in zip(bounds, bounds[1:])) and len(bounds) == 20
+
+
+def test_shards_merge_into_the_one_process_result(tiny_run, tmp_path):
+    a, b = copy_run(tiny_run, tmp_path / "a"), copy_run(tiny_run, tmp_path / "b")
+    opts = attack_suite.SuiteOptions(attacks=("pgd",), n_samples=64, batch_size=32, nb_iter=2, sanity=False)
+    shards = [attack_suite.shard_mask(a, opts, "pgd", start, stop) for start, stop in ((0, 32), (32, 64))]
+    merged = np.concatenate(shards)
+
+    plans, test_sets = attack_suite.plan_runs([a], opts)
+    x, y = test_sets["fashion_mnist"]
+    params, n = plans[0].attacks["pgd"]
+    whole = attack_suite.robust_mask(plans[0].model, "pgd", x[:64], y[:64], params, 32, seed=opts.seed)
+    assert n == 64 and merged.shape == (64,)
+    np.testing.assert_array_equal(merged, whole)
+
+    attack_suite.evaluate([a], opts, precomputed={"pgd": merged}, precomputed_seconds={"pgd": 1.5})
+    attack_suite.evaluate([b], opts)
+    got, want = attack_suite.read_results(a), attack_suite.read_results(b)
+    assert got["attacks"]["pgd"]["robust_accuracy"] == want["attacks"]["pgd"]["robust_accuracy"]
+    assert got["attacks"]["pgd"]["seconds"] == 1.5
+    assert got["attacks"]["pgd"]["settings"] == want["attacks"]["pgd"]["settings"]
+    np.testing.assert_array_equal(attack_suite.read_masks(a)["pgd"], attack_suite.read_masks(b)["pgd"])
+
+
+def read_rows(out_dir):
+    with open(os.path.join(out_dir, "results.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_a_tiny_study_gives_the_same_results_on_both_executors(local_ray, tmp_path, capsys):
+    """Ray trains and evaluates (sharded attacks); the local executor evaluates the same weights
+    (a copy of Ray's runs: training both ways would double the time, and training is bit-exact
+    across processes only at equal thread counts, which --max_parallel = cores gives: 1 thread per
+    job, as each Ray task has). The two results.jsonl must be equal row by row."""
+    from studies import reproduce
+
+    study = tmp_path / "mini.toml"
+    study.write_text(STUDY)
+    on_ray, local = str(tmp_path / "ray"), str(tmp_path / "local")
+    args = ["reproduce", "--study", str(study), "--scale", "tiny", "--seeds", "0"]
+    cores = str(os.cpu_count())
+    assert reproduce.main(args + ["--out_dir", on_ray, "--executor", "ray", "--max_parallel", cores]) == 0
+    shutil.copytree(os.path.join(on_ray, "runs"), os.path.join(local, "runs"), ignore=shutil.ignore_patterns("eval"))
+    shutil.copytree(os.path.join(on_ray, "jobs"), os.path.join(local, "jobs"),
+                    ignore=shutil.ignore_patterns("attack_suite*"))
+    capsys.readouterr()
+    assert reproduce.main(args + ["--out_dir", local, "--max_parallel", cores]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"train +2 jobs: 2 done, 0 to do", out) and re.search(r"attack_suite +2 jobs: 0 done, 2 to do", out)
+
+    rows, ray_rows = read_rows(local), read_rows(on_ray)
+    assert len(rows) == len(ray_rows) == 8   # natural, fgsm, pgd, any attack per run
+    assert {r["attack"] for r in rows} == {"natural", "fgsm", "pgd", "any_attack"}
+    for want, got in zip(rows, ray_rows):
+        assert got == want
+    # The Ray side left what the local executor leaves: a marker and a log per job, no probe file.
+    assert sorted(os.listdir(os.path.join(on_ray, "jobs"))) == sorted(os.listdir(os.path.join(local, "jobs")))
+    assert len(os.listdir(os.path.join(on_ray, "logs"))) == 4
+    assert not [f for f in os.listdir(on_ray) if f.startswith(".ray_probe")]
+    for run in os.listdir(os.path.join(on_ray, "runs")):
+        got, want = (attack_suite.read_masks(os.path.join(d, "runs", run)) for d in (on_ray, local))
+        for name in ("natural", "fgsm", "pgd"):
+            np.testing.assert_array_equal(got[name], want[name])
+            assert str(got[name + "__key"]) == str(want[name + "__key"])
+
+    assert reproduce.main(args + ["--out_dir", local]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"train +2 jobs: 2 done, 0 to do", out) and re.search(r"attack_suite +2 jobs: 2 done, 0 to do", out)
+    assert "0 job(s) done, 0 failed" in out
+
+
+def test_an_out_dir_the_driver_cannot_read_back_is_refused(local_ray, tmp_path, monkeypatch):
+    ray_executor.check_visible(str(tmp_path))           # shared here: passes, and cleans up
+    monkeypatch.chdir(tmp_path.parent)
+    ray_executor.check_visible(tmp_path.name)           # relative to the driver's directory
+    assert os.listdir(tmp_path) == []
+    # The workers' files never reach the driver (its reader sees nothing), as on node-local disks.
+    monkeypatch.setattr(ray_executor, "_read_text", lambda path: None)
+    with pytest.raises(UsageError) as e:
+        ray_executor.check_visible(str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"--out_dir {tmp_path} is not visible from the Ray workers (")
+    assert "which the driver cannot read" in msg and msg.endswith("): use storage every node mounts")
+
+
+def test_an_out_dir_the_workers_cannot_see_is_refused(tmp_path):
+    elsewhere = tmp_path / "node_disk"        # what a node sees at the same path: another disk
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def probes(cwd, out_dir, driver_file, token, probe_id):
+        path = str(elsewhere / f".ray_probe_{probe_id}_node1")
+        with open(path, "w") as f:
+            f.write(token + "10.0.0.7")
+        return [{"node": "10.0.0.7", "read": ray_executor._read_text(str(elsewhere / driver_file)),
+                 "wrote": path, "error": None}]
+
+    with pytest.raises(UsageError, match=r"^--out_dir .*/out is not visible from the Ray workers \(a task on "
+                                         r"node 10\.0\.0\.7 cannot read .*which the driver wrote\): use storage"):
+        ray_executor.check_visible(str(out), run_probes=probes)
+    assert os.listdir(out) == []              # the driver's probe file is removed either way
