@@ -68,8 +68,8 @@ NATURAL = "natural"  # the key of the clean-correctness flags in MASKS_FILE
 FLAGS = flags.FlagValues()
 flags.DEFINE_multi_string("run_dir", None, "Run folder written by cce_tf.train; repeat to compare runs "
                           "side by side (one table column each).", flag_values=FLAGS)
-flags.DEFINE_list("attacks", None, "Comma list of attacks (default: the paper's, "
-                  "attacks.registry.PAPER_ATTACKS).", flag_values=FLAGS)
+flags.DEFINE_list("attacks", None, "Comma list of attacks (default: the paper's and PGD on the margin "
+                  "loss, attacks.registry.DEFAULT_ATTACKS).", flag_values=FLAGS)
 flags.DEFINE_integer("n_samples", None, "Attack at most the first N test samples (default: gradient "
                      "attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper).",
                      flag_values=FLAGS, lower_bound=1, upper_bound=common.BOUNDS["n_samples"]["upper_bound"])
@@ -146,7 +146,7 @@ class SuiteOptions:
         """The checked attack names, repeats dropped. Raises UsageError on any bad setting."""
         from attacks import registry
 
-        names = list(registry.PAPER_ATTACKS) if self.attacks is None else list(self.attacks)
+        names = list(registry.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
         if not names or not all(names):
             raise UsageError(f"--attacks is empty: choose from {', '.join(registry.ATTACKS)}")
         unknown = [a for a in names if a not in registry.ATTACKS]
@@ -544,7 +544,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     if opts.sanity:
         results["sanity"] = run_sanity(model, plan, x, y, results, masks, opts, fp)
         save()
-    return {"run_dir": plan.run_dir, "natural_accuracy": natural, "attacks": outcomes,
+    return {"run_dir": plan.run_dir, "natural_accuracy": natural, "n_test": int(len(x)), "attacks": outcomes,
             "params": {k: p for k, (p, _) in plan.attacks.items()},
             "n_samples": {k: n for k, (_, n) in plan.attacks.items()},
             "any_attack": results.get("any_attack"),
@@ -574,8 +574,10 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, res
     if all("robust_accuracy" in attacks.get(a, {}) for a in ("spsa", "pgd")):
         got = [masks.get(a) for a in ("spsa", "pgd")]
         pair = None if any(g is None for g in got) else tuple(got)
+    stronger = {a: masks[a] for a in sanity.STRONGER if a in masks and "robust_accuracy" in attacks.get(a, {})}
     t0 = time.time()
-    report = sanity.report(pgd_robust, params, previous=old if same else None, spsa_vs_pgd=pair)
+    report = sanity.report(pgd_robust, params, previous=old if same else None, spsa_vs_pgd=pair,
+                           below_pgd=(stronger, masks["pgd"]) if stronger and "pgd" in masks else None)
     if "spsa" in attacks and pair is None:
         report["spsa_vs_pgd"] = {"skipped": "needs finished spsa and pgd results with their "
                                             f"per-sample flags ({MASKS_FILE}); re-run them with --force"}
@@ -591,10 +593,10 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, res
 # 7. The table
 # --------------------------------------------------------------------------------------------------
 
-_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "bim": "BIM", "mim": "MIM", "mul_pgd": "mul-PGD",
+_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "pgd_margin": "PGD (CW margin loss)", "bim": "BIM", "mim": "MIM", "mul_pgd": "mul-PGD",
            "mul_bim": "mul-BIM", "mul_mim": "mul-MIM", "spsa": "SPSA", "bb_pgd1": "B&B (wPGD1)",
            "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack"}
-_WITH_K = ("pgd", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
+_WITH_K = ("pgd", "pgd_margin", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
 ANY_ROW = "Any attack (per-sample worst case)"
 
 
@@ -606,29 +608,37 @@ def attack_label(name: str, ks: list[int]) -> str:
     return label
 
 
-def _cell(value: Outcome) -> str:
+def _cell(value: Outcome, n: Optional[int] = None) -> str:
+    """A percentage, with its 95 % Wilson interval when the sample count n is known."""
+    from eval import stats
+
     if isinstance(value, float):
-        return f"{100 * value:.1f}"
+        if not n:
+            return f"{100 * value:.1f}"
+        lo, hi = stats.wilson_interval(round(value * n), n)
+        return f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
     return value or "n/a"
 
 
 def markdown_table(columns: list[tuple[str, dict]]) -> str:
     """Rows: natural accuracy, each attack, then the worst case over the attacks; one column per
-    run; percentages, one decimal.
+    run; percentages, one decimal, each with its 95 % Wilson interval over the samples it counts.
 
     :param columns: (header, evaluate_run's summary) per run.
     """
     names = list(dict.fromkeys(n for _, s in columns for n in s["attacks"]))
     lines = ["| Attack | " + " | ".join(h for h, _ in columns) + " |",
              "|---|" + "---:|" * len(columns),
-             f"| {NAT_ROW} | " + " | ".join(_cell(s["natural_accuracy"]) for _, s in columns) + " |"]
+             f"| {NAT_ROW} | " + " | ".join(_cell(s["natural_accuracy"], s.get("n_test")) for _, s in columns)
+             + " |"]
     for name in names:
         ks = [s["params"][name]["nb_iter"] for _, s in columns
               if name in s["params"] and "nb_iter" in s["params"][name]]
-        cells = [_cell(s["attacks"].get(name)) for _, s in columns]
+        cells = [_cell(s["attacks"].get(name), s.get("n_samples", {}).get(name)) for _, s in columns]
         lines.append(f"| {attack_label(name, ks)} | " + " | ".join(cells) + " |")
     if any(s.get("any_attack") for _, s in columns):
-        cells = [f"{_cell(s['any_attack']['robust_accuracy'])} (n = {s['any_attack']['n_samples']})"
+        cells = [f"{_cell(s['any_attack']['robust_accuracy'], s['any_attack']['n_samples'])} "
+                 f"(n = {s['any_attack']['n_samples']})"
                  if s.get("any_attack") else "n/a" for _, s in columns]
         lines.append(f"| **{ANY_ROW}** | " + " | ".join(cells) + " |")
     return "\n".join(lines)

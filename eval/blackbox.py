@@ -114,6 +114,26 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         results=results, seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fps))
 
 
+TRANSFER_MARGIN = 0.02
+
+
+def transfer_warnings(result: dict, margin: float = TRANSFER_MARGIN) -> list[str]:
+    """The masking check "a transferred attack beats the white-box one" (Carlini et al. 2019,
+    "On evaluating adversarial robustness", section 5.3): for every target j, examples crafted
+    against another model i should not break j more than j's own white-box PGD does."""
+    out = []
+    labels = result["labels"]
+    for entry in result["results"]:
+        acc = np.asarray(entry["accuracy"])
+        for j in range(len(labels)):
+            for i in range(len(labels)):
+                if i != j and acc[i, j] < acc[j, j] - margin - 1e-9:
+                    out.append(f"eps={entry['eps']:.4g}: PGD against {labels[i]} leaves {labels[j]} at "
+                               f"{acc[i, j]:.3f}, below its white-box {acc[j, j]:.3f} (threshold {margin:g}): "
+                               f"{labels[j]}'s gradients mislead white-box PGD; trust the transferred number")
+    return out
+
+
 def table(result: dict, entry: dict) -> str:
     """One ε of the matrix, in percent: rows = source, columns = target."""
     labels = result["labels"]
@@ -168,6 +188,7 @@ def write_outputs(result: dict, out_dir: str) -> list[str]:
     for entry in result["results"]:
         text += [caption(result, entry), "", table(result, entry), ""]
         paths += heatmap(result, entry, os.path.join(out_dir, f"blackbox_eps{eps_tag(entry['eps'])}"))
+    text += [f"WARNING (masking check): {w}" for w in transfer_warnings(result)]
     md = os.path.join(out_dir, "blackbox.md")
     with open(md, "w") as f:
         f.write("\n".join(text))
@@ -205,6 +226,8 @@ def main(argv):
     for entry in result["results"]:
         print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")
         print(table(result, entry) + "\n")
+    for w in transfer_warnings(result):
+        print(f"WARNING (masking check): {w}")
     paths = write_outputs(result, FLAGS.out_dir)
     print("wrote " + ", ".join(paths))
 

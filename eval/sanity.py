@@ -19,6 +19,13 @@ evaluating adversarial robustness"):
    ``STEPS_TOLERANCE``; if it does not, the reported k had not converged.
 3. ``spsa_vs_pgd``: the gradient-free SPSA does not beat PGD by more than ``SPSA_MARGIN`` on the
    same samples; a gradient-free attack doing better means the gradients mislead PGD.
+4. ``sweep_monotone``: robust accuracy does not rise with ε in the sweep of check 1 (by more than
+   ``STEPS_TOLERANCE``); a larger ball contains the smaller one, so a rise means PGD got lost.
+5. ``below_pgd``: no multi-targeted attack, AutoAttack or PGD on the margin loss is more than
+   ``ATTACK_MARGIN`` below cross-entropy PGD on the same samples: the untargeted cross-entropy
+   number would overstate robustness (Carlini et al. 2019, "On evaluating adversarial robustness",
+   sections 4.3 and 5.2: try other losses and targeted attacks), and the stronger attack's number
+   (or the any-attack row) is the one to trust.
 
 Each check returns its numbers and ``passed``; ``report`` gathers them with one warning string per
 failed check.
@@ -33,6 +40,8 @@ EPS_MAX = 0.5
 SWEEP_MAX_ACCURACY = 0.05
 STEPS_TOLERANCE = 0.01
 SPSA_MARGIN = 0.02
+ATTACK_MARGIN = 0.02
+STRONGER = ("pgd_margin", "mul_pgd", "mul_bim", "mul_mim", "autoattack")  # what check 5 compares
 SUBSET = 500  # samples the PGD checks run on (the first ones of the attacked set)
 
 RobustFn = Callable[[dict], np.ndarray]
@@ -88,6 +97,26 @@ def check_spsa_vs_pgd(spsa_mask: np.ndarray, pgd_mask: np.ndarray,
             "passed": not spsa_acc < pgd_acc - margin - 1e-9}  # exactly the margin passes
 
 
+def check_sweep_monotone(sweep: dict, tolerance: float = STEPS_TOLERANCE) -> dict:
+    """Check 4 on check 1's numbers: the largest rise of robust accuracy from one ε to the next."""
+    acc = sweep["robust_accuracy"]
+    rise = max([b - a for a, b in zip(acc, acc[1:])], default=0.0)
+    return {"eps": sweep["eps"], "largest_rise": float(rise), "tolerance": tolerance,
+            "passed": rise <= tolerance + 1e-9}
+
+
+def check_below_pgd(masks: dict[str, np.ndarray], pgd_mask: np.ndarray,
+                    margin: float = ATTACK_MARGIN) -> dict:
+    """Check 5: each attack of ``masks`` against PGD on the first min(len) samples both attacked."""
+    out = {}
+    for name, mask in masks.items():
+        n = min(len(mask), len(pgd_mask))
+        acc, pgd_acc = float(mask[:n].mean()), float(pgd_mask[:n].mean())
+        out[name] = {"n_samples": n, "robust_accuracy": acc, "pgd": pgd_acc, "margin": margin,
+                     "passed": not acc < pgd_acc - margin - 1e-9}
+    return out
+
+
 def warnings_for(checks: dict) -> list[str]:
     """One line per failed check, saying what it suggests."""
     out = []
@@ -106,14 +135,26 @@ def warnings_for(checks: dict) -> list[str]:
     if c.get("passed") is False:
         out.append(f"gradient-free SPSA ({c['spsa']:.3f}) beats PGD ({c['pgd']:.3f}) by more than "
                    f"{c['margin']:g} on the same {c['n_samples']} samples; gradients mislead PGD")
+    c = checks.get("sweep_monotone", {})
+    if c.get("passed") is False:
+        out.append(f"eps sweep: robust accuracy rises by {c['largest_rise']:.3f} as eps grows (tolerance "
+                   f"{c['tolerance']:g}); a larger ball cannot be safer: PGD got lost, gradients may be masked")
+    for name, c in checks.get("below_pgd", {}).items():
+        if c.get("passed") is False:
+            out.append(f"{name} ({c['robust_accuracy']:.3f}) is {c['pgd'] - c['robust_accuracy']:.3f} below "
+                       f"cross-entropy PGD ({c['pgd']:.3f}) on the same {c['n_samples']} samples (threshold "
+                       f"{c['margin']:g}): PGD overstates robustness here; trust {name} or the any-attack "
+                       f"row (Carlini et al. 2019)")
     return out
 
 
 def report(pgd_robust: Optional[RobustFn], params: dict, previous: Optional[dict] = None,
-           spsa_vs_pgd: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
+           spsa_vs_pgd: Optional[tuple[np.ndarray, np.ndarray]] = None,
+           below_pgd: Optional[tuple[dict[str, np.ndarray], np.ndarray]] = None) -> dict:
     """All checks. ``previous``: checks 1 and 2 from an earlier report with the same settings,
     reused instead of re-running PGD (``pgd_robust`` may then be None). ``spsa_vs_pgd``: the
-    (SPSA, PGD) robust masks for check 3, or None if SPSA was not run."""
+    (SPSA, PGD) robust masks for check 3, or None if SPSA was not run. ``below_pgd``: ({attack:
+    mask} of the ``STRONGER`` attacks that ran, PGD's mask) for check 5."""
     if previous is not None:
         checks = {k: previous[k] for k in ("eps_sweep", "double_steps")}
     else:
@@ -121,4 +162,6 @@ def report(pgd_robust: Optional[RobustFn], params: dict, previous: Optional[dict
         checks = {"eps_sweep": sweep, "double_steps": check_double_steps(pgd_robust, params, base)}
     checks["spsa_vs_pgd"] = (check_spsa_vs_pgd(*spsa_vs_pgd) if spsa_vs_pgd is not None
                              else {"skipped": "spsa was not run"})
+    checks["sweep_monotone"] = check_sweep_monotone(checks["eps_sweep"])
+    checks["below_pgd"] = check_below_pgd(*below_pgd) if below_pgd else {}
     return {"warnings": warnings_for(checks), **checks}

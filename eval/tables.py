@@ -39,7 +39,8 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
     finished = reuse.same_weights(entries, fp)
     shown = {n: e for n, e in entries.items() if n in finished or "skipped" in e}
     worst = res.get("any_attack")
-    summary = {"natural_accuracy": res["natural_accuracy"],
+    summary = {"natural_accuracy": res["natural_accuracy"], "n_test": res.get("n_test"),
+               "n_samples": {n: e.get("n_samples") for n, e in shown.items()},
                "attacks": {n: e.get("robust_accuracy", "skipped") for n, e in shown.items()},
                "params": {n: e["params"] for n, e in shown.items() if "params" in e},
                "any_attack": worst if worst and set(worst["attacks"]) <= set(finished) else None}

@@ -13,7 +13,7 @@ import tensorflow as tf
 from attacks import registry
 from conftest import copy_run
 from attacks.errors import AttackUnavailable
-from eval import attack_suite, reuse, sanity
+from eval import attack_suite, reuse, sanity, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--attacks", "fgsm,pgd", "--n_samples", "64", "--nb_iter", "5", "--batch_size", "32"]
@@ -106,8 +106,10 @@ def test_table_has_the_papers_rows(first_run):
     assert lines[0] == "| Attack | CCE-RM_2 |"
     assert [l.split("|")[1].strip() for l in lines[2:]] == [
         "Non-att (Nat. acc.)", "FGSM", "PGD k = 5", f"**{attack_suite.ANY_ROW}**"]
-    assert lines[2].split("|")[2].strip() == f"{100 * r['natural_accuracy']:.1f}"
-    assert lines[4].split("|")[2].strip() == f"{100 * r['attacks']['pgd']['robust_accuracy']:.1f}"
+    for line, value, n in ((lines[2], r["natural_accuracy"], r["n_test"]),
+                           (lines[4], r["attacks"]["pgd"]["robust_accuracy"], 64)):
+        lo, hi = stats.wilson_interval(round(value * n), n)  # each cell: value [95 % Wilson interval]
+        assert line.split("|")[2].strip() == f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def test_plain_model_passes_the_eps_sweep(first_run):

@@ -32,11 +32,11 @@ def test_table_columns_rows_and_samples(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "| Attack | CCE-RM_2 | CCE_3 |"
-    assert "| Non-att (Nat. acc.) | 75.2 | 75.0 |" in lines
-    assert "| PGD k = 100 | 62.3 | 61.0 |" in lines
-    assert "| mul-PGD k = 20 | 50.0 | n/a |" in lines
+    assert "| Non-att (Nat. acc.) | 75.2 [74.3, 76.0] | 75.0 [74.1, 75.8] |" in lines  # Wilson, n = 10000
+    assert "| PGD k = 100 | 62.3 [59.3, 65.3] | 61.0 [57.9, 64.0] |" in lines           # n = 1000
+    assert "| mul-PGD k = 20 | 50.0 [46.9, 53.1] | n/a |" in lines
     assert "| Auto-Attack | skipped | skipped |" in lines
-    assert "| **Any attack (per-sample worst case)** | 48.1 (n = 1000) | n/a |" in lines
+    assert "| **Any attack (per-sample worst case)** | 48.1 [45.0, 51.2] (n = 1000) | n/a |" in lines
     assert "CCE-RM_2: 1000 samples: pgd, mul_pgd" in lines
     assert "paper" not in out.lower()
 
@@ -72,4 +72,4 @@ def test_an_entry_of_other_weights_is_left_out(tmp_path, capsys):
     path.write_text(json.dumps(r))
     assert tables.main(["tables", "--run_dir", a]) == 0
     out = capsys.readouterr().out
-    assert "| PGD k = 100 | 60.0 |" in out and "MIM" not in out
+    assert "| PGD k = 100 | 60.0 [56.9, 63.0] |" in out and "MIM" not in out

@@ -1,0 +1,68 @@
+"""The evaluation the paper did not do: PGD on the margin loss, and the masking checks that fire when
+a stronger attack or a transferred one beats cross-entropy PGD (Carlini et al. 2019)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from attacks import gradient, registry
+from eval import blackbox, sanity
+
+
+def test_margin_loss_by_hand():
+    logits = tf.constant([[2.0, 5.0, 1.0], [4.0, -1.0, 3.5]])
+    labels = tf.constant([0, 0], tf.int64)
+    # max over the wrong classes minus the true one: 5 - 2 (misclassified), 3.5 - 4 (right)
+    np.testing.assert_allclose(gradient.margin_loss(labels, logits).numpy(), [3.0, -0.5])
+
+
+def test_pgd_margin_stays_in_the_ball_and_is_in_the_default_suite(tiny_run, fmnist_test):
+    from cce_tf.ensemble import load_run
+    ens = load_run(tiny_run)
+    x, y = fmnist_test[0][:64], fmnist_test[1][:64]
+    x_adv = registry.run("pgd_margin", ens, x, y, eps=0.1, eps_iter=0.01, nb_iter=5)
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not np.allclose(x_adv, x)
+    assert "pgd_margin" in registry.DEFAULT_ATTACKS and "pgd_margin" not in registry.PAPER_ATTACKS
+    assert registry.default_params("pgd_margin", "cifar10") == registry.default_params("pgd", "cifar10")
+
+
+def test_sweep_monotone_fires_on_a_rise_only():
+    rising = sanity.check_sweep_monotone({"eps": [0.1, 0.2, 0.4, 0.5], "robust_accuracy": [0.5, 0.3, 0.35, 0.0]})
+    assert not rising["passed"] and rising["largest_rise"] == pytest.approx(0.05)
+    falling = sanity.check_sweep_monotone({"eps": [0.1, 0.2], "robust_accuracy": [0.5, 0.3]})
+    assert falling["passed"]
+    w = sanity.warnings_for({"sweep_monotone": rising})
+    assert len(w) == 1 and "rises by 0.050" in w[0]
+
+
+def test_a_stronger_attack_below_pgd_is_flagged_and_named():
+    pgd = np.r_[np.ones(50, bool), np.zeros(50, bool)]          # 0.50
+    mul = np.r_[np.ones(40, bool), np.zeros(60, bool)]          # 0.40: 10 points below
+    margin = np.r_[np.ones(49, bool), np.zeros(51, bool)]       # 0.49: inside the threshold
+    checks = sanity.check_below_pgd({"mul_pgd": mul, "pgd_margin": margin}, pgd)
+    assert not checks["mul_pgd"]["passed"] and checks["pgd_margin"]["passed"]
+    w = sanity.warnings_for({"below_pgd": checks})
+    assert len(w) == 1 and w[0].startswith("mul_pgd (0.400) is 0.100 below")
+    assert "trust mul_pgd" in w[0] and "Carlini et al. 2019" in w[0]
+    # The same samples only: a longer PGD mask is cut to the attack's samples.
+    assert sanity.check_below_pgd({"autoattack": mul[:20]}, pgd)["autoattack"]["n_samples"] == 20
+
+
+def test_report_runs_the_new_checks_from_earlier_numbers():
+    previous = {"eps_sweep": {"eps": [0.1, 0.5], "robust_accuracy": [0.4, 0.6], "max_accuracy": 0.05,
+                              "passed": False},
+                "double_steps": {"nb_iter": [5, 10], "robust_accuracy": [0.4, 0.4], "tolerance": 0.01,
+                                 "passed": True}}
+    pgd = np.ones(10, bool)
+    r = sanity.report(None, {}, previous=previous, below_pgd=({"pgd_margin": np.zeros(10, bool)}, pgd))
+    assert not r["sweep_monotone"]["passed"] and not r["below_pgd"]["pgd_margin"]["passed"]
+    assert len(r["warnings"]) == 3  # the sweep's end, its rise, and the margin loss
+
+
+def test_transferred_attack_stronger_than_white_box_is_flagged():
+    result = {"labels": ["NAT", "CCE-DM"], "results": [
+        {"eps": 0.1, "accuracy": [[0.05, 0.30], [0.70, 0.45]]}]}   # NAT's examples break CCE-DM more
+    w = blackbox.transfer_warnings(result)
+    assert len(w) == 1 and "PGD against NAT leaves CCE-DM at 0.300, below its white-box 0.450" in w[0]
+    result["results"][0]["accuracy"][0][1] = 0.44                  # within the threshold
+    assert blackbox.transfer_warnings(result) == []
