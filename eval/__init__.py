@@ -7,5 +7,8 @@ Parts:
     transferability  Table 6: transferability.json
     blackbox         the black-box matrix across runs (Tables 12-13)
     detection        entropy-based detection (Figs 2-4): detection.json
+    adaptive_detection  the same detector against detector-aware attackers: adaptive_detection.json
+    reuse            the one rule for reusing a result: same weights (SHA-256), same settings
+    stats            Wilson / Newcombe intervals, paired bootstrap and McNemar, verdicts
     common           glue shared by the analyses
 """

@@ -66,3 +66,44 @@ def test_transferred_attack_stronger_than_white_box_is_flagged():
     assert len(w) == 1 and "PGD against NAT leaves CCE-DM at 0.300, below its white-box 0.450" in w[0]
     result["results"][0]["accuracy"][0][1] = 0.44                  # within the threshold
     assert blackbox.transfer_warnings(result) == []
+
+
+class _Confident:
+    """Logits of 3 classes on 2x2 images: class 0 while pixel 1 is below 0.35, then class 1, confidently
+    at 0.8 (margin 9); class 2 never wins."""
+
+    def __call__(self, x):
+        flat = tf.reshape(x, [-1, 4])
+        return tf.stack([4.0 + 0 * flat[:, 0], 20.0 * flat[:, 1] - 3.0, 0 * flat[:, 0] - 5.0], axis=1)
+
+
+@pytest.mark.parametrize("name", ["pgd_confident", "mul_pgd_confident", "two_stage"])
+def test_detector_aware_attacks_find_the_confident_wrong_class(name):
+    from attacks import detector_aware
+    model = _Confident()
+    x = np.full((8, 2, 2, 1), 0.3, np.float32)   # class 0, with class 1 within reach of ε = 0.5
+    y = np.zeros(8, np.int64)
+    params = dict(eps=0.5, eps_iter=0.05, nb_iter=20)
+    if name == "mul_pgd_confident":
+        params["threshold"] = 0.1
+    if name == "pgd_confident":
+        params["beta"] = 0.1  # a larger β holds random starts deep in class 0 there (the sweep has both)
+    x_adv = getattr(detector_aware, name)(model, x, y, **params)
+    assert np.abs(x_adv - x).max() <= 0.5 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    logits = model(tf.constant(x_adv))
+    h = detector_aware.entropy_of_logits(logits).numpy()
+    assert (logits.numpy().argmax(-1) == 1).all()   # misclassified ...
+    assert (h < 0.1).all()                            # ... and below a 0.1 detector threshold
+
+
+def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run, tmp_path):
+    from conftest import copy_run
+    from eval import adaptive_detection
+    run = copy_run(tiny_run, tmp_path / "run")
+    r = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
+    assert set(r["attacks"]) == {"pgd", "pgd_confident_beta1", "mul_pgd_confident", "two_stage"}
+    worst = min(m["robust"] for m in r["attacks"].values())
+    assert r["detection_aware_robust_accuracy"] <= worst <= r["natural_accuracy"]
+    assert adaptive_detection.threshold_at_fpr(np.arange(100.0)) == pytest.approx(94.05)
+    again = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
+    assert again["seconds"] == r["seconds"]  # reused: same weights and settings

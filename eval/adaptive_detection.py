@@ -1,0 +1,155 @@
+"""Detection by entropy against attackers who know the detector: the detection-aware robust accuracy.
+
+Usage::
+
+    python -m eval.adaptive_detection --run_dir runs/cce_dm [--n_samples 1000] [--nb_iter 20]
+
+    from eval.adaptive_detection import evaluate
+    r = evaluate("runs/cce_dm", n_samples=1000)
+    r["detection_aware_robust_accuracy"], r["attacks"]["mul_pgd_confident"]["auc"]
+
+The defender flags an input when the entropy of f^en exceeds the threshold that flags 5 % of the clean
+test images the ensemble classifies correctly. The attacker knows this (attacks/detector_aware.py):
+PGD on C − β·H for each β of ``BETAS``, multi-targeted PGD towards confident wrong classes, and a
+two-stage attack that lowers the entropy of the best untargeted example; plain PGD (the paper's
+attacker) is run for reference. Per attack: the AUC as eval.detection computes it, and the share of
+samples it turns into a misclassified input the detector lets through. The headline,
+``detection_aware_robust_accuracy``, is the share of test samples the ensemble gets right and on which
+no attack produces such an input.
+
+Writes RUN/eval/adaptive_detection.json with the weights' SHA-256 and its settings (reused by the rule
+of eval.reuse; --force recomputes).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from eval import common, detection, reuse
+
+JSON_NAME = "adaptive_detection.json"
+BETAS = (0.1, 0.5, 1.0)
+FPR = 0.05
+
+
+def threshold_at_fpr(h_clean: np.ndarray, fpr: float = FPR) -> float:
+    """The entropy above which ``fpr`` of the clean (correctly classified) inputs lie."""
+    return float(np.quantile(np.asarray(h_clean, np.float64), 1.0 - fpr))
+
+
+def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, **params) -> np.ndarray:
+    import keras
+
+    out = []
+    for start in range(0, len(x), batch_size):
+        keras.utils.set_random_seed(seed * 1_000_003 + start)   # as eval.attack_suite.batch_seed
+        out.append(fn(ens, x[start:start + batch_size], y[start:start + batch_size], **params))
+    return np.concatenate(out) if out else x.copy()
+
+
+def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 500, seed: int = 0,
+             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
+             betas: Sequence[float] = BETAS, force: bool = False, verbose: bool = True) -> dict:
+    """Every detector-aware attack on the first ``n_samples`` test images; writes and returns
+    RUN/eval/adaptive_detection.json's dict."""
+    from attacks import detector_aware, gradient
+
+    cfg = common.read_run_config(run_dir)
+    p = detection.attack_settings(cfg["dataset"], eps, eps_iter, nb_iter)
+    ens, cfg = common.load_run_checked(run_dir)
+    fp = reuse.fingerprint(run_dir)
+    path = common.eval_path(run_dir, JSON_NAME)
+    settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=p["eps_iter"],
+                    nb_iter=p["nb_iter"], betas=list(betas), fpr=FPR)
+    old = common.read_json(path)
+    decision = reuse.decide(old, fp, settings, force)
+    if decision.reuse:
+        return old
+    log = (lambda msg: print(f"[{run_dir}] {msg}", flush=True)) if verbose else (lambda msg: None)
+    for line in reuse.explain(path, {"adaptive detection": decision}):
+        log(line)
+    x, y = common.test_samples(cfg["dataset"], n_samples or None)
+    t0 = time.time()
+    logits = common.predict(ens, x, batch_size)
+    correct = logits.argmax(-1) == y
+    h_clean = common.entropy_of_logits(logits)
+    thr = threshold_at_fpr(h_clean[correct])
+    kw = dict(eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"])
+    attacks = {"pgd": (gradient.pgd, kw)}
+    attacks.update({f"pgd_confident_beta{b:g}": (detector_aware.pgd_confident, dict(kw, beta=b)) for b in betas})
+    attacks["mul_pgd_confident"] = (detector_aware.mul_pgd_confident, dict(kw, threshold=thr))
+    attacks["two_stage"] = (detector_aware.two_stage, kw)
+    steps = p["nb_iter"] * (1 + len(betas) + (int(cfg["num_classes"]) - 1) + 2)
+    log(common.estimate_line(ens, x, steps, batch_size, f"{', '.join(attacks)} (k = {p['nb_iter']})"))
+
+    evaded_any = np.zeros(len(x), bool)
+    results = {}
+    for name, (fn, params) in attacks.items():
+        x_adv = _craft(fn, ens, x, y, batch_size, seed, **params)
+        if np.abs(x_adv - x).max(initial=0.0) > p["eps"] + 1e-6 or x_adv.min(initial=0) < 0 or x_adv.max(initial=1) > 1:
+            raise RuntimeError(f"{name}: x_adv outside the ε-ball or [0, 1]")
+        logits_adv = common.predict(ens, x_adv, batch_size)
+        fooled = logits_adv.argmax(-1) != y
+        h_adv = common.entropy_of_logits(logits_adv)
+        evaded = correct & fooled & (h_adv <= thr)
+        evaded_any |= evaded
+        m = detection.detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
+        results[name] = dict(auc=m["auc"], tpr_at_5fpr=m["tpr_at_5fpr"], adv_accuracy=float(np.mean(~fooled)),
+                             evaded=float(evaded.mean()), robust=float(np.mean(correct & ~evaded)),
+                             params={k: v for k, v in params.items() if k != "threshold"})
+        log(f"{name}: AUC {common.pct(m['auc'])}, adversarial accuracy {common.pct(results[name]['adv_accuracy'])}%, "
+            f"{common.pct(results[name]['evaded'])}% misclassified and not flagged")
+    result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=common.run_label(cfg),
+                  n_samples=int(len(x)), natural_accuracy=float(correct.mean()), threshold=thr, fpr=FPR,
+                  attacks=results, detection_aware_robust_accuracy=float(np.mean(correct & ~evaded_any)),
+                  seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fp))
+    if old and old.get(reuse.KEY) != fp:
+        reuse.keep_stale(path, old.get(reuse.KEY))
+    common.write_json(path, result)
+    log(f"detection-aware robust accuracy {common.pct(result['detection_aware_robust_accuracy'])}% "
+        f"(threshold H > {thr:.3f} flags {100 * FPR:g}% of clean images); wrote {path}")
+    return result
+
+
+def table(rows: Sequence[tuple[str, dict]]) -> str:
+    """Per run and attack: AUC, adversarial accuracy, share evading the detector, in percent."""
+    body = []
+    for label, r in rows:
+        for name, m in r["attacks"].items():
+            body.append([label, name, common.pct(m["auc"]), common.pct(m["adv_accuracy"]), common.pct(m["evaded"])])
+        body.append([label, "**any (detection-aware robust accuracy)**", "", "",
+                     f"**{common.pct(r['detection_aware_robust_accuracy'])}** robust"])
+    return common.markdown_table(["Model", "Attack", "AUC", "adv. acc.", "fooled and not flagged"], body)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.run_dir:
+        raise common.UsageError("give at least one --run_dir")
+    eps = None if FLAGS.eps is None else common.parse_number(FLAGS.eps, "--eps")
+    eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
+    configs = [common.read_run_config(d) for d in FLAGS.run_dir]
+    for cfg in configs:
+        detection.attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter)
+    labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    common.quiet_tf()
+    rows = [(label, evaluate(d, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed, eps, eps_iter,
+                             FLAGS.nb_iter, force=FLAGS.force)) for d, label in zip(FLAGS.run_dir, labels)]
+    print("\nDetection by entropy against detector-aware attackers (threshold: 5% FPR on clean images); "
+          "percentages\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    common.define_multi_run_flags("Unused (results go to RUN/eval/).")
+    flags.DEFINE_string("eps", None, "Attack radius (default per data set).")
+    flags.DEFINE_string("eps_iter", None, "Step size η (default: the detection step, ε/8).")
+    common.run_cli(main)
