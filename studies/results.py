@@ -242,6 +242,10 @@ def _row_label(key: str) -> str:
         return attack_suite.NAT_ROW
     if key == "any_attack":
         return f"**{attack_suite.ANY_ROW}**"
+    if key.startswith("auc_sweep"):
+        return f"AUC, PGD ε sweep point {int(key[9:]) + 1}"
+    if key.startswith("auc_"):
+        return f"AUC, {attack_suite.attack_label(key[4:], [])}"
     return attack_suite.attack_label(key, [])
 
 

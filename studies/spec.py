@@ -107,9 +107,17 @@ class Study:
 
 
 def names() -> list[str]:
-    """Every study name: the files under specs/, then "paper" (all of them)."""
-    files = sorted(f[:-5] for f in os.listdir(SPEC_DIR) if f.endswith(".toml"))
-    return files + [PAPER]
+    """Every study name in the paper's order: the files under specs/, then "paper" (all of them)."""
+    files = [f[:-5] for f in os.listdir(SPEC_DIR) if f.endswith(".toml")]
+    return sorted(files, key=_paper_order) + [PAPER]
+
+
+def _paper_order(name: str) -> tuple:
+    """Tables before figures, each by number (table10a after table9), as the paper prints them."""
+    kind = name.rstrip("0123456789ab")
+    rest = name[len(kind):]
+    number = rest.rstrip("ab")
+    return (kind != "table", kind, int(number) if number else 0, rest[len(number):])
 
 
 def load(name: str) -> Study:
