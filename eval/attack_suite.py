@@ -144,14 +144,7 @@ class SuiteOptions:
 
     def attack_names(self) -> list[str]:
         """The checked attack names, repeats dropped. Raises UsageError on any bad setting."""
-        from attacks import registry
-
-        names = list(registry.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
-        if not names or not all(names):
-            raise UsageError(f"--attacks is empty: choose from {', '.join(registry.ATTACKS)}")
-        unknown = [a for a in names if a not in registry.ATTACKS]
-        if unknown:
-            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(registry.ATTACKS)}")
+        # The numbers first: they need no import (the attack registry starts TensorFlow).
         for flag, low in (("n_samples", 1), ("batch_size", 1), ("nb_iter", 1), ("mul_nb_iter", 1)):
             value = getattr(self, flag)
             if value is not None and value < low:
@@ -160,6 +153,14 @@ class SuiteOptions:
             value = getattr(self, flag)
             if value is not None and not (math.isfinite(value) and 0 < value <= 1):
                 raise UsageError(f"--{flag} must be in (0, 1] (pixel units), got {value}")
+        from attacks import registry
+
+        names = list(registry.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
+        if not names or not all(names):
+            raise UsageError(f"--attacks is empty: choose from {', '.join(registry.ATTACKS)}")
+        unknown = [a for a in names if a not in registry.ATTACKS]
+        if unknown:
+            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(registry.ATTACKS)}")
         return list(dict.fromkeys(names))
 
 
@@ -224,11 +225,11 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
 
     :return: (one RunPlan per run folder, {dataset: (x_test, y_test)}).
     """
+    names = opts.attack_names()  # bad options fail here, before TensorFlow starts
     from attacks import registry
     from cce_tf import data
-    from eval import common, sanity
+    from eval import sanity
 
-    names = opts.attack_names()
     if not run_dirs:
         raise UsageError("--run_dir is required (a run folder written by python -m cce_tf.train)")
     plans, test_sets = [], {}
@@ -711,6 +712,5 @@ def cli(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    import tensorflow as tf
-    tf.get_logger().setLevel("ERROR")  # the sanity sweep retraces PGD once per ε, on purpose
+    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
     sys.exit(cli())

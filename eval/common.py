@@ -132,13 +132,17 @@ def check_pgd(eps_values: Sequence[float], eps_iter: float, nb_iter: int) -> Non
 
 
 def parse_number(text: str | float, name: str = "value") -> float:
-    """A float from "0.031", "8/255" or a number; UsageError otherwise."""
+    """A radius or step in pixel units from "0.031", "8/255" or a number: in (0, 1], else
+    UsageError (checked here, as the flag is read, before any slow import)."""
     if isinstance(text, (int, float)):
-        return float(text)
-    try:
-        return float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"{name} must be a number or a fraction like 8/255, got {text!r}") from None
+        value = float(text)
+    else:
+        try:
+            value = float(Fraction(str(text).strip()))
+        except (ValueError, ZeroDivisionError):
+            raise UsageError(f"{name} must be a number or a fraction like 8/255, got {text!r}") from None
+    check_radius(value, name)
+    return value
 
 
 def parse_numbers(items: Iterable[str], name: str) -> list[float]:

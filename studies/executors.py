@@ -122,9 +122,10 @@ def make_pool(executor: str, out_dir: str, max_parallel: int, ray_address: Optio
 
 def execute(todo: list[Job], out_dir: str, pool, max_parallel: int,
             eta: Callable[[list[Job]], float], done_before: set[str] = frozenset(),
-            stream=sys.stderr) -> list[dict]:
+            stream=None) -> list[dict]:
     """Run ``todo`` (dependencies first) on ``pool``; returns one outcome per job that ran or was
     held back (ok False, error "needs ...")."""
+    stream = stream or sys.stderr  # looked up now: a test may have swapped sys.stderr since import
     pending = list(todo)
     done = set(done_before)
     failed: set[str] = set()

@@ -65,14 +65,16 @@ def seeds() -> tuple[int, ...]:
 def main(argv: list[str]) -> int:
     """Returns the exit code: 0 all done, 1 some job failed."""
     from cce_tf import data
-    from studies import costs, executors, jobs, plan, results
 
     parse(argv)
-    common.quiet_tf()
     if not FLAGS.study:
         raise common.UsageError(f"--study is required: one of {', '.join(spec.names())}")
     if FLAGS.dataset is not None and FLAGS.dataset not in data.DATASETS:
         raise common.UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {FLAGS.dataset!r}")
+    chosen_seeds = seeds()  # bad input fails here, before the slow imports below
+    from studies import costs, executors, jobs, plan, results
+
+    common.quiet_tf()
     try:
         study = spec.load(FLAGS.study)
     except KeyError as e:
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> int:
         raise common.UsageError(str(e)) from None
     scale = SCALES[FLAGS.scale]
     out_dir = FLAGS.out_dir or os.path.join("results", study.name)
-    p = plan.make(study, scale, seeds(), out_dir, FLAGS.dataset)
+    p = plan.make(study, scale, chosen_seeds, out_dir, FLAGS.dataset)
     done = {j.id for j in p.jobs if jobs.is_done(j, out_dir)}
     todo = [j for j in p.jobs if j.id not in done]
     parallel = FLAGS.max_parallel

@@ -12,6 +12,7 @@ from figures import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(batch_size=256, nb_iter=2)
+DETECTION = dict(FAST, n_samples=64)  # the detection figures reuse the fixture's results: same settings
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def run(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("fig") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("eval", "figures", "logs",
                                                                   "checkpoints"))
-    detection.evaluate(str(out), n_samples=64, sweep_eps=[0.025, 0.1], verbose=False, **FAST)
+    detection.evaluate(str(out), verbose=False, **DETECTION)
     return str(out)
 
 
@@ -63,7 +64,7 @@ def check_png(paths, run_dir, name):
 def test_entropy_histogram(run, drawn):
     from figures import entropy_histogram
 
-    paths = entropy_histogram.make(run, **FAST)
+    paths = entropy_histogram.make(run, **DETECTION)
     check_png(paths, run, "entropy_histogram")
     text = drawn["entropy_histogram"]
     for expected in ("Histogram of prediction entropy", "Entropy of the ensemble prediction",
@@ -74,7 +75,7 @@ def test_entropy_histogram(run, drawn):
 def test_roc_attacks(run, drawn):
     from figures import roc_attacks
 
-    paths = roc_attacks.make(run, **FAST)
+    paths = roc_attacks.make(run, **DETECTION)
     check_png(paths, run, "roc_attacks")
     text = drawn["roc_attacks"]
     for expected in ("ROC of CCE-RM under multiple types of attack", "False Positive Rate",
@@ -86,7 +87,7 @@ def test_roc_attacks(run, drawn):
 def test_roc_eps(run, drawn):
     from figures import roc_eps
 
-    paths = roc_eps.make(run, **FAST)
+    paths = roc_eps.make(run, **DETECTION)
     check_png(paths, run, "roc_eps")
     text = drawn["roc_eps"]
     for expected in ("ROC of CCE-RM under multiple attack strengths", "False Positive Rate",
