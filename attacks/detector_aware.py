@@ -69,29 +69,16 @@ def _entropy_and_pred(model: Callable, x: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def mul_pgd_confident(model: Callable, x: np.ndarray, y: np.ndarray, threshold: float, eps: float,
                       eps_iter: float, nb_iter: int) -> np.ndarray:
-    """Targeted PGD towards each wrong class t = (y + k) mod C; per sample the first candidate that
-    is misclassified with entropy below ``threshold`` (fools model and detector), else the wrong one
-    with the lowest entropy, else the one with the lowest entropy."""
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y, np.int64)
-    x_adv = x.copy()
-    if len(x) == 0:
-        return x_adv
-    num_classes = int(model(tf.constant(x[:1])).shape[-1])
-    best = np.full(len(x), np.inf)      # a key that orders: undetected wrong < wrong < right
-    for k in range(1, num_classes):
-        idx = np.flatnonzero(~(best < 0))  # samples without an undetected wrong candidate yet
-        if idx.size == 0:
-            break
-        cand = gradient.pgd(model, x[idx], y[idx], eps, eps_iter, nb_iter, targeted=True,
-                            y_target=(y[idx] + k) % num_classes)
-        h, pred = _entropy_and_pred(model, cand)
-        wrong = pred != y[idx]
-        key = np.where(wrong & (h < threshold), -1.0, np.where(wrong, h, 1e6 + h))
-        take = key < best[idx]
-        x_adv[idx[take]] = cand[take]
-        best[idx[take]] = key[take]
-    return x_adv
+    """Targeted PGD towards each wrong class t = (y + k) mod C (``gradient.multi_targeted``); per
+    sample the first candidate that is misclassified with entropy below ``threshold`` (fools model
+    and detector), else the wrong one with the lowest entropy, else the one with the lowest entropy."""
+    def rank(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        h = entropy_of_logits(tf.constant(logits)).numpy()
+        wrong = logits.argmax(-1) != labels
+        return np.where(wrong & (h < threshold), -1.0, np.where(wrong, h, 1e6 + h))
+
+    return gradient.multi_targeted(gradient.pgd, model, x, y, rank=rank, eps=eps, eps_iter=eps_iter,
+                                   nb_iter=nb_iter)
 
 
 def two_stage(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, eps_iter: float, nb_iter: int,

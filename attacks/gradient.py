@@ -191,20 +191,30 @@ def pgd_margin(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, eps_it
 # --------------------------------------------------------------------------------------------------
 
 
+def _broken_or_least_true(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """mulA's ranking of candidates: -1 where the model is wrong (done), else p(true class)."""
+    probs = tf.nn.softmax(logits).numpy()
+    return np.where(probs.argmax(axis=1) != y, -1.0, probs[np.arange(len(y)), y])
+
+
 def multi_targeted(attack: Callable, model: Callable, x: np.ndarray, y: np.ndarray,
+                   rank: Callable[[np.ndarray, np.ndarray], np.ndarray] = _broken_or_least_true,
                    **params: Any) -> np.ndarray:
     """mulA: one targeted ``attack`` towards every label but the true one, y_t = (y + t) mod C for
     t = 1..C-1; a sample is broken if ANY of them makes the model wrong (paper, appendix
     "Robustness evaluation metrics").
 
-    Targets are tried in order of t and a broken sample is not attacked again, so each sample gets
-    its first successful targeted x_adv or, if none succeeds, the candidate with the lowest model
-    probability of the true class.
+    Targets are tried in order of t; each sample keeps the candidate ``rank(logits, y)`` scores
+    lowest, and a sample whose best score is negative (by default: broken) is not attacked again.
+    So each sample gets its first successful targeted x_adv or, if none succeeds, the candidate with
+    the lowest model probability of the true class.
 
     :param attack: a targeted-capable adapter of this module (``pgd``, ``bim``, ``mim``, ...).
     :param model: callable, float32 NHWC images in [0, 1] -> logits (C classes).
     :param x: numpy float32 batch of clean images.
     :param y: int64 true labels.
+    :param rank: (candidate logits, y) -> a score per sample, lower is better, negative is done
+        (attacks/detector_aware.py ranks by "wrong and below the detector's threshold").
     :param params: the attack's own parameters (eps, eps_iter, nb_iter, ...).
     :return: x_adv, numpy float32, inside the ε-ball and [0, 1].
     """
@@ -214,21 +224,17 @@ def multi_targeted(attack: Callable, model: Callable, x: np.ndarray, y: np.ndarr
     if len(x) == 0:
         return x_adv
     num_classes = int(model(tf.constant(x[:1])).shape[-1])
-    p_true_best = np.full(len(x), np.inf)
-    broken = np.zeros(len(x), bool)
+    best = np.full(len(x), np.inf)
     for t in range(1, num_classes):
-        idx = np.flatnonzero(~broken)
+        idx = np.flatnonzero(~(best < 0))
         if idx.size == 0:
             break
         cand = attack(model, x[idx], y[idx], targeted=True,
                       y_target=(y[idx] + t) % num_classes, **params)
-        probs = tf.nn.softmax(model(tf.constant(cand))).numpy()
-        wrong = probs.argmax(axis=1) != y[idx]
-        p_true = probs[np.arange(idx.size), y[idx]]
-        take = wrong | (p_true < p_true_best[idx])
+        score = rank(model(tf.constant(cand)).numpy(), y[idx])
+        take = score < best[idx]
         x_adv[idx[take]] = cand[take]
-        p_true_best[idx[take]] = p_true[take]
-        broken[idx[wrong]] = True
+        best[idx[take]] = score[take]
     return x_adv
 
 
