@@ -19,6 +19,28 @@ def train_cli(out_dir, *flags, check=True):
     return proc
 
 
+# A two-run study under FGSM and PGD with one claim (tests/test_studies.py, tests/test_ray_executor.py).
+MINI_STUDY = """
+name = "mini"
+title = "Two methods under FGSM and PGD"
+source = "a test"
+dataset = "fashion_mnist"
+layout = "attacks"
+evaluations = ["attack_suite"]
+attacks = ["fgsm", "pgd"]
+runs = [{label = "ADV-EN_2", method = "adv-en", members = 2},
+        {label = "CCE-RM_2", method = "cce-rm", members = 2}]
+[paper.pgd]
+"ADV-EN_2" = 39.7
+"CCE-RM_2" = 44.7
+[[claims]]
+text = "CCE-RM_2 > ADV-EN_2 under PGD"
+metric = "pgd"
+a = "CCE-RM_2"
+b = "ADV-EN_2"
+"""
+
+
 def copy_run(src, dest) -> str:
     """A copy of a trained run's config.json and weights in a new folder ``dest`` (without its
     eval/ results), so a test's evaluation files are its own."""

@@ -11,32 +11,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import copy_run  # noqa: E402
+from conftest import MINI_STUDY as STUDY, copy_run  # noqa: E402
 from eval import attack_suite  # noqa: E402
 from eval.common import UsageError  # noqa: E402
 from studies import ray_executor  # noqa: E402
-
-STUDY = """
-name = "mini"
-title = "Two runs under FGSM and PGD"
-source = "tests/test_ray_executor.py"
-dataset = "fashion_mnist"
-arch = "cnn"
-layout = "attacks"
-evaluations = ["attack_suite"]
-attacks = ["fgsm", "pgd"]
-
-[[runs]]
-label = "ADV-EN_2"
-method = "adv-en"
-members = 2
-
-[[runs]]
-label = "CCE-RM_2"
-method = "cce-rm"
-members = 2
-"""
-
 
 @pytest.fixture(scope="module")
 def local_ray():

@@ -13,28 +13,9 @@ from eval import stats
 from studies import jobs, plan, reproduce, results, spec
 from studies.scale import SCALES
 
+from conftest import MINI_STUDY as STUDY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUDY = """
-name = "mini"
-title = "Two methods under FGSM and PGD"
-source = "a test"
-dataset = "fashion_mnist"
-layout = "attacks"
-evaluations = ["attack_suite"]
-attacks = ["fgsm", "pgd"]
-runs = [{label = "ADV-EN_2", method = "adv-en", members = 2},
-        {label = "CCE-RM_2", method = "cce-rm", members = 2}]
-[paper.pgd]
-"ADV-EN_2" = 39.7
-"CCE-RM_2" = 44.7
-[[claims]]
-text = "CCE-RM_2 > ADV-EN_2 under PGD"
-metric = "pgd"
-a = "CCE-RM_2"
-b = "ADV-EN_2"
-"""
-
-
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
