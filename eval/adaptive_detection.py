@@ -44,9 +44,11 @@ def threshold_at_fpr(h_clean: np.ndarray, fpr: float = FPR) -> float:
 def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, **params) -> np.ndarray:
     import keras
 
+    from eval.attack_suite import batch_seed
+
     out = []
     for start in range(0, len(x), batch_size):
-        keras.utils.set_random_seed(seed * 1_000_003 + start)   # as eval.attack_suite.batch_seed
+        keras.utils.set_random_seed(batch_seed(seed, start))  # a batch's result: its samples and the seed
         out.append(fn(ens, x[start:start + batch_size], y[start:start + batch_size], **params))
     return np.concatenate(out) if out else x.copy()
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -150,9 +149,7 @@ class SuiteOptions:
             if value is not None and value < low:
                 raise UsageError(f"--{flag} must be >= {low}, got {value}")
         for flag in ("eps", "eps_iter"):
-            value = getattr(self, flag)
-            if value is not None and not (math.isfinite(value) and 0 < value <= 1):
-                raise UsageError(f"--{flag} must be in (0, 1] (pixel units), got {value}")
+            common.check_radius(getattr(self, flag), f"--{flag}")
         from attacks import registry
 
         names = list(registry.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
@@ -198,6 +195,14 @@ def attack_params(name: str, dataset: str, arch: str, opts: SuiteOptions) -> dic
     return reuse.canonical(params)
 
 
+def attack_samples(name: str, n_test: int, opts: SuiteOptions) -> int:
+    """How many of the first test samples attack ``name`` runs on: the paper's count for it
+    (attacks.registry.default_n_samples; None is the whole test set), capped by --n_samples."""
+    from attacks import registry
+
+    return min(n_test, opts.n_samples or n_test, registry.default_n_samples(name) or n_test)
+
+
 def run_header(config: dict) -> str:
     """The paper's column name: method (or preset) and N, e.g. CCE-RM_2, ADV_1."""
     return f"{(config.get('preset') or config['method']).upper()}_{config['members']}"
@@ -226,7 +231,6 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
     :return: (one RunPlan per run folder, {dataset: (x_test, y_test)}).
     """
     names = opts.attack_names()  # bad options fail here, before TensorFlow starts
-    from attacks import registry
     from cce_tf import data
     from eval import sanity
 
@@ -246,14 +250,12 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
             except ValueError as e:  # DataError is a ValueError, as is an unknown name
                 raise UsageError(f"--run_dir {run_dir}: {e}") from None
         n_test = len(test_sets[dataset][0])
-        cap = min(n_test, opts.n_samples or n_test)
-        attacks = {}
-        for name in names:
-            n = registry.default_n_samples(name)
-            attacks[name] = (attack_params(name, dataset, arch, opts), min(cap, n or n_test))
+        attacks = {name: (attack_params(name, dataset, arch, opts), attack_samples(name, n_test, opts))
+                   for name in names}
         plans.append(RunPlan(run_dir=run_dir, config=config, header=run_header(config),
                              attacks=attacks, sanity_params=attack_params("pgd", dataset, arch, opts),
-                             sanity_n=min(sanity.SUBSET, cap), existing=read_results(run_dir),
+                             sanity_n=min(sanity.SUBSET, n_test, opts.n_samples or n_test),
+                             existing=read_results(run_dir),
                              model=model))
     # Two runs with the same method and N: tell the columns apart by folder name.
     headers = [p.header for p in plans]
@@ -507,40 +509,37 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     outcomes: dict[str, Outcome] = {}
     for name, (params, n) in plan.attacks.items():
         settings = attack_settings(params, n, seed)
-        if decisions[name].reuse and name in kept and name not in precomputed:
+        if decisions[name].reuse and name not in precomputed:
             entry = kept[name]
             outcomes[name] = entry["robust_accuracy"]
             print(f"  {name}: reused, robust accuracy {entry['robust_accuracy']:.4f} on {n} samples "
                   f"({entry['seconds']:.1f}s when run; --force to re-run)", flush=True)
             continue
-        t0 = time.time()
         if name in precomputed:  # merged from shards (shard_mask): the same flags, computed elsewhere
             mask = np.asarray(precomputed[name], bool)
             if mask.shape != (n,):
                 raise UsageError(f"{name}: {mask.shape[0]} merged flags for {n} samples")
-            attacks[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n,
-                             "seconds": float(precomputed_seconds.get(name, 0.0)), **reuse.stamp(settings, fp)}
-            masks[name], masks[name + "__key"] = mask, np.array(_signature(settings, fp))
-            save()
-            outcomes[name] = attacks[name]["robust_accuracy"]
-            print(f"  {name}: robust accuracy {outcomes[name]:.4f} (merged from shards)", flush=True)
-            continue
-        print(f"  {name}: {n} samples, {params}", flush=True)
-        try:
-            mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name, seed=seed)
-        except AttackUnavailable as e:
-            print(f"  {name}: skipped: {e}", flush=True)
-            outcomes[name] = "skipped"
-            if "robust_accuracy" not in attacks.get(name, {}):  # a skip never overwrites a result
-                attacks[name] = {"skipped": str(e)}
-                save()
-            continue
+            seconds, how = float(precomputed_seconds.get(name, 0.0)), "merged from shards"
+        else:
+            print(f"  {name}: {n} samples, {params}", flush=True)
+            t0 = time.time()
+            try:
+                mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name, seed=seed)
+            except AttackUnavailable as e:
+                print(f"  {name}: skipped: {e}", flush=True)
+                outcomes[name] = "skipped"
+                if "robust_accuracy" not in attacks.get(name, {}):  # a skip never overwrites a result
+                    attacks[name] = {"skipped": str(e)}
+                    save()
+                continue
+            seconds = round(time.time() - t0, 3)
+            how = f"{seconds:.1f}s"
         attacks[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n,
-                         "seconds": round(time.time() - t0, 3), **reuse.stamp(settings, fp)}
+                         "seconds": seconds, **reuse.stamp(settings, fp)}
         masks[name], masks[name + "__key"] = mask, np.array(_signature(settings, fp))
         save()
         outcomes[name] = attacks[name]["robust_accuracy"]
-        print(f"  {name}: robust accuracy {outcomes[name]:.4f} ({attacks[name]['seconds']:.1f}s)", flush=True)
+        print(f"  {name}: robust accuracy {outcomes[name]:.4f} ({how})", flush=True)
 
     if opts.sanity:
         results["sanity"] = run_sanity(model, plan, x, y, results, masks, opts, fp)

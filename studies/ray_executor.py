@@ -276,13 +276,11 @@ def plan_shards(job: Job, slots: int, shard_size: Optional[int] = None) -> list[
     """(attack, start, stop) of every shard of an attack-suite job, on the driver and without
     loading the model: the run's config.json, its results so far and its weights' fingerprint.
     Attacks whose stored result evaluate will reuse (eval.reuse: same weights, seed and settings)
-    get no shard. The sample counts follow eval.attack_suite.plan_runs (evaluate checks the merged
-    flags against its own count, so a difference fails the job instead of passing unnoticed).
+    get no shard. The sample counts are eval.attack_suite.attack_samples', as in plan_runs.
 
     :raises UsageError: the run folder is not a readable run (the job then runs whole, and fails
         in its log as it would locally).
     """
-    from attacks import registry
     from cce_tf import data
     from eval import attack_suite, common, reuse
 
@@ -291,17 +289,14 @@ def plan_shards(job: Job, slots: int, shard_size: Optional[int] = None) -> list[
     config = common.read_run_config(run_dir)
     dataset, arch = config["dataset"], config["arch"]
     n_test = data.TEST_SIZES[dataset]
-    cap = min(n_test, opts.n_samples or n_test)
     fp = reuse.fingerprint(run_dir)
     old = {k: e for k, e in attack_suite.read_results(run_dir).get("attacks", {}).items()
            if isinstance(e, dict) and "robust_accuracy" in e}
-    kept = reuse.same_weights(old, fp)
     shards = []
     for name in opts.attack_names():
-        n = min(cap, registry.default_n_samples(name) or n_test)
+        n = attack_suite.attack_samples(name, n_test, opts)
         settings = attack_suite.attack_settings(attack_suite.attack_params(name, dataset, arch, opts), n, opts.seed)
-        if name in kept and kept[name].get("settings", {}).get("seed") == opts.seed \
-                and reuse.decide(kept[name], fp, settings, opts.force).reuse:
+        if reuse.decide(old.get(name), fp, settings, opts.force).reuse:  # same weights, seed, settings
             continue
         shards += [(name, start, stop) for start, stop in shard_bounds(n, opts.batch_size, slots, shard_size)]
     return shards
