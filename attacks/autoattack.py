@@ -2,8 +2,9 @@
 
 Usage::
 
-    from attacks.autoattack import autoattack
+    from attacks.autoattack import autoattack, autoattack_stages
     x_adv = autoattack(model, x, y, eps=8 / 255)          # standard: APGD-CE, APGD-T, FAB-T, Square
+    x_adv, broken_by = autoattack_stages(model, x, y, eps=8 / 255)   # and which sub-attack broke each
 
 Parts, top to bottom:
 
@@ -13,7 +14,10 @@ Parts, top to bottom:
    official ``utils_tf2.ModelAdapter`` is not used: it moves every tensor to CUDA (``.cuda()``),
    so it cannot run on a CPU host, and this version of AutoAttack no longer takes an
    ``is_tf_model`` switch.
-2. ``autoattack``: the adapter. Torch and pyautoattack are imported on first call; where either is
+2. ``autoattack_stages``: the standard version one sub-attack at a time, each on the points still
+   robust (exactly what ``run_standard_evaluation`` does inside), so that the robust accuracy after
+   each sub-attack, as AutoAttack's users read it in its log, is returned rather than only logged.
+3. ``autoattack``: the adapter. Torch and pyautoattack are imported on first call; where either is
    missing the call raises ``AttackUnavailable`` (a suite marks AutoAttack as skipped) and importing
    this module still works.
 
@@ -131,7 +135,77 @@ def tf_to_torch(model: Callable) -> "Any":
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. The adapter
+# 2. Standard AutoAttack, sub-attack by sub-attack
+# --------------------------------------------------------------------------------------------------
+
+STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")   # the order of the standard version
+NOT_BROKEN = -1
+
+
+def _adversary(model: Callable, eps: float, version: str, attacks: Optional[list[str]],
+               seed: Optional[int]) -> tuple[Any, Any, str]:
+    torch, AutoAttack = _require()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch, AutoAttack(tf_to_torch(model), norm="Linf", eps=float(eps), version=version,
+                             attacks=attacks, seed=seed, device=device), device
+
+
+def _run(torch: Any, adversary: Any, device: str, x: np.ndarray, y: np.ndarray,
+         batch_size: int) -> np.ndarray:
+    x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
+    y_t = torch.tensor(np.asarray(y, np.int64), device=device)
+    # This version returns (x_adv, y_adv) where the original returned x_adv alone.
+    x_adv, _ = adversary.run_standard_evaluation(x_nchw, y_t, batch_size=batch_size)
+    return np.ascontiguousarray(x_adv.detach().cpu().numpy().transpose(0, 2, 3, 1), np.float32)
+
+
+def _labels(model: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's predictions through the bridge's compiled forward, as AutoAttack judges them."""
+    forward, _ = _tf_functions(model, x.shape[1:])
+    return np.concatenate([np.argmax(forward(tf.constant(x[s:s + batch_size])), -1)
+                           for s in range(0, len(x), batch_size)])
+
+
+def autoattack_stages(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, seed: Optional[int] = 0,
+                      batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Standard L∞ AutoAttack, one sub-attack of ``STANDARD_ATTACKS`` at a time on the points the
+    earlier ones left robust, with the standard version's settings and seed: the same procedure and
+    x_adv as ``run_standard_evaluation`` with all four.
+
+    :return: (x_adv, broken_by): broken_by[i] is the index in ``STANDARD_ATTACKS`` of the sub-attack
+        that first misclassified sample i (0 when x itself is misclassified, as AutoAttack counts
+        it: it never attacks those), ``NOT_BROKEN`` if none did. The robust accuracy after
+        sub-attack s is ``mean((broken_by == NOT_BROKEN) | (broken_by > s))``.
+    :raises AttackUnavailable: torch or pyautoattack is not installed.
+    """
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int64)
+    x_adv, broken_by = x.copy(), np.full(len(x), NOT_BROKEN, np.int8)
+    if len(x) == 0:
+        return x_adv, broken_by
+    torch, adversary, device = _adversary(model, eps, "standard", None, seed)
+    broken_by[_labels(model, x, batch_size) != y] = 0
+    for stage, name in enumerate(STANDARD_ATTACKS):
+        left = np.flatnonzero(broken_by == NOT_BROKEN)
+        if not left.size:
+            break
+        adversary.attacks_to_run = [name]
+        x_adv[left] = _run(torch, adversary, device, x[left], y[left], batch_size)
+        fooled = _labels(model, x_adv[left], batch_size) != y[left]
+        broken_by[left[fooled]] = stage
+    return x_adv, broken_by
+
+
+def robust_after_each(broken_by: np.ndarray) -> dict[str, float]:
+    """The robust accuracy after each sub-attack (cumulative, as AutoAttack logs it) from
+    ``autoattack_stages``' broken_by: {"apgd-ce": ..., "apgd-t": ..., "fab-t": ..., "square": ...}."""
+    broken_by = np.asarray(broken_by)
+    return {name: float(np.mean((broken_by == NOT_BROKEN) | (broken_by > stage)))
+            for stage, name in enumerate(STANDARD_ATTACKS)}
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. The adapter
 # --------------------------------------------------------------------------------------------------
 
 
@@ -152,15 +226,10 @@ def autoattack(model: Callable, x: np.ndarray, y: np.ndarray, eps: float,
     :return: x_adv, numpy float32, inside the ε-ball and [0, 1]; x for the points not broken.
     :raises AttackUnavailable: torch or pyautoattack is not installed.
     """
-    torch, AutoAttack = _require()
+    if version == "standard" and attacks is None:
+        return autoattack_stages(model, x, y, eps, seed, batch_size)[0]
     x = np.asarray(x, np.float32)
     if len(x) == 0:
         return x.copy()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    adversary = AutoAttack(tf_to_torch(model), norm="Linf", eps=float(eps), version=version,
-                           attacks=attacks, seed=seed, device=device)
-    x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
-    y_t = torch.tensor(np.asarray(y, np.int64), device=device)
-    # This version returns (x_adv, y_adv) where the original returned x_adv alone.
-    x_adv, _ = adversary.run_standard_evaluation(x_nchw, y_t, batch_size=batch_size)
-    return np.ascontiguousarray(x_adv.detach().cpu().numpy().transpose(0, 2, 3, 1), np.float32)
+    torch, adversary, device = _adversary(model, eps, version, attacks, seed)
+    return _run(torch, adversary, device, x, y, batch_size)

@@ -186,6 +186,27 @@ def pgd_margin(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, eps_it
     return _run("pgd_margin", model, x, y, eps, eps_iter, nb_iter, targeted=targeted, y_target=y_target)
 
 
+def restarted(attack: Callable, model: Callable, x: np.ndarray, y: np.ndarray, restarts: int,
+              **params: Any) -> np.ndarray:
+    """``attack`` from ``restarts`` independent random starts: each sample keeps the first x_adv that
+    fools the model, and only the samples still right are attacked again (Madry et al. 2018's
+    restarts; each call of a random-start attack draws a new start)."""
+    x_adv = np.array(attack(model, x, y, **params), np.float32)
+    for _ in range(int(restarts) - 1):
+        left = np.flatnonzero(np.argmax(model(tf.constant(x_adv)).numpy(), axis=1) == y)
+        if left.size == 0:
+            break
+        x_adv[left] = attack(model, x[left], y[left], **params)
+    return x_adv
+
+
+def pgd_margin_restarts(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, eps_iter: float,
+                        nb_iter: int, restarts: int = 5) -> np.ndarray:
+    """``pgd_margin`` with ``restarts`` random starts (``restarted``): the independent attack the
+    sanity report holds the any-attack row against. Parameters as ``pgd``."""
+    return restarted(pgd_margin, model, x, y, restarts, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter)
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. The multiple-targeted form mulA
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ Parts:
    evaluation list, in its table order) and ``DEFAULT_ATTACKS`` (those and ``pgd_margin``).
 2. ``EPSILONS``: ε and η per data set.
 3. ``default_params(name, dataset, arch)`` and ``default_n_samples(name)``.
-4. ``get(name)`` and ``run(name, model, x, y, **params)``.
+4. ``get(name)``, ``run(name, model, x, y, **params)`` and ``run_detailed``, which also returns the
+   per-sample details an attack has (AutoAttack: the sub-attack that broke each sample).
 
 The paper's settings ("Attack Setting" and Tables 3-5, 10): CIFAR-10 ε=8/255, η=2/255; CIFAR-100
 ε=0.01, η=0.001; PGD/BIM/MIM k=100 on the CNN, 250 on ResNet-20; mul-PGD/BIM/MIM k=20; SPSA 50
@@ -40,6 +41,7 @@ ATTACKS: dict[str, Callable[..., np.ndarray]] = {
     "fgsm": gradient.fgsm,
     "pgd": gradient.pgd,
     "pgd_margin": gradient.pgd_margin,
+    "pgd_margin_restarts": gradient.pgd_margin_restarts,
     "bim": gradient.bim,
     "mim": gradient.mim,
     "mul_pgd": gradient.mul_pgd,
@@ -57,7 +59,7 @@ PAPER_ATTACKS = ("pgd", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim", "spsa", "
 # protocol lacks (a loss that does not saturate; Carlini et al. 2019).
 DEFAULT_ATTACKS = PAPER_ATTACKS[:3] + ("pgd_margin",) + PAPER_ATTACKS[3:]
 
-_GRADIENT = ("fgsm", "pgd", "pgd_margin", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
+_GRADIENT = ("fgsm", "pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
 
 # --------------------------------------------------------------------------------------------------
 # 2. ε and η per data set
@@ -73,6 +75,7 @@ EPSILONS: dict[str, dict[str, float]] = {
 # k for PGD / BIM / MIM per member architecture (cce_tf.models.ARCHS).
 NB_ITER = {"cnn": 100, "resnet20": 250}
 MUL_NB_ITER = 20
+RESTARTS = 5   # random starts of pgd_margin_restarts
 
 # --------------------------------------------------------------------------------------------------
 # 3. Default parameters and sample counts
@@ -80,7 +83,7 @@ MUL_NB_ITER = 20
 
 
 # The attacks whose k is the paper's k = 100 / 250, and so what an override of k names.
-STEP_ATTACKS = ("pgd", "pgd_margin", "bim", "mim")
+STEP_ATTACKS = ("pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim")
 
 
 def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[float] = None,
@@ -114,7 +117,8 @@ def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[flo
     if name == "fgsm":
         return {"eps": eps}
     if name in STEP_ATTACKS:
-        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": k}
+        extra = {"restarts": RESTARTS} if name == "pgd_margin_restarts" else {}
+        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": k, **extra}
     if name.startswith("mul_"):
         return {"eps": eps, "eps_iter": eps_iter, "nb_iter": MUL_NB_ITER if mul_nb_iter is None else int(mul_nb_iter)}
     if name == "spsa":
@@ -149,3 +153,14 @@ def get(name: str) -> Callable[..., np.ndarray]:
 def run(name: str, model: Callable, x: np.ndarray, y: np.ndarray, **params: Any) -> np.ndarray:
     """Run attack ``name`` on one batch: ``get(name)(model, x, y, **params)``."""
     return get(name)(model, x, y, **params)
+
+
+def run_detailed(name: str, model: Callable, x: np.ndarray, y: np.ndarray,
+                 **params: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``run``, and per-sample details where the attack reports them: standard AutoAttack gives
+    ``broken_by`` (``autoattack.autoattack_stages``), the other attacks none ({})."""
+    if name == "autoattack" and params.get("version") == "standard" and not params.get("attacks"):
+        x_adv, broken_by = autoattack.autoattack_stages(
+            model, x, y, **{k: v for k, v in params.items() if k not in ("version", "attacks")})
+        return x_adv, {"broken_by": broken_by}
+    return run(name, model, x, y, **params), {}

@@ -54,7 +54,12 @@ RESULTS_FILE = "attack_suite.json"
 MASKS_FILE = "attack_suite_robust.npz"
 TOLERANCE = 1e-6  # float32 slack of the bounds check
 NAT_ROW = "Non-att (Nat. acc.)"
+ADVERSARIAL_DIR = "adversarial"   # RUN/eval/adversarial/NAME.npz: x_adv of the attacks in SAVE_ADV
+# The attacks whose x_adv are kept: AutoAttack takes the longest to re-run, and its examples are
+# what users re-check or transfer. The others recompute in seconds to minutes.
+SAVE_ADV = ("autoattack",)
 NATURAL = "natural"  # the key of the clean-correctness flags in MASKS_FILE
+RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS_FILE (not a table row)
 
 # --------------------------------------------------------------------------------------------------
 # 1. Flags
@@ -321,13 +326,15 @@ def batch_seed(seed: int, index: int) -> int:
 
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
                 batch_size: int = 500, progress: Optional[str] = None, seed: Optional[int] = None,
-                first_index: int = 0) -> np.ndarray:
+                first_index: int = 0, keep: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
     """Per sample: the model is right on x AND on the attack's x_adv. Only samples it gets right
     are attacked (the others cannot count as robust), as AutoAttack's own evaluation does.
 
     :param progress: a label to print a progress line per batch under, or None for silence.
     :param seed: if set, every batch is seeded with ``batch_seed(seed, its first test index)``.
     :param first_index: test-set index of x[0] (for the seeds and the error messages).
+    :param keep: if given, filled with "x_adv" (x where a sample was not attacked) and the attack's
+        per-sample details (``attacks.registry.run_detailed``; 0 where not attacked).
     :raises BoundsError: some x_adv outside the ε-ball or [0, 1].
     :raises attacks.errors.AttackUnavailable: the attack's library is missing.
     """
@@ -335,6 +342,8 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
     from attacks import registry
 
     robust = np.zeros(len(x), bool)
+    if keep is not None:
+        keep["x_adv"] = np.array(x, np.float32)
     t0 = time.time()
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -342,11 +351,15 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
         if idx.size:
             if seed is not None:
                 keras.utils.set_random_seed(batch_seed(seed, first_index + start))
-            x_adv = registry.run(name, model, xb[idx], yb[idx], **params)
+            x_adv, details = registry.run_detailed(name, model, xb[idx], yb[idx], **params)
             # Checked on the whole returned batch before any of it counts.
             check_bounds(xb[idx], x_adv, params.get("eps"), indices=first_index + start + idx,
                          what=f"{name} x_adv")
             robust[start + idx] = predict(model, np.asarray(x_adv, np.float32), batch_size) == yb[idx]
+            if keep is not None:
+                keep["x_adv"][start + idx] = x_adv
+                for key, value in details.items():
+                    keep.setdefault(key, np.zeros(len(x), value.dtype))[start + idx] = value
         if progress:
             done = min(start + batch_size, len(x))
             print(f"  {progress}: {done}/{len(x)} samples, robust so far "
@@ -406,6 +419,32 @@ def read_masks(run_dir: str) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError):  # missing or unreadable: the masks are recomputed with their attacks
         return {}
+
+
+def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray, keep: dict,
+                     settings: dict, fp: str) -> dict:
+    """RUN/eval/adversarial/NAME.npz: the x_adv of the first len(y) test samples (x itself where the
+    model was already wrong), their test-set indices, clean labels, the labels predicted on x_adv's
+    robust flags, the attack's per-sample details and the weights and settings they belong to, so
+    they can be re-checked or transferred without re-running the attack.
+
+    :return: what the attack's results entry gains: the file, and for AutoAttack the robust
+        accuracy after each sub-attack ("stages", ``attacks.autoattack.robust_after_each``).
+    """
+    from attacks import autoattack
+
+    out = os.path.join(run_dir, "eval", ADVERSARIAL_DIR)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.npz")
+    arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
+              "key": np.array(_signature(settings, fp))}
+    _replace(path, lambda f: np.savez_compressed(f, **arrays), "wb")
+    entry = {"adversarial_examples": os.path.join("eval", ADVERSARIAL_DIR, f"{name}.npz")}
+    if "broken_by" in keep:
+        entry["stages"] = autoattack.robust_after_each(keep["broken_by"])
+        print(f"  {name}: robust after " + ", ".join(f"{a} {v:.4f}" for a, v in entry["stages"].items()),
+              flush=True)
+    return entry
 
 
 def mask_for(masks: dict, name: str, settings: dict, fp: str) -> Optional[np.ndarray]:
@@ -490,6 +529,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
         m = mask_for(old_masks, name, e["settings"], fp)
         if m is not None:
             masks[name], masks[name + "__key"] = m, old_masks[name + "__key"]
+    if RESTARTS_MASK in old_masks:  # sanity check 6's flags; run_sanity matches them to its settings
+        masks[RESTARTS_MASK], masks[RESTARTS_MASK + "__key"] = old_masks[RESTARTS_MASK], old_masks[RESTARTS_MASK + "__key"]
     # Per-sample clean correctness: paired comparisons of natural accuracy between runs need it.
     masks[NATURAL], masks[NATURAL + "__key"] = correct, np.array(_signature({"n_test": len(x)}, fp))
     attacks = kept
@@ -523,8 +564,10 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
         else:
             print(f"  {name}: {n} samples, {params}", flush=True)
             t0 = time.time()
+            keep: Optional[dict] = {} if name in SAVE_ADV else None
             try:
-                mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name, seed=seed)
+                mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name, seed=seed,
+                                   keep=keep)
             except AttackUnavailable as e:
                 print(f"  {name}: skipped: {e}", flush=True)
                 outcomes[name] = "skipped"
@@ -536,6 +579,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
             how = f"{seconds:.1f}s"
         attacks[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n,
                          "seconds": seconds, **reuse.stamp(settings, fp)}
+        if name in SAVE_ADV and name not in precomputed:
+            attacks[name].update(save_adversarial(plan.run_dir, name, y[:n], mask, keep, settings, fp))
         masks[name], masks[name + "__key"] = mask, np.array(_signature(settings, fp))
         save()
         outcomes[name] = attacks[name]["robust_accuracy"]
@@ -548,7 +593,33 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
             "params": {k: p for k, (p, _) in plan.attacks.items()},
             "n_samples": {k: n for k, (_, n) in plan.attacks.items()},
             "any_attack": results.get("any_attack"),
+            "stages": {k: e["stages"] for k, e in attacks.items() if "stages" in e},
             "warnings": list(results["sanity"].get("warnings", [])), "sanity_ran": opts.sanity}
+
+
+def _any_vs_restarts(model: Callable, worst: Optional[dict], masks: dict, x: np.ndarray,
+                     y: np.ndarray, params: dict, m: int, opts: SuiteOptions, fp: str
+                     ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(any-attack flags, restarted margin PGD's flags) on the first samples both cover, for sanity
+    check 6. The restarted PGD's flags are reused from ``masks`` (read from MASKS_FILE) when they
+    belong to these weights and settings, else computed and added to it."""
+    from attacks import registry
+
+    if not worst:
+        return None
+    n = min(m, worst["n_samples"])
+    worst_mask = np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in worst["attacks"]])
+    p = {**params, "restarts": registry.RESTARTS}
+    settings = attack_settings(p, n, opts.seed)
+    restarts = None if opts.force else mask_for(masks, RESTARTS_MASK, settings, fp)
+    if restarts is None:
+        t0 = time.time()
+        restarts = robust_mask(model, "pgd_margin_restarts", x[:n], y[:n], p, opts.batch_size, seed=opts.seed)
+        print(f"  sanity: margin-loss PGD, {registry.RESTARTS} random starts, k={p['nb_iter']} on {n} samples: "
+              f"robust {restarts.mean():.3f}, any attack {worst_mask.mean():.3f} ({time.time() - t0:.1f}s)",
+              flush=True)
+    masks[RESTARTS_MASK], masks[RESTARTS_MASK + "__key"] = restarts, np.array(_signature(settings, fp))
+    return worst_mask, restarts
 
 
 def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, results: dict,
@@ -577,7 +648,9 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, res
     stronger = {a: masks[a] for a in sanity.STRONGER if a in masks and "robust_accuracy" in attacks.get(a, {})}
     t0 = time.time()
     report = sanity.report(pgd_robust, params, previous=old if same else None, spsa_vs_pgd=pair,
-                           below_pgd=(stronger, masks["pgd"]) if stronger and "pgd" in masks else None)
+                           below_pgd=(stronger, masks["pgd"]) if stronger and "pgd" in masks else None,
+                           any_vs_restarts=_any_vs_restarts(model, results.get("any_attack"), masks,
+                                                            x, y, params, m, opts, fp))
     if "spsa" in attacks and pair is None:
         report["spsa_vs_pgd"] = {"skipped": "needs finished spsa and pgd results with their "
                                             f"per-sample flags ({MASKS_FILE}); re-run them with --force"}
@@ -593,10 +666,11 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, res
 # 7. The table
 # --------------------------------------------------------------------------------------------------
 
-_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "pgd_margin": "PGD (CW margin loss)", "bim": "BIM", "mim": "MIM", "mul_pgd": "mul-PGD",
+_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "pgd_margin": "PGD (CW margin loss)",
+           "pgd_margin_restarts": "PGD (CW margin loss, random restarts)", "bim": "BIM", "mim": "MIM", "mul_pgd": "mul-PGD",
            "mul_bim": "mul-BIM", "mul_mim": "mul-MIM", "spsa": "SPSA", "bb_pgd1": "B&B (wPGD1)",
            "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack"}
-_WITH_K = ("pgd", "pgd_margin", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
+_WITH_K = ("pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
 ANY_ROW = "Any attack (per-sample worst case)"
 
 
@@ -636,6 +710,11 @@ def markdown_table(columns: list[tuple[str, dict]]) -> str:
               if name in s["params"] and "nb_iter" in s["params"][name]]
         cells = [_cell(s["attacks"].get(name), s.get("n_samples", {}).get(name)) for _, s in columns]
         lines.append(f"| {attack_label(name, ks)} | " + " | ".join(cells) + " |")
+        subs = list(dict.fromkeys(a for _, s in columns for a in s.get("stages", {}).get(name, {})))
+        for sub in subs:  # AutoAttack's robust accuracy after each of its sub-attacks
+            cells = [_cell(s.get("stages", {}).get(name, {}).get(sub), s.get("n_samples", {}).get(name))
+                     for _, s in columns]
+            lines.append(f"| &nbsp;&nbsp;after {sub.upper()} | " + " | ".join(cells) + " |")
     if any(s.get("any_attack") for _, s in columns):
         cells = [f"{_cell(s['any_attack']['robust_accuracy'], s['any_attack']['n_samples'])} "
                  f"(n = {s['any_attack']['n_samples']})"

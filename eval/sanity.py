@@ -26,6 +26,10 @@ evaluating adversarial robustness"):
    number would overstate robustness (Carlini et al. 2019, "On evaluating adversarial robustness",
    sections 4.3 and 5.2: try other losses and targeted attacks), and the stronger attack's number
    (or the any-attack row) is the one to trust.
+6. ``any_vs_restarts``: the any-attack row (per-sample worst case over the suite's attacks) is not
+   more than ``ATTACK_MARGIN`` above an independent attack it does not include, PGD on the margin
+   loss from ``attacks.registry.RESTARTS`` random starts, on the same samples: a worst case that a
+   restarted PGD beats was built from too weak a set of attacks.
 
 Each check returns its numbers and ``passed``; ``report`` gathers them with one warning string per
 failed check.
@@ -117,6 +121,15 @@ def check_below_pgd(masks: dict[str, np.ndarray], pgd_mask: np.ndarray,
     return out
 
 
+def check_any_vs_restarts(any_mask: np.ndarray, restarts_mask: np.ndarray,
+                          margin: float = ATTACK_MARGIN) -> dict:
+    """Check 6: the any-attack flags against restarted margin PGD's on the first min(len) samples."""
+    n = min(len(any_mask), len(restarts_mask))
+    acc, restarts = float(np.mean(any_mask[:n])), float(np.mean(restarts_mask[:n]))
+    return {"n_samples": n, "any_attack": acc, "pgd_margin_restarts": restarts, "margin": margin,
+            "passed": not acc > restarts + margin + 1e-9}
+
+
 def warnings_for(checks: dict) -> list[str]:
     """One line per failed check, saying what it suggests."""
     out = []
@@ -145,16 +158,24 @@ def warnings_for(checks: dict) -> list[str]:
                        f"cross-entropy PGD ({c['pgd']:.3f}) on the same {c['n_samples']} samples (threshold "
                        f"{c['margin']:g}): PGD overstates robustness here; trust {name} or the any-attack "
                        f"row (Carlini et al. 2019)")
+    c = checks.get("any_vs_restarts", {})
+    if c.get("passed") is False:
+        out.append(f"any attack ({c['any_attack']:.3f}) is {c['any_attack'] - c['pgd_margin_restarts']:.3f} above "
+                   f"margin-loss PGD with random restarts ({c['pgd_margin_restarts']:.3f}) on the same "
+                   f"{c['n_samples']} samples (threshold {c['margin']:g}): the suite's attacks are too weak "
+                   f"here; trust pgd_margin_restarts")
     return out
 
 
 def report(pgd_robust: Optional[RobustFn], params: dict, previous: Optional[dict] = None,
            spsa_vs_pgd: Optional[tuple[np.ndarray, np.ndarray]] = None,
-           below_pgd: Optional[tuple[dict[str, np.ndarray], np.ndarray]] = None) -> dict:
+           below_pgd: Optional[tuple[dict[str, np.ndarray], np.ndarray]] = None,
+           any_vs_restarts: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
     """All checks. ``previous``: checks 1 and 2 from an earlier report with the same settings,
     reused instead of re-running PGD (``pgd_robust`` may then be None). ``spsa_vs_pgd``: the
     (SPSA, PGD) robust masks for check 3, or None if SPSA was not run. ``below_pgd``: ({attack:
-    mask} of the ``STRONGER`` attacks that ran, PGD's mask) for check 5."""
+    mask} of the ``STRONGER`` attacks that ran, PGD's mask) for check 5. ``any_vs_restarts``: (the
+    any-attack flags, restarted margin PGD's) for check 6."""
     if previous is not None:
         checks = {k: previous[k] for k in ("eps_sweep", "double_steps")}
     else:
@@ -164,4 +185,6 @@ def report(pgd_robust: Optional[RobustFn], params: dict, previous: Optional[dict
                              else {"skipped": "spsa was not run"})
     checks["sweep_monotone"] = check_sweep_monotone(checks["eps_sweep"])
     checks["below_pgd"] = check_below_pgd(*below_pgd) if below_pgd else {}
+    if any_vs_restarts is not None:
+        checks["any_vs_restarts"] = check_any_vs_restarts(*any_vs_restarts)
     return {"warnings": warnings_for(checks), **checks}

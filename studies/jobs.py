@@ -9,7 +9,7 @@ Usage::
 
 Each job calls a library function with explicit arguments: cce_tf.train.train, eval.attack_suite
 .evaluate, eval.transferability.evaluate, eval.detection.evaluate (and the figures drawn from it),
-eval.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
+eval.adaptive_detection.evaluate, eval.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
 OUT_DIR/jobs/ID.json records the options, the weights fingerprints of its runs and the seconds it
 took (the cost model of studies.costs learns from them). A job that fails leaves no marker, so the
 next invocation retries it.
@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import Optional
 
-from studies.plan import ATTACK_SUITE, BLACKBOX, DETECTION, TRAIN, TRANSFER, Job
+from studies.plan import ADAPTIVE, ATTACK_SUITE, BLACKBOX, DETECTION, TRAIN, TRANSFER, Job
 
 
 def marker_path(job: Job, out_dir: str) -> str:
@@ -97,6 +97,9 @@ def _run(job: Job, out_dir: str, precomputed: Optional[dict] = None,
                   "roc_eps": roc_eps.make}
         for name in o.get("figures", []):
             print("wrote " + ", ".join(makers[name](job.run_dirs[0], **kw)))
+    elif job.kind == ADAPTIVE:
+        from eval import adaptive_detection
+        adaptive_detection.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
     elif job.kind == BLACKBOX:
         from eval import blackbox
         out = o["out_dir"]

@@ -23,8 +23,8 @@ from typing import Optional
 from studies.scale import Scale
 from studies.spec import RunSpec, Study
 
-TRAIN, ATTACK_SUITE, TRANSFER, DETECTION, BLACKBOX = ("train", "attack_suite", "transferability",
-                                                      "detection", "blackbox")
+TRAIN, ATTACK_SUITE, TRANSFER, DETECTION, ADAPTIVE, BLACKBOX = (
+    "train", "attack_suite", "transferability", "detection", "adaptive_detection", "blackbox")
 FIGURES = ("entropy_histogram", "roc_attacks", "roc_eps")  # drawn for the detection studies
 
 
@@ -98,7 +98,9 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
     jobs: dict[str, Job] = {}
     suite_attacks: dict[str, list[str]] = {}      # run_dir -> attacks, in first-seen order
     detection_runs: dict[str, None] = {}
+    adaptive_runs: dict[str, None] = {}
     transfer_runs: dict[str, None] = {}
+    sanity_runs: set[str] = set()               # runs a full_evaluation study checks for masking
     for part in _studies(study):
         ds = dataset or scale.dataset_for(part.dataset)
         kept = [r for r in part.runs if scale.keeps(r)]
@@ -117,9 +119,13 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                     jobs[tid] = Job(tid, TRAIN, (run_dir,), opts, cost=train_cost(opts))
                 if ATTACK_SUITE in part.evaluations:
                     names = suite_attacks.setdefault(run_dir, [])
-                    names += [a for a in scale.attacks_for(part.attacks) if a not in names]
+                    names += [a for a in scale.attacks_for(part.attacks, part.full_evaluation) if a not in names]
+                    if part.full_evaluation:
+                        sanity_runs.add(run_dir)
                 if DETECTION in part.evaluations:
                     detection_runs[run_dir] = None
+                if ADAPTIVE in part.evaluations:
+                    adaptive_runs[run_dir] = None
                 if TRANSFER in part.evaluations and run.members >= 2:
                     transfer_runs[run_dir] = None
             if BLACKBOX in part.evaluations and len(part_dirs) > 1:
@@ -136,13 +142,17 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
     for run_dir, names in suite_attacks.items():
         _add_eval(jobs, ATTACK_SUITE, run_dir,
                   dict(attacks=names, n_samples=scale.n_samples, seed=seeds_of[run_dir],
-                       nb_iter=scale.attack_nb_iter, mul_nb_iter=scale.mul_nb_iter, sanity=scale.sanity))
+                       nb_iter=scale.attack_nb_iter, mul_nb_iter=scale.mul_nb_iter,
+                       sanity=scale.sanity or run_dir in sanity_runs))
     for run_dir in transfer_runs:
         _add_eval(jobs, TRANSFER, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
                                                 nb_iter=scale.analysis_nb_iter))
     for run_dir in detection_runs:
         _add_eval(jobs, DETECTION, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
                                                  nb_iter=scale.analysis_nb_iter, figures=list(FIGURES)))
+    for run_dir in adaptive_runs:
+        _add_eval(jobs, ADAPTIVE, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
+                                                nb_iter=scale.analysis_nb_iter))
     ordered = [j for j in jobs.values() if j.kind == TRAIN] + [j for j in jobs.values() if j.kind != TRAIN]
     return Plan(study, scale, tuple(seeds), out_dir, cells, ordered, left_out)
 
@@ -186,6 +196,11 @@ def train_cost(opts: dict) -> float:
     return float(images * epochs * passes_per_image(method, opts["members"], k))
 
 
+# Standard AutoAttack per sample: APGD-CE's 100 steps, then on the survivors (taken as half) APGD-T
+# and FAB-T over 9 target classes of 100 steps each and Square's 5000 queries (forward passes only).
+AUTOATTACK_STEPS = 100 + 0.5 * (9 * 100 + 9 * 100 + 5000 / 2)
+
+
 def _test_size(dataset: str, n_samples: Optional[int]) -> int:
     from cce_tf import data
 
@@ -203,17 +218,29 @@ def eval_cost(kind: str, options: dict, train_opts: dict) -> float:
         for name in options["attacks"]:
             p = registry.default_params(name, ds, arch, nb_iter=options.get("nb_iter"),
                                         mul_nb_iter=options.get("mul_nb_iter"))
-            k = {"fgsm": 1, "spsa": 2 * p.get("nb_iter", 1) * 128 / 2}.get(name, p.get("nb_iter", 1))
+            k = {"fgsm": 1, "spsa": 2 * p.get("nb_iter", 1) * 128 / 2,
+                 "autoattack": AUTOATTACK_STEPS}.get(name, p.get("nb_iter", 1))
             if name.startswith("mul_"):
                 k *= 9
             if name.startswith("bb_"):
                 k = p["start_nb_iter"] + p["steps"] * p["repeats"]
             steps += k * min(_test_size(ds, options.get("n_samples")),
                              registry.default_n_samples(name) or 10 ** 9)
+        if options.get("sanity"):  # PGD at each radius of the sweep, at 2k, and restarted margin PGD
+            from eval import sanity
+            k = registry.default_params("pgd", ds, arch, nb_iter=options.get("nb_iter"))["nb_iter"]
+            eps = registry.EPSILONS[ds]["eps"]
+            steps += ((len(sanity.sweep_eps(eps)) + 2 + registry.RESTARTS) * k
+                      * min(_test_size(ds, options.get("n_samples")), sanity.SUBSET))
         return float(steps * n_members)
     n = _test_size(ds, options.get("n_samples"))
     if kind == TRANSFER:
         return float(2 * options["nb_iter"] * n * n_members)
+    if kind == ADAPTIVE:  # PGD, PGD − βH per β, a targeted PGD per wrong class, the two stages
+        from cce_tf import data
+        from eval.adaptive_detection import BETAS
+        classes = data.info(ds).num_classes
+        return float((1 + len(BETAS) + classes - 1 + 2) * options["nb_iter"] * n * n_members)
     return float(11 * options["nb_iter"] * n * n_members)  # detection: 3 attacks + 8 sweep radii
 
 

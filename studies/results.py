@@ -112,6 +112,21 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                     rows.append(_row(base, evaluation="detection", attack=m["attack"], eps=m["eps"],
                                      eps_iter=m["eps_iter"], nb_iter=m["nb_iter"], n=m["n_pos"] + m["n_neg"],
                                      metric="auc", value=m["auc"], key=key))
+    if "adaptive_detection" in part.evaluations:
+        from eval import adaptive_detection
+        r = common.read_json(os.path.join(ev, adaptive_detection.JSON_NAME))
+        if r and r.get(reuse.KEY) == fp:
+            for name, m in r["attacks"].items():
+                p = dict(m["params"])
+                kw = dict(evaluation="adaptive_detection", attack=name, eps=p.get("eps"),
+                          eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=r["n_samples"])
+                if m.get("auc") is not None:
+                    rows.append(_row(base, **kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}"))
+                rows.append(_row(base, **kw, metric="robust_accuracy", value=m["robust"],
+                                 key=f"evaded_robust_{name}"))
+            rows.append(_row(base, evaluation="adaptive_detection", attack="any", n=r["n_samples"],
+                             metric="robust_accuracy", value=r["detection_aware_robust_accuracy"],
+                             key="detection_aware"))
     if "training_time" in part.evaluations:
         h = common.read_json(os.path.join(cell.run_dir, "history.json"))
         secs = [e["seconds"] for e in (h or []) if isinstance(e, dict) and "seconds" in e]
@@ -151,7 +166,7 @@ def collect(plan: Plan) -> list[dict]:
     rows = []
     for part in plan.study.parts or (plan.study,):
         cells = [c for c in plan.cells if c.study == part.name]
-        attacks = plan.scale.attacks_for(part.attacks)
+        attacks = plan.scale.attacks_for(part.attacks, part.full_evaluation)
         for cell in cells:
             rows += _cell_rows(part, cell, attacks)
         if "blackbox" in part.evaluations:
@@ -242,6 +257,12 @@ def _row_label(key: str) -> str:
         return attack_suite.NAT_ROW
     if key == "any_attack":
         return f"**{attack_suite.ANY_ROW}**"
+    if key == "detection_aware":
+        return "**Detection-aware robust accuracy (no adaptive attack evades at 5 % FPR)**"
+    if key.startswith("adaptive_auc_"):
+        return f"AUC, detector-aware {key[13:]}"
+    if key.startswith("evaded_robust_"):
+        return f"Not evaded by {key[14:]} (5 % FPR)"
     if key.startswith("auc_sweep"):
         return f"AUC, PGD ε sweep point {int(key[9:]) + 1}"
     if key.startswith("auc_"):
@@ -287,7 +308,7 @@ def _mask(plan: Plan, part: Study, label: str, seed: int, key: str) -> Optional[
     except OSError:
         return None
     if key == "any_attack":  # the same worst case as the table's row, per sample
-        names = [a for a in plan.scale.attacks_for(part.attacks) if a in masks]
+        names = [a for a in plan.scale.attacks_for(part.attacks, part.full_evaluation) if a in masks]
         if not names:
             return None
         n = min(len(masks[a]) for a in names)
@@ -356,6 +377,28 @@ def claims_table(checked: list[dict], scale: float = 100.0) -> str:
     return "\n".join(lines)
 
 
+def sanity_lines(plan: Plan, part: Study) -> list[str]:
+    """One Markdown bullet per run and seed of a full_evaluation part: the any-attack row against
+    restarted margin PGD (sanity check 6) and every masking warning of its sanity report."""
+    out = []
+    for cell in (c for c in plan.cells if c.study == part.name):
+        try:
+            fp = reuse.fingerprint(cell.run_dir)
+        except OSError:
+            continue
+        r = common.read_json(os.path.join(cell.run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
+        report = r.get("sanity", {})
+        if r.get(reuse.KEY) != fp or report.get(reuse.KEY) != fp:
+            continue
+        c = report.get("any_vs_restarts")
+        versus = (f"any attack {100 * c['any_attack']:.1f} vs margin PGD with random restarts "
+                  f"{100 * c['pgd_margin_restarts']:.1f} on {c['n_samples']} samples; ") if c else ""
+        warnings = report.get("warnings", [])
+        out.append(f"- {cell.run.label}, seed {cell.seed}: {versus}"
+                   + ("; ".join(f"**{w}**" for w in warnings) if warnings else "no masking warning"))
+    return out
+
+
 def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
     """(caption, PNG path) of the figures this part drew for its first seed: the detection figures
     (Figs 2-4) of every run, the black-box heatmaps (Tables 12-13)."""
@@ -397,6 +440,9 @@ def render(plan: Plan, rows: list[dict], header: str = "",
             continue
         md += [study_table(part, rows), ""]
         w.writerows(study_csv(part, rows))
+        checks = sanity_lines(plan, part) if part.full_evaluation else []
+        if checks:
+            md += ["Sanity checks (eval/sanity.py; thresholds in each line, Carlini et al. 2019):", "", *checks, ""]
         drawn = figures(plan, part)
         if drawn:
             md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]

@@ -55,9 +55,10 @@ class Scale:
             opts["nb_iter"] = self.train_nb_iter
         return opts
 
-    def attacks_for(self, study_attacks: tuple[str, ...]) -> tuple[str, ...]:
-        """The study's attacks that this scale runs, in the study's order."""
-        if self.attacks is None:
+    def attacks_for(self, study_attacks: tuple[str, ...], full: bool = False) -> tuple[str, ...]:
+        """The study's attacks that this scale runs, in the study's order (all of them for a study
+        with ``full_evaluation``)."""
+        if self.attacks is None or full:
             return study_attacks
         return tuple(a for a in study_attacks if a in self.attacks) or self.attacks[:1]
 

@@ -15,8 +15,11 @@ A study file holds:
                               3-5, 10, 11), "natural" (Table 7), "transferability" (Table 6), "blackbox"
                               (Tables 12-13), "detection" (Figs 2-4), "training_time" (Table 9)
     evaluations               what every run needs: attack_suite, transferability, detection,
-                              training_time; blackbox (one job across all runs)
+                              adaptive_detection, training_time; blackbox (one job across all runs)
     attacks                   the attack-suite attacks (attacks.registry names)
+    full_evaluation           optional, default false: a scale may shrink the attacks' k and sample
+                              count but not drop any of them nor the sanity checks (a study of the
+                              evaluation itself, where the dropped attack would be the finding)
     [[runs]]                  label (the paper's column name), method (a method or preset of
                               cce_tf.config), members, and optionally lambda_pm, lambda_dm, arch
     [paper.METRIC]            the paper's numbers in percent (seconds for training_time), keyed by run
@@ -24,7 +27,9 @@ A study file holds:
                               name, "natural", "any_attack", a Table 6 symbol (a_en_en, a11, a22,
                               S11, S01, S10, S00, T, nT, a_single), "blackbox_eps0" / "blackbox_eps1",
                               "auc_pgd" / "auc_bim" / "auc_mim" (Fig 3), "auc_sweep0" ... "auc_sweep7"
-                              (Fig 4, ε × {1,2,4,8,12,16,20,24}/8), or "seconds_per_epoch"
+                              (Fig 4, ε × {1,2,4,8,12,16,20,24}/8), "seconds_per_epoch", or from
+                              adaptive_detection "adaptive_auc_ATTACK", "evaded_robust_ATTACK" and
+                              "detection_aware" (eval/adaptive_detection.py)
     [[claims]]                the paper's qualitative claims, each checkable: text, metric, a, b (run
                               labels, or b = a number in percent for a threshold), direction (">" or
                               "<"), margin (percent points, default 0)
@@ -40,7 +45,8 @@ from typing import Optional, Union
 
 SPEC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 LAYOUTS = ("attacks", "natural", "transferability", "blackbox", "detection", "training_time")
-EVALUATIONS = ("attack_suite", "transferability", "detection", "blackbox", "training_time")
+EVALUATIONS = ("attack_suite", "transferability", "detection", "adaptive_detection", "blackbox",
+               "training_time")
 PAPER = "paper"
 
 
@@ -98,6 +104,7 @@ class Study:
     paper: dict            # metric -> {cell key -> number}
     claims: tuple[Claim, ...]
     parts: tuple["Study", ...] = ()   # the studies a composite ("paper") is made of
+    full_evaluation: bool = False
 
     def run(self, label: str) -> RunSpec:
         for r in self.runs:
@@ -113,11 +120,12 @@ def names() -> list[str]:
 
 
 def _paper_order(name: str) -> tuple:
-    """Tables before figures, each by number (table10a after table9), as the paper prints them."""
+    """Tables before figures, each by number (table10a after table9), as the paper prints them; then
+    the studies that are not paper objects (adaptive), by name."""
     kind = name.rstrip("0123456789ab")
     rest = name[len(kind):]
     number = rest.rstrip("ab")
-    return (kind != "table", kind, int(number) if number else 0, rest[len(number):])
+    return ({"table": 0, "fig": 1}.get(kind, 2), kind, int(number) if number else 0, rest[len(number):])
 
 
 def load(name: str) -> Study:
@@ -189,4 +197,4 @@ def _parse(raw: dict, path: str) -> Study:
     return Study(name=need(raw, "name", "the study"), title=need(raw, "title", "the study"),
                  source=raw.get("source", ""), dataset=dataset, arch=arch, layout=layout,
                  evaluations=evaluations, attacks=attacks, runs=tuple(runs), paper=paper,
-                 claims=tuple(claims))
+                 claims=tuple(claims), full_evaluation=bool(raw.get("full_evaluation", False)))

@@ -47,13 +47,13 @@ def _results(run_dir):
 
 def _counting_run(monkeypatch):
     calls = []
-    real = registry.run
+    real = registry.run_detailed
 
     def run(name, *args, **kwargs):
         calls.append(name)
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "run", run)
+    monkeypatch.setattr(registry, "run_detailed", run)
     return calls
 
 
@@ -204,9 +204,9 @@ def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, mon
     def last_row_leaves(name, model, x, y, **p):  # only the last attacked sample of a batch
         x_adv = np.array(x)
         x_adv[-1] = np.clip(x_adv[-1] + 2 * p["eps"], 0, 1)
-        return x_adv
+        return x_adv, {}
 
-    monkeypatch.setattr(registry, "run", last_row_leaves)
+    monkeypatch.setattr(registry, "run_detailed", last_row_leaves)
     assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "fgsm",
                              "--force", "--nosanity"]) == 1
     err = capsys.readouterr().err
@@ -223,20 +223,48 @@ def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, mon
 
 
 def test_unavailable_attack_is_skipped(first_run, run_dir, monkeypatch, capsys):
-    real = registry.run
+    real = registry.run_detailed
 
     def run(name, *args, **kwargs):
         if name == "autoattack":
             raise AttackUnavailable("AutoAttack needs torch; install with: pip install -r requirements-autoattack.txt")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "run", run)
+    monkeypatch.setattr(registry, "run_detailed", run)
     assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY,
                              "--attacks", "autoattack,fgsm", "--nosanity"]) == 0
     r = _results(run_dir)
     assert "pip install" in r["attacks"]["autoattack"]["skipped"]
     assert "robust_accuracy" in r["attacks"]["fgsm"]
     assert "| Auto-Attack | skipped |" in capsys.readouterr().out
+
+
+def test_autoattack_keeps_its_examples_and_stages(first_run, run_dir, monkeypatch, capsys):
+    """AutoAttack's entry gains the robust accuracy after each sub-attack, and its x_adv are saved
+    with indices, clean labels and the weights they belong to. A stand-in for the official code
+    (FGSM as its first sub-attack) keeps it fast; autoattack_stages itself is tested in test_attacks."""
+    from attacks import autoattack, gradient
+
+    def stages(model, x, y, eps, seed=0, batch_size=500):
+        x_adv = gradient.fgsm(model, x, y, eps=eps)
+        fooled = np.argmax(model(tf.constant(x_adv)), -1) != y
+        return x_adv, np.where(fooled, 0, autoattack.NOT_BROKEN).astype(np.int8)
+
+    monkeypatch.setattr(autoattack, "autoattack_stages", stages)
+    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "autoattack",
+                             "--nosanity"]) == 0
+    e = _results(run_dir)["attacks"]["autoattack"]
+    assert list(e["stages"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert e["stages"]["square"] == e["robust_accuracy"] < _results(run_dir)["natural_accuracy"]
+    with np.load(os.path.join(run_dir, e["adversarial_examples"])) as z:
+        assert z["indices"].tolist() == list(range(64)) and z["x_adv"].shape == (64, 28, 28, 1)
+        assert z["robust"].mean() == e["robust_accuracy"] and reuse.fingerprint(run_dir) in str(z["key"])
+        from eval import common
+        x, y = common.test_samples("fashion_mnist", 64)
+        ens, _ = common.load_run_checked(run_dir)
+        np.testing.assert_array_equal(z["labels"], y)
+        np.testing.assert_array_equal(common.predict(ens, z["x_adv"]).argmax(-1) == y, z["robust"])
+    assert "after APGD-CE" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------------

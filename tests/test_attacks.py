@@ -292,6 +292,25 @@ def test_autoattack_breaks_undefended_ensemble(attacks, ensemble, batch):
     assert accuracy(ensemble, x_adv, y) == 0.0
 
 
+def test_autoattack_stages_match_one_standard_run(monkeypatch, ensemble, batch):
+    """Sub-attack by sub-attack gives the one-call standard evaluation's x_adv, and broken_by says
+    which sub-attack broke each sample (a clean error counts as broken by the first). Two of the four
+    sub-attacks keep it fast: FAB-T and Square go through the same loop."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(autoattack, "STANDARD_ATTACKS", ("apgd-ce", "apgd-t"))
+    x, y = batch[0][:8], batch[1][:8].copy()
+    y[0] = (y[0] + 1) % 10                       # a sample the model gets wrong before any attack
+    eps = 0.04                                   # small enough that APGD-CE leaves some robust
+    x_adv, broken_by = autoattack.autoattack_stages(ensemble, x, y, eps=eps, batch_size=8)
+    _, adversary, device = autoattack._adversary(ensemble, eps, "standard", None, 0)
+    adversary.attacks_to_run = ["apgd-ce", "apgd-t"]
+    np.testing.assert_array_equal(x_adv, autoattack._run(torch, adversary, device, x, y, 8))
+    fooled = np.argmax(ensemble(tf.constant(x_adv)), axis=1) != y
+    np.testing.assert_array_equal(fooled, broken_by != autoattack.NOT_BROKEN)
+    assert broken_by[0] == 0 and set(broken_by) - {0}
+    assert_in_bounds(x_adv, x, eps)
+
+
 def test_autoattack_unavailable_without_torch(monkeypatch, ensemble, batch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     module = importlib.reload(autoattack)  # importing the adapter still works

@@ -59,6 +59,39 @@ def test_report_runs_the_new_checks_from_earlier_numbers():
     assert len(r["warnings"]) == 3  # the sweep's end, its rise, and the margin loss
 
 
+def test_any_attack_above_restarted_margin_pgd_is_flagged():
+    any_attack = np.r_[np.ones(45, bool), np.zeros(55, bool)]     # 0.45
+    restarts = np.r_[np.ones(40, bool), np.zeros(60, bool)]       # 0.40: the worst case is 5 points too high
+    c = sanity.check_any_vs_restarts(any_attack, restarts)
+    assert not c["passed"] and c["n_samples"] == 100
+    w = sanity.warnings_for({"any_vs_restarts": c})
+    assert len(w) == 1 and "any attack (0.450) is 0.050 above" in w[0] and "trust pgd_margin_restarts" in w[0]
+    assert sanity.check_any_vs_restarts(restarts, any_attack)["passed"]           # below: quiet
+    assert sanity.check_any_vs_restarts(any_attack[:20], restarts)["n_samples"] == 20
+
+
+def test_restarts_attack_again_only_what_survives(tiny_run, fmnist_test):
+    """Each start is a new random start; a sample fooled once keeps that x_adv; more starts never
+    leave more samples robust than the first start alone did."""
+    from cce_tf.ensemble import load_run
+    ens = load_run(tiny_run)
+    x, y = fmnist_test[0][:64], fmnist_test[1][:64]
+    calls = []
+
+    def counting(model, xs, ys, **p):
+        calls.append(len(xs))
+        return gradient.pgd_margin(model, xs, ys, **p)
+
+    tf.random.set_seed(0)
+    x_adv = gradient.restarted(counting, ens, x, y, 3, eps=0.1, eps_iter=0.01, nb_iter=3)
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
+    right = lambda xs: np.argmax(ens(tf.constant(xs)), 1) == y  # noqa: E731
+    assert calls[0] == 64 and len(calls) >= 2 and calls[1] < 64
+    tf.random.set_seed(0)
+    assert right(x_adv).sum() <= right(gradient.pgd_margin(ens, x, y, eps=0.1, eps_iter=0.01, nb_iter=3)).sum()
+    assert registry.default_params("pgd_margin_restarts", "fashion_mnist")["restarts"] == registry.RESTARTS
+
+
 def test_transferred_attack_stronger_than_white_box_is_flagged():
     result = {"labels": ["NAT", "CCE-DM"], "results": [
         {"eps": 0.1, "accuracy": [[0.05, 0.30], [0.70, 0.45]]}]}   # NAT's examples break CCE-DM more

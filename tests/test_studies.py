@@ -121,3 +121,36 @@ def test_claim_checker_on_hand_made_results():
     assert noisy["per_seed"] == pytest.approx([0.05, -0.04, 0.01])
     assert noisy["diff"] == pytest.approx(np.mean([0.05, -0.04, 0.01]))
     assert _hand_made([0.45], [0.40])["verdict"] == stats.UNDECIDED  # one seed, no flags: no interval
+
+
+def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_run, tmp_path):
+    """A study of the evaluation itself: the tiny scale may cut k and samples, not the attacks nor the
+    sanity checks; its adaptive-detection results become rows with their own keys."""
+    import tomllib
+    from eval import adaptive_detection, reuse
+    from conftest import copy_run
+
+    raw = tomllib.loads(STUDY)
+    raw.update(attacks=["pgd", "mul_pgd", "autoattack"], full_evaluation=True,
+               evaluations=["attack_suite", "adaptive_detection"])
+    study = spec._parse(raw, "full.toml")
+    p = plan.make(study, SCALES["tiny"], (0,), str(tmp_path))
+    suite = [j for j in p.jobs if j.kind == plan.ATTACK_SUITE]
+    assert suite and all(j.options["attacks"] == ["pgd", "mul_pgd", "autoattack"] and j.options["sanity"]
+                         for j in suite)
+    assert len([j for j in p.jobs if j.kind == plan.ADAPTIVE]) == 2
+    raw.update(full_evaluation=False)  # the same study without it: the scale's cut applies
+    cut = plan.make(spec._parse(raw, "cut.toml"), SCALES["tiny"], (0,), str(tmp_path))
+    assert all(j.options["attacks"] == ["pgd"] and not j.options["sanity"]
+               for j in cut.jobs if j.kind == plan.ATTACK_SUITE)
+
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, verbose=False)
+    cell = plan.Cell("mini", study.runs[1], "fashion_mnist", 0, run_dir)
+    rows = {r["key"]: r for r in results._cell_rows(study, cell, ())}
+    r = adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, verbose=False)  # reused
+    assert rows["detection_aware"]["value"] == r["detection_aware_robust_accuracy"]
+    assert rows["adaptive_auc_two_stage"]["value"] == r["attacks"]["two_stage"]["auc"]
+    assert rows["evaded_robust_mul_pgd_confident"]["n"] == 32
+    assert all(row["weights_sha256"] == reuse.fingerprint(run_dir) for row in rows.values())
+    assert results._row_label("detection_aware").startswith("**Detection-aware")
