@@ -534,6 +534,15 @@ def _parse_or_exit(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m cce_tf.train, console script cce-train). --help exits 0 (absl's
+    own exits 1)."""
+    if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
+        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(__name__))
+        sys.exit(0)
     app.run(run, flags_parser=_parse_or_exit)
+
+
+if __name__ == "__main__":
+    cli()
 

@@ -709,6 +709,7 @@ def cli(argv: Optional[list[str]] = None) -> int:
     """``main`` with exit codes: 0 done, 2 bad input (one line, nothing written), 1 an attack
     returned an x_adv outside its bounds (the results before it are kept)."""
     argv = list(sys.argv if argv is None else argv)
+    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
     if any(a in _HELP for a in argv[1:]):
         print(__doc__.split("\nParts")[0] + "\nFlags:\n" + FLAGS.get_help())
         return 0
@@ -724,5 +725,4 @@ def cli(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
     sys.exit(cli())

@@ -80,10 +80,19 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-def run_cli(main: Callable[[list[str]], Any]) -> None:
-    """``app.run`` with the one-line, exit-2 handling of bad flags and bad input."""
-    from absl import app
+HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
+
+def run_cli(main: Callable[[list[str]], Any], doc: Optional[str] = None) -> None:
+    """``app.run`` with the one-line, exit-2 handling of bad flags and bad input. ``--help`` prints
+    ``doc`` (default: the docstring of ``main``'s module) and the flags, and exits 0 (absl's own
+    --help exits 1, which a console script's caller would take for a failure)."""
+    from absl import app, flags
+
+    if any(a in HELP_ARGS for a in sys.argv[1:]):
+        doc = doc if doc is not None else sys.modules[main.__module__].__doc__
+        print((doc or "").strip() + "\n\nFlags:\n" + flags.FLAGS.get_help())
+        sys.exit(0)
     app.run(cli(main), flags_parser=parse_flags)
 
 
