@@ -4,6 +4,7 @@ Usage::
 
     from cce_tf.fingerprint import weights_fingerprint
     fp = weights_fingerprint("runs/demo")     # "3f5a...": 64 hex digits
+    fp = model_file_fingerprint("model.keras")  # a classifier evaluated in place of a run
 
 Every result computed on a run records this value, so a result can never be taken for the weights
 the run holds after more training. Hashing a ResNet ensemble takes a moment, so the digest is cached
@@ -59,3 +60,18 @@ def weights_fingerprint(run_dir: str) -> str:
             pass  # a read-only run folder still gets its fingerprint, only uncached on disk
     _memo[key] = digest
     return digest
+
+
+def model_file_fingerprint(path: str) -> str:
+    """The identity of a model given as a file instead of a run: SHA-256 of a .keras file's bytes,
+    or for a SavedModel folder of saved_model.pb and every file under variables/, each preceded
+    by its relative path (so renaming or moving a shard changes it too)."""
+    if os.path.isfile(path):
+        return file_sha256(path)
+    h = hashlib.sha256()
+    names = ["saved_model.pb"] + sorted(
+        os.path.relpath(os.path.join(d, f), path)
+        for d, _, files in os.walk(os.path.join(path, "variables")) for f in files)
+    for name in names:
+        h.update(name.encode() + b"\0" + file_sha256(os.path.join(path, name)).encode())
+    return h.hexdigest()

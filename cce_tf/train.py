@@ -8,8 +8,9 @@ Examples::
     python -m cce_tf.train --strategy mirrored ...          # data-parallel over all local devices
     python -m cce_tf.train --epochs 180 --lr_milestones 80,120,160
 
-A run folder holds config.json, ensemble.weights.h5 (loadable with cce_tf.ensemble.load_run),
-checkpoints/, history.json and TensorBoard logs in logs/ (DESIGN.md, contract 5).
+A run folder holds config.json, ensemble.weights.h5 (the weights, whose SHA-256 identifies every
+result), ensemble.keras (the same weights as a standard Keras file, what cce_tf.ensemble.load_run
+reads), checkpoints/, history.json and TensorBoard logs in logs/ (DESIGN.md, contract 5).
 
 Resuming. Running the same command again resumes from the last backup of the training state:
 weights, Adam, the epoch and the step in it, the metrics so far, and the random state (PGD's
@@ -98,7 +99,7 @@ _INT_RANGES = dict(members=(1, 16), epochs=(1, MAX_EPOCHS), batch_size=(1, 65_53
                    cpu_devices=(0, 256), verbose=(0, 2))
 _FLOAT32_MAX = 3.4028234663852886e38  # these numbers become float32 tensors
 # cce_tf.ensemble's names for these; importing it would import TensorFlow before the checks are done.
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "ensemble.weights.h5"
+CONFIG_FILE, WEIGHTS_FILE, KERAS_FILE = "config.json", "ensemble.weights.h5", "ensemble.keras"
 
 
 class UsageError(ValueError):
@@ -345,7 +346,7 @@ def main(argv: list[str]) -> None:
 
     from cce_tf import config, data
     from cce_tf.config import PGDConfig
-    from cce_tf.ensemble import build_ensemble
+    from cce_tf.ensemble import build_ensemble, save_keras_file
     from cce_tf.methods import make_trainer
 
     # Everything that can fail on input fails before anything is written.
@@ -444,6 +445,10 @@ def main(argv: list[str]) -> None:
             with _writing(tmp):
                 ensemble.save_weights(tmp)
                 os.replace(tmp, os.path.join(run_dir, WEIGHTS_FILE))
+            # ensemble.keras carries the weights file itself: load_run refuses the two when they
+            # differ (a failure between these writes), and the next epoch's save rewrites both.
+            with _writing(os.path.join(run_dir, KERAS_FILE)):
+                save_keras_file(ensemble, os.path.join(run_dir, WEIGHTS_FILE), os.path.join(run_dir, KERAS_FILE))
             lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             history.append({"epoch": e + 1, **{k: float(v) for k, v in logs.items()}, "learning_rate": lr})
             _write_json(os.path.join(run_dir, "history.json"), history)
@@ -529,6 +534,15 @@ def _parse_or_exit(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m cce_tf.train, console script cce-train). --help exits 0 (absl's
+    own exits 1)."""
+    if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
+        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(__name__))
+        sys.exit(0)
     app.run(run, flags_parser=_parse_or_exit)
+
+
+if __name__ == "__main__":
+    cli()
 

@@ -150,8 +150,13 @@ def main(argv):
     print(table(rows))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m eval.adaptive_detection, console script cce-adaptive-detect)."""
     common.define_multi_run_flags("Unused (results go to RUN/eval/).")
     flags.DEFINE_string("eps", None, "Attack radius (default per data set).")
     flags.DEFINE_string("eps_iter", None, "Step size η (default: the detection step, ε/8).")
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,6 +3,12 @@
     python -m eval.attack_suite --run_dir RUN                       # the paper's attacks, paper settings
     python -m eval.attack_suite --run_dir runs/adp --run_dir runs/cce   # side by side, one column each
     python -m eval.attack_suite --run_dir RUN --attacks pgd,spsa --n_samples 1000 --nb_iter 20
+    python -m eval.attack_suite --run_dir my_model.keras --dataset fashion_mnist   # any classifier
+
+--run_dir also takes a model file in place of a run folder: a .keras file or a TensorFlow
+SavedModel folder of any classifier (logits out, [0, 1] NHWC float32 in; e.g. written by
+python -m cce_tf.export). Its data set is --dataset, or the one data set its input shape and class
+count fit; its results go to the sibling folder PATH.eval/, stamped with the file's SHA-256.
 
 Per run: natural accuracy on the whole test set, then each attack on the first n test samples
 (gradient attacks: all of them; SPSA, B&B and AutoAttack: the first 1000, as the paper), in
@@ -70,8 +76,11 @@ RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS
 # instead of app.run (whose parse errors exit 1, not 2). The flags only fill ``SuiteOptions``:
 # every function below takes its settings as arguments.
 FLAGS = flags.FlagValues()
-flags.DEFINE_multi_string("run_dir", None, "Run folder written by cce_tf.train; repeat to compare runs "
-                          "side by side (one table column each).", flag_values=FLAGS)
+flags.DEFINE_multi_string("run_dir", None, "Run folder written by cce_tf.train, or a .keras file / "
+                          "SavedModel folder of any classifier; repeat to compare them side by side (one "
+                          "table column each).", flag_values=FLAGS)
+flags.DEFINE_string("dataset", None, "The data set of a model file given as --run_dir (default: the one "
+                    "its input shape and class count fit); a run folder's must match.", flag_values=FLAGS)
 flags.DEFINE_list("attacks", None, "Comma list of attacks (default: the paper's and PGD on the margin "
                   "loss, attacks.registry.DEFAULT_ATTACKS).", flag_values=FLAGS)
 flags.DEFINE_integer("n_samples", None, "Attack at most the first N test samples (default: gradient "
@@ -124,7 +133,8 @@ class SuiteOptions:
 
     attacks: names of ``attacks.registry.ATTACKS`` (None: the paper's list); n_samples: at most the
     first N test samples per attack (None: the paper's counts); eps / eps_iter / nb_iter: overrides
-    as ``attacks.registry.default_params`` applies them; force: recompute reusable results.
+    as ``attacks.registry.default_params`` applies them; force: recompute reusable results;
+    dataset: the data set of model files given in place of run folders (eval.common.load_target).
     """
 
     attacks: Optional[tuple[str, ...]] = None
@@ -137,6 +147,7 @@ class SuiteOptions:
     mul_nb_iter: Optional[int] = None
     force: bool = False
     sanity: bool = True
+    dataset: Optional[str] = None
 
     @classmethod
     def from_flags(cls) -> "SuiteOptions":
@@ -144,7 +155,7 @@ class SuiteOptions:
                    n_samples=FLAGS.n_samples, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                    eps=FLAGS.eps, eps_iter=FLAGS.eps_iter, nb_iter=FLAGS.nb_iter,
                    mul_nb_iter=FLAGS.mul_nb_iter, force=FLAGS.force,
-                   sanity=FLAGS.sanity)
+                   sanity=FLAGS.sanity, dataset=FLAGS.dataset)
 
     def attack_names(self) -> list[str]:
         """The checked attack names, repeats dropped. Raises UsageError on any bad setting."""
@@ -175,7 +186,7 @@ class SuiteOptions:
 class RunPlan:
     """One run folder and everything to do on it."""
 
-    run_dir: str
+    run_dir: str                      # a run folder, or a model file (eval.common.is_model_file)
     config: dict
     header: str                       # the table column, e.g. "CCE-RM_2"
     attacks: dict[str, tuple[dict, int]]  # name -> (params, n_samples)
@@ -209,13 +220,15 @@ def attack_samples(name: str, n_test: int, opts: SuiteOptions) -> int:
 
 
 def run_header(config: dict) -> str:
-    """The paper's column name: method (or preset) and N, e.g. CCE-RM_2, ADV_1."""
+    """The paper's column name: method (or preset) and N, e.g. CCE-RM_2, ADV_1; a model file's name."""
+    if config.get("label"):
+        return config["label"]
     return f"{(config.get('preset') or config['method']).upper()}_{config['members']}"
 
 
 def read_results(run_dir: str) -> dict:
     """RUN/eval/attack_suite.json, or {} if there is none. Raises UsageError if unreadable."""
-    path = os.path.join(run_dir, "eval", RESULTS_FILE)
+    path = os.path.join(common.results_dir(run_dir), RESULTS_FILE)
     if not os.path.exists(path):
         return {}
     try:
@@ -245,7 +258,7 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
     for run_dir in run_dirs:
         run_dir = os.path.normpath(run_dir)
         try:
-            model, config = common.load_run_checked(run_dir)
+            model, config = common.load_target(run_dir, opts.dataset)
         except common.UsageError as e:
             raise UsageError(str(e)) from None
         dataset, arch = config["dataset"], config["arch"]
@@ -406,14 +419,14 @@ def _replace(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
     (flags first: a flag set names the weights and settings it belongs to, see ``_signature``)."""
-    out = os.path.join(run_dir, "eval")
+    out = common.results_dir(run_dir)
     os.makedirs(out, exist_ok=True)
     _replace(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
     _replace(os.path.join(out, RESULTS_FILE), lambda f: json.dump(results, f, indent=2))
 
 
 def read_masks(run_dir: str) -> dict[str, np.ndarray]:
-    path = os.path.join(run_dir, "eval", MASKS_FILE)
+    path = os.path.join(common.results_dir(run_dir), MASKS_FILE)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -500,7 +513,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     print(f"== {plan.header}: {plan.run_dir} ({plan.config['dataset']}, {plan.config['arch']})", flush=True)
     model = plan.model
     fp = reuse.fingerprint(plan.run_dir)
-    path = os.path.join(plan.run_dir, "eval", RESULTS_FILE)
+    path = os.path.join(common.results_dir(plan.run_dir), RESULTS_FILE)
 
     t0 = time.time()
     correct = predict(model, x, batch_size) == y
@@ -512,7 +525,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     decisions = {name: reuse.decide(old_attacks.get(name) if "robust_accuracy" in old_attacks.get(name, {})
                                     else None, fp, attack_settings(p, n, seed), opts.force)
                  for name, (p, n) in plan.attacks.items()}
-    for line in reuse.explain(f"{plan.run_dir}/eval/{RESULTS_FILE}", decisions):
+    for line in reuse.explain(path, decisions):
         print(f"  {line}", flush=True)
     # Kept: results on these weights with this seed; any other result cannot share a table with them.
     kept = {n: e for n, e in reuse.same_weights(old_attacks, fp).items()
@@ -775,6 +788,7 @@ def cli(argv: Optional[list[str]] = None) -> int:
     """``main`` with exit codes: 0 done, 2 bad input (one line, nothing written), 1 an attack
     returned an x_adv outside its bounds (the results before it are kept)."""
     argv = list(sys.argv if argv is None else argv)
+    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
     if any(a in _HELP for a in argv[1:]):
         print(__doc__.split("\nParts")[0] + "\nFlags:\n" + FLAGS.get_help())
         return 0
@@ -790,5 +804,4 @@ def cli(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
     sys.exit(cli())

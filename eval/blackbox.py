@@ -232,6 +232,11 @@ def main(argv):
     print("wrote " + ", ".join(paths))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m eval.blackbox, console script cce-blackbox)."""
     define_flags()
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -17,7 +17,8 @@ Parts, top to bottom:
 1. ``UsageError`` and ``cli``: bad input is one line on stderr and exit code 2 (DESIGN.md,
    conventions); ``parse_number`` reads "8/255" as well as "0.0314".
 2. ``AttackSettings`` / ``settings(dataset)``: the evaluation attacks of the paper per data set.
-3. Runs: ``load_run_checked``, ``run_label``, ``test_samples``.
+3. Runs: ``load_run_checked``, ``run_label``, ``test_samples``; model files in place of runs:
+   ``is_model_file``, ``load_model_file``, ``load_target``, ``results_dir``.
 4. Batched ``predict``, ``predict_members``, ``entropy_of_logits`` and ``craft`` (through
    ``attacks.registry.run``, the one entry point to the attack adapters).
 5. Output: ``write_json``, ``read_json``, ``markdown_table``, ``pct``, ``save_figure``.
@@ -79,10 +80,19 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-def run_cli(main: Callable[[list[str]], Any]) -> None:
-    """``app.run`` with the one-line, exit-2 handling of bad flags and bad input."""
-    from absl import app
+HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
+
+def run_cli(main: Callable[[list[str]], Any], doc: Optional[str] = None) -> None:
+    """``app.run`` with the one-line, exit-2 handling of bad flags and bad input. ``--help`` prints
+    ``doc`` (default: the docstring of ``main``'s module) and the flags, and exits 0 (absl's own
+    --help exits 1, which a console script's caller would take for a failure)."""
+    from absl import app, flags
+
+    if any(a in HELP_ARGS for a in sys.argv[1:]):
+        doc = doc if doc is not None else sys.modules[main.__module__].__doc__
+        print((doc or "").strip() + "\n\nFlags:\n" + flags.FLAGS.get_help())
+        sys.exit(0)
     app.run(cli(main), flags_parser=parse_flags)
 
 
@@ -258,21 +268,131 @@ def load_run_checked(run_dir: str):
     """(Ensemble, config dict) of a trained run; UsageError naming the file for a folder that is
     not one, a corrupt config.json or a truncated or corrupt weights file."""
     cfg = read_run_config(run_dir)
-    from cce_tf.ensemble import load_run
+    from cce_tf.ensemble import KERAS_FILE, WEIGHTS_FILE, InconsistentRun, load_run
 
     try:
         return load_run(run_dir), cfg
+    except InconsistentRun as e:
+        raise UsageError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - h5py and Keras raise many types for a damaged file
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UsageError(f"{os.path.join(run_dir, 'ensemble.weights.h5')} cannot be loaded "
+        name = KERAS_FILE if os.path.exists(os.path.join(run_dir, KERAS_FILE)) else WEIGHTS_FILE
+        raise UsageError(f"{os.path.join(run_dir, name)} cannot be loaded "
                          f"({type(e).__name__}: {first[:200]})") from e
+
+
+# A model file in place of a run: any classifier mapping [0, 1] NHWC float32 images to logits,
+# saved as a .keras file or a TensorFlow SavedModel folder (e.g. by python -m cce_tf.export).
+# Its results go to the sibling folder PATH.eval/ (a run's go to RUN/eval/), its fingerprint is
+# the SHA-256 of the file(s) (cce_tf.fingerprint.model_file_fingerprint).
+MODEL_FILE_ARCH = "cnn"  # the attacks' per-architecture defaults (k) for a foreign model: the CNNs'
+
+
+def is_model_file(path: str) -> bool:
+    """True for a .keras file or a SavedModel folder (one holding saved_model.pb)."""
+    return (path.endswith(".keras") and os.path.isfile(path)) or \
+        os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def results_dir(target: str) -> str:
+    """Where a target's results go: RUN/eval/ for a run folder, PATH.eval/ beside a model file."""
+    if is_model_file(target):
+        return os.path.normpath(target) + ".eval"
+    return os.path.join(target, "eval")
+
+
+class SavedModelClassifier:
+    """A loaded SavedModel's ``serve`` signature as a model: ``clf(x, training=False) -> logits``
+    (differentiable, so every gradient attack runs on it)."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(path)
+        if not hasattr(self.loaded, "serve"):
+            raise UsageError(f"{path} is a SavedModel without a 'serve' function (write it with "
+                             "keras.Model.export or python -m cce_tf.export --format savedmodel)")
+        spec = self.loaded.serve.input_signature[0]
+        self.input_shape = tuple(spec.shape[1:])
+
+    def __call__(self, x, training: bool = False):
+        return self.loaded.serve(x)
+
+
+def _dataset_for(path: str, input_shape: tuple, num_classes: int, dataset: Optional[str]) -> str:
+    """The data set a model file is evaluated on: ``dataset`` when given (it must fit the model's
+    input shape and class count), else the one data set that fits; UsageError otherwise."""
+    from cce_tf import data
+
+    fits = [d for d in data.DATASETS
+            if tuple(data.info(d).input_shape) == tuple(input_shape) and data.info(d).num_classes == num_classes]
+    if dataset:
+        if dataset not in data.DATASETS:
+            raise UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {dataset!r}")
+        if dataset not in fits:
+            raise UsageError(f"{path} takes {tuple(input_shape)} images to {num_classes} classes, which "
+                             f"does not fit --dataset {dataset}")
+        return dataset
+    if len(fits) != 1:
+        raise UsageError(f"{path} takes {tuple(input_shape)} images to {num_classes} classes: "
+                         + (f"give --dataset ({' or '.join(fits)})" if fits else "no data set of "
+                            f"{', '.join(data.DATASETS)} fits"))
+    return fits[0]
+
+
+def load_model_file(path: str, dataset: Optional[str] = None):
+    """(classifier, synthetic config) of a .keras file or SavedModel folder. The .keras file is
+    loaded with safe_mode=True: evaluating a model never runs code that came with it. The config
+    has the keys of a run's config.json the tools read (members = 1: the file is one classifier)."""
+    import numpy as np
+
+    try:
+        if path.endswith(".keras"):
+            import keras
+
+            import cce_tf.ensemble  # noqa: F401 - registers cce_tf>Ensemble, so a run's ensemble.keras loads too
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+            input_shape = tuple(model.inputs[0].shape[1:]) if hasattr(model, "inputs") and model.inputs \
+                else None
+        else:
+            model = SavedModelClassifier(path)
+            input_shape = model.input_shape
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Keras, TF and zipfile raise many types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(f"{path} cannot be loaded as a model ({type(e).__name__}: {first[:200]})") from e
+    if input_shape is None or len(input_shape) != 3 or None in input_shape:
+        raise UsageError(f"{path}: the model must take NHWC images of a fixed size, it takes {input_shape}")
+    logits = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False))
+    if logits.ndim != 2:
+        raise UsageError(f"{path}: the model must return logits [batch, classes], it returns shape {logits.shape}")
+    name = os.path.basename(os.path.normpath(path))
+    cfg = {"dataset": _dataset_for(path, input_shape, logits.shape[1], dataset), "arch": MODEL_FILE_ARCH,
+           "method": "model", "preset": None, "members": 1, "input_shape": list(input_shape),
+           "num_classes": int(logits.shape[1]), "model_file": os.path.abspath(path), "label": name}
+    return model, cfg
+
+
+def load_target(path: str, dataset: Optional[str] = None):
+    """(model, config) of an evaluation target: a run folder (``load_run_checked``; ``dataset``,
+    when given, must be the run's) or a model file (``load_model_file``)."""
+    if path and is_model_file(path):
+        return load_model_file(path, dataset)
+    model, cfg = load_run_checked(path)
+    if dataset and dataset != cfg["dataset"]:
+        raise UsageError(f"--dataset {dataset}: {path} was trained on {cfg['dataset']}")
+    return model, cfg
 
 
 _METHOD_NAMES = {"nat": "NAT", "adv": "ADV", "adv-en": "ADV-EN", "adp": "ADP", "cce": "CCE"}
 
 
 def run_label(cfg: dict) -> str:
-    """The paper's name of a run: its preset (CCE-RM, CCE-DM, CCE-Base) or method (ADV-EN, ...)."""
+    """The paper's name of a run: its preset (CCE-RM, CCE-DM, CCE-Base) or method (ADV-EN, ...);
+    a model file's name."""
+    if cfg.get("label"):
+        return cfg["label"]
     preset = cfg.get("preset")
     if preset:
         return {"cce-base": "CCE-Base"}.get(preset, preset.upper())

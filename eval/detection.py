@@ -380,6 +380,11 @@ def main(argv):
         print(f"wrote {path}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m eval.detection, console script cce-detect)."""
     define_flags()
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -10,8 +10,8 @@ Usage::
     for line in reuse.explain("eval/attack_suite.json", {"pgd": d, ...}): print(line)
 
 A result is reused only when it was computed on the very weights the run holds now (the SHA-256 of
-ensemble.weights.h5) AND with the same settings; ``--force`` recomputes it anyway. Every tool has
-the same ``--force`` flag with this meaning. A result file whose weights are gone is kept under
+ensemble.weights.h5; for a model file evaluated in place of a run, of that file) AND with the same
+settings; ``--force`` recomputes it anyway. Every tool has the same ``--force`` flag with this meaning. A result file whose weights are gone is kept under
 RUN/eval/stale/ (``keep_stale``) before its file is rewritten for the new weights, so no finished
 work is lost, and no table or figure can mix the two.
 """
@@ -23,8 +23,8 @@ import os
 import shutil
 from typing import Any, Mapping, Optional, Union
 
-from cce_tf.fingerprint import weights_fingerprint
-from eval.common import jsonable
+from cce_tf.fingerprint import model_file_fingerprint, weights_fingerprint
+from eval.common import is_model_file, jsonable
 
 KEY = "weights_sha256"
 FORCE_HELP = ("Recompute results even when they were computed on the same weights (SHA-256 of "
@@ -43,9 +43,12 @@ class Decision:
     why: str = ""  # why not: NEW, FORCED, WEIGHTS, SETTINGS or UNSTAMPED
 
 
-def fingerprint(run_dir: str) -> str:
-    """SHA-256 of the run's weights (cached by size and mtime; cce_tf.fingerprint)."""
-    return weights_fingerprint(run_dir)
+def fingerprint(target: str) -> str:
+    """SHA-256 of a run's weights (cached by size and mtime; cce_tf.fingerprint), or of a model
+    file evaluated in place of a run (eval.common.is_model_file)."""
+    if is_model_file(target):
+        return model_file_fingerprint(target)
+    return weights_fingerprint(target)
 
 
 def canonical(settings: Any) -> Any:

@@ -48,6 +48,9 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in common.HELP_ARGS for a in argv[1:]):
+        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.get_help())
+        return 0
     FLAGS.unparse_flags()  # a second call in one process starts afresh
     try:
         FLAGS(argv)
@@ -68,5 +71,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def cli() -> int:
+    """The command line (python -m eval.tables, console script cce-tables)."""
+    return main(sys.argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(cli())

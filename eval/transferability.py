@@ -286,6 +286,11 @@ def _opt(text: Optional[str], name: str) -> Optional[float]:
     return None if text is None else common.parse_number(text, name)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m eval.transferability, console script cce-transfer)."""
     define_flags()
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

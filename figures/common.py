@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 import matplotlib
@@ -153,4 +154,4 @@ def detection_figure_cli(make) -> None:
 
     define_run_flags()
     eval_common.define_force_flag()
-    run_cli(main)
+    run_cli(main, doc=sys.modules[make.__module__].__doc__)

@@ -170,7 +170,8 @@ def main(argv):
     print("wrote " + ", ".join(paths))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m figures.loss_surface, cce-figure loss_surface)."""
     common.define_run_flags()
     flags.DEFINE_integer("index", None, "Test image (default: the first one PGD breaks).", **eval_common.BOUNDS["index"])
     flags.DEFINE_string("direction", "sign", "Normalisation of u: sign (L∞ steps) or l2.")
@@ -178,3 +179,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("grid", 21, "Grid points per axis.", lower_bound=3, upper_bound=201)
     flags.DEFINE_bool("clip", True, "Clip the neighbours to [0, 1].")
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -90,7 +90,12 @@ def main(argv):
     print("wrote " + ", ".join(paths))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m figures.predictions, cce-figure predictions)."""
     common.define_run_flags()
     flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).", **eval_common.BOUNDS["index"])
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

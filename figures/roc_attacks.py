@@ -64,5 +64,10 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     return common.save(fig, run_dir, NAME)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m figures.roc_attacks, cce-figure roc_attacks)."""
     common.detection_figure_cli(make)
+
+
+if __name__ == "__main__":
+    cli()

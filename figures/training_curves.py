@@ -76,6 +76,11 @@ def main(argv):
     print("wrote " + ", ".join(make(run_dir)))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line (python -m figures.training_curves, cce-figure training_curves)."""
     common.define_run_flags(attack=False)
     common.run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

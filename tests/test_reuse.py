@@ -94,10 +94,11 @@ def test_analyses_recompute_on_new_weights(extended, tmp_path):
     # Other weights in the same folder: recomputed, equal to a fresh evaluation of those weights.
     other = tmp_path / "run"
     shutil.copytree(run, other)
-    from cce_tf.ensemble import load_run
+    from cce_tf.ensemble import load_run, save_keras_file
     ens = load_run(str(other))
     ens.set_weights([w * 0.5 for w in ens.get_weights()])  # same shapes, other values
     ens.save_weights(str(other / "ensemble.weights.h5"))
+    save_keras_file(ens, str(other / "ensemble.weights.h5"), str(other / "ensemble.keras"))  # as train does
     t2 = transferability.evaluate(str(other), **kw)
     assert t2["weights_sha256"] == reuse.fingerprint(str(other)) != t1["weights_sha256"]
     fresh2 = copy_run(other, tmp_path / "fresh2")

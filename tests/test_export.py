@@ -1,0 +1,149 @@
+"""Runs people can share: ensemble.keras beside the weights, the package-free exports (.keras and
+SavedModel, checked in a Python where cce_tf cannot be imported), and the attack suite on a model
+file in place of a run folder."""
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from cce_tf.ensemble import (KERAS_FILE, WEIGHTS_FILE, Ensemble, InconsistentRun, build_ensemble,
+                             keras_file_weights_sha256, load_run)
+from cce_tf.export import cli as export_cli, export_run
+from cce_tf.fingerprint import file_sha256, model_file_fingerprint, weights_fingerprint
+from conftest import ROOT
+from eval import attack_suite, common
+
+SUITE = attack_suite.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=32, nb_iter=2, batch_size=32,
+                                  sanity=False, dataset="fashion_mnist")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, fmnist_test, tmp_path_factory):
+    """The tiny run exported both ways (the CLI for the SavedModel), and its logits on 16 images."""
+    out = tmp_path_factory.mktemp("export")
+    export_run(tiny_run, "keras", str(out / "ens.keras"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert export_cli(["export", "--run_dir", tiny_run, "--format", "savedmodel",
+                           "--out", str(out / "ens_savedmodel")]) == 0
+    x = fmnist_test[0][:16]
+    np.save(out / "x.npy", x)
+    np.save(out / "ref.npy", load_run(tiny_run)(x).numpy())
+    return out
+
+
+def test_a_run_holds_ensemble_keras_with_the_fingerprinted_weights(tiny_run, fmnist_test):
+    assert keras_file_weights_sha256(os.path.join(tiny_run, KERAS_FILE)) == weights_fingerprint(tiny_run)
+    ens = load_run(tiny_run)                       # from ensemble.keras, safe_mode=True
+    assert isinstance(ens, Ensemble) and len(ens.members) == 2
+    # Equal to the ensemble rebuilt from config.json + weights, the route of runs without the file.
+    cfg = json.load(open(os.path.join(tiny_run, "config.json")))
+    old = build_ensemble(cfg["arch"], tuple(cfg["input_shape"]), cfg["num_classes"], cfg["members"])
+    old.load_weights(os.path.join(tiny_run, WEIGHTS_FILE))
+    x = fmnist_test[0][:16]
+    np.testing.assert_array_equal(ens(x).numpy(), old(x).numpy())
+
+
+def test_ensemble_save_and_load_round_trip(tmp_path):
+    """The issue's symptom: ensemble.save("e.keras") raised NotImplementedError (no get_config)."""
+    ens = build_ensemble("cnn", (28, 28, 1), 10, n_members=3)
+    ens.save(tmp_path / "e.keras")
+    back = keras.saving.load_model(tmp_path / "e.keras", safe_mode=True)
+    x = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
+    assert isinstance(back, Ensemble) and [m.name for m in back.members] == ["member_0", "member_1", "member_2"]
+    np.testing.assert_array_equal(back(x).numpy(), ens(x).numpy())
+    np.testing.assert_array_equal(back.member_logits(x).numpy(), ens.member_logits(x).numpy())
+
+
+def test_keras_file_with_other_weights_is_refused(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    os.makedirs(run)
+    for name in ("config.json", WEIGHTS_FILE, KERAS_FILE):
+        shutil.copy(os.path.join(tiny_run, name), run / name)
+    ens = load_run(str(run))
+    ens.set_weights([w * 0.5 for w in ens.get_weights()])
+    ens.save_weights(str(run / WEIGHTS_FILE))      # weights replaced, ensemble.keras left behind
+    with pytest.raises(InconsistentRun, match="holds other weights"):
+        load_run(str(run))
+    assert export_cli(["export", "--run_dir", str(run), "--out", str(tmp_path / "e.keras")]) == 2
+    assert attack_suite.cli(["attack_suite", "--run_dir", str(run), "--attacks", "fgsm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") and "holds other weights" in line for line in err)
+    assert not (tmp_path / "e.keras").exists() and not (run / "eval" / attack_suite.RESULTS_FILE).exists()
+
+
+def test_exports_give_the_same_logits_without_the_package(exported):
+    """python -I from a temp folder: neither the repo nor PYTHONPATH is on sys.path."""
+    code = """
+import numpy as np, keras, tensorflow as tf
+try:
+    import cce_tf
+    raise SystemExit("cce_tf is importable")
+except ImportError:
+    pass
+x, ref = np.load("x.npy"), np.load("ref.npy")
+k = keras.saving.load_model("ens.keras", safe_mode=True)(x).numpy()
+served = tf.saved_model.load("ens_savedmodel")  # held: its variables die with the object
+s = served.serve(tf.constant(x)).numpy()
+print(float(np.abs(k - ref).max()), float(np.abs(s - ref).max()))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=exported, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    dk, ds = map(float, proc.stdout.split()[-2:])
+    print(f"max |delta logits|: .keras {dk:.3g}, SavedModel {ds:.3g}")
+    assert dk <= 1e-5 and ds <= 1e-5
+
+
+def test_export_refuses_bad_input(tiny_run, tmp_path, capsys):
+    cases = [(["--run_dir", tiny_run, "--out", str(tmp_path / "e.h5")], "must end in .keras"),
+             (["--run_dir", tiny_run, "--format", "onnx", "--out", str(tmp_path / "e.keras")], "--format"),
+             (["--run_dir", str(tmp_path), "--out", str(tmp_path / "e.keras")], "not a trained run"),
+             (["--run_dir", tiny_run, "--format", "savedmodel", "--out", str(tmp_path)], "exists")]
+    for argv, words in cases:
+        assert export_cli(["export", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and words in err and "\n" not in err
+
+
+def test_attack_suite_on_an_exported_keras_file(exported, tiny_run, fmnist_test):
+    path = str(exported / "ens.keras")
+    with contextlib.redirect_stdout(io.StringIO()):
+        (header, summary), = attack_suite.evaluate([path], SUITE)
+    results = json.load(open(exported / "ens.keras.eval" / attack_suite.RESULTS_FILE))
+    assert header == "ens.keras" and results["weights_sha256"] == file_sha256(path) == model_file_fingerprint(path)
+    assert set(results["attacks"]) == {"fgsm", "pgd"}
+    assert all(e["weights_sha256"] == results["weights_sha256"] for e in results["attacks"].values())
+    # The exported model is the run's ensemble: the same natural accuracy on the whole test set.
+    from cce_tf import data
+    x, y = data.load("fashion_mnist", "test")
+    assert results["natural_accuracy"] == pytest.approx(
+        float(np.mean(common.predict(load_run(tiny_run), x).argmax(-1) == y)), abs=1e-9)
+    # Run again: reused under the same rule as a run folder's results.
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        attack_suite.evaluate([path], SUITE)
+    assert "fgsm: reused" in buf.getvalue() and "pgd: reused" in buf.getvalue()
+
+
+def test_attack_suite_on_a_savedmodel_and_model_file_errors(exported, capsys):
+    sm = str(exported / "ens_savedmodel")
+    opts = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=16, batch_size=16, sanity=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        with pytest.raises(common.UsageError, match="give --dataset"):   # 28x28x1, 10 classes: two data sets
+            attack_suite.evaluate([sm], opts)
+        (_, summary), = attack_suite.evaluate([sm], attack_suite.SuiteOptions(**{**opts.__dict__,
+                                                                                "dataset": "fashion_mnist"}))
+    assert isinstance(summary["attacks"]["fgsm"], float)
+    assert os.path.isfile(os.path.join(sm + ".eval", attack_suite.RESULTS_FILE))
+    assert attack_suite.cli(["attack_suite", "--run_dir", str(exported / "ens.keras"), "--dataset", "cifar10",
+                             "--attacks", "fgsm"]) == 2
+    assert "does not fit --dataset cifar10" in capsys.readouterr().err
