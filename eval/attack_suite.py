@@ -436,7 +436,7 @@ def read_masks(run_dir: str) -> dict[str, np.ndarray]:
 
 def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray, keep: dict,
                      settings: dict, fp: str) -> dict:
-    """RUN/eval/adversarial/NAME.npz: the x_adv of the first len(y) test samples (x itself where the
+    """RUN/eval/adversarial/NAME.npz (PATH.eval/adversarial/ for a model file): the x_adv of the first len(y) test samples (x itself where the
     model was already wrong), their test-set indices, clean labels, the labels predicted on x_adv's
     robust flags, the attack's per-sample details and the weights and settings they belong to, so
     they can be re-checked or transferred without re-running the attack.
@@ -446,13 +446,13 @@ def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray,
     """
     from attacks import autoattack
 
-    out = os.path.join(run_dir, "eval", ADVERSARIAL_DIR)
+    out = os.path.join(common.results_dir(run_dir), ADVERSARIAL_DIR)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"{name}.npz")
     arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
               "key": np.array(_signature(settings, fp))}
     _replace(path, lambda f: np.savez_compressed(f, **arrays), "wb")
-    entry = {"adversarial_examples": os.path.join("eval", ADVERSARIAL_DIR, f"{name}.npz")}
+    entry = {"adversarial_examples": os.path.abspath(path)}
     if "broken_by" in keep:
         entry["stages"] = autoattack.robust_after_each(keep["broken_by"])
         print(f"  {name}: robust after " + ", ".join(f"{a} {v:.4f}" for a, v in entry["stages"].items()),

@@ -43,6 +43,7 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
                "n_samples": {n: e.get("n_samples") for n, e in shown.items()},
                "attacks": {n: e.get("robust_accuracy", "skipped") for n, e in shown.items()},
                "params": {n: e["params"] for n, e in shown.items() if "params" in e},
+               "stages": {n: e["stages"] for n, e in shown.items() if n in finished and "stages" in e},
                "any_attack": worst if worst and set(worst["attacks"]) <= set(finished) else None}
     return attack_suite.run_header(config), summary, {n: e.get("n_samples") for n, e in shown.items()}
 

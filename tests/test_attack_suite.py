@@ -256,7 +256,7 @@ def test_autoattack_keeps_its_examples_and_stages(first_run, run_dir, monkeypatc
     e = _results(run_dir)["attacks"]["autoattack"]
     assert list(e["stages"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert e["stages"]["square"] == e["robust_accuracy"] < _results(run_dir)["natural_accuracy"]
-    with np.load(os.path.join(run_dir, e["adversarial_examples"])) as z:
+    with np.load(e["adversarial_examples"]) as z:
         assert z["indices"].tolist() == list(range(64)) and z["x_adv"].shape == (64, 28, 28, 1)
         assert z["robust"].mean() == e["robust_accuracy"] and reuse.fingerprint(run_dir) in str(z["key"])
         from eval import common
