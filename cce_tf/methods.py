@@ -170,7 +170,7 @@ class CCE(Trainer):
         z_clean, z_cross = z[:, 0], z[:, 1:]
         loss = tf.reduce_sum(losses.cce_losses(y, z_clean, z_cross, self.lambda_pm, self.lambda_dm))
         # adv_acc: the ensemble on the members' own adversarial examples x_a^i, pooled over i.
-        en_cross = ensemble_logits(z_cross)                                    # [N(i), B, C]
+        en_cross = ensemble_logits(tf.transpose(z_cross, [1, 0, 2, 3]))        # members on axis -3: [N(i), B, C]
         return loss, ensemble_logits(z_clean), tf.reshape(en_cross, [-1, tf.shape(en_cross)[-1]])
 
 
