@@ -201,7 +201,8 @@ class GAL(Trainer):
 
 
 class DVERGE(Trainer):
-    """DVERGE: member i learns member j's distilled examples with the source labels, for every j != i.
+    """DVERGE: member i learns member j's distilled examples with the source labels, for every j != i
+    (diversity.dverge_losses; the "plus" variant adds member i's clean cross-entropy).
 
     Each step pairs the batch x with a random permutation of itself, (x_s, y_s), and draws one of
     the members' candidate feature layers (cce_tf.models.feature_layers), both from `rng` so a
