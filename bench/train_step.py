@@ -2,6 +2,11 @@
 
     python bench/train_step.py                       # CIFAR-10 CNN, k = 10, batch 64, N = 2 and 3
     python bench/train_step.py --arch resnet20 --rounds 20
+    python bench/train_step.py --dataset fashion_mnist --rounds 2 --steps 1
+
+The diversity defences run with their own settings (cce_tf.config): GAL without PGD, DVERGE's
+distillation of the data set (10 steps), TRS's smoothing PGD (6 second-order steps); --nb_iter sets
+the training PGD of ADV, ADV-EN, ADP and CCE only.
 
 Both ADV-EN and CCE run N PGD attacks of k steps through one member each per step (ADV-EN's go
 through all N members at once); then ADV-EN trains on 2N member passes and CCE on N(N+1). With a
@@ -24,7 +29,7 @@ from absl import app, flags
 flags.DEFINE_string("dataset", "cifar10", "Input shape and classes of this data set (random pixels).")
 flags.DEFINE_string("arch", "cnn", "cnn or resnet20.")
 flags.DEFINE_list("members", ["2", "3"], "Ensemble sizes.")
-flags.DEFINE_list("methods", ["adv", "adv-en", "adp", "cce"], "Methods to time.")
+flags.DEFINE_list("methods", ["adv", "adv-en", "adp", "cce", "gal", "dverge", "trs"], "Methods to time.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("nb_iter", 10, "PGD steps k.")
 flags.DEFINE_integer("rounds", 10, "Timed rounds (each times every method once).")
@@ -39,7 +44,7 @@ def main(argv):
     import tensorflow as tf
 
     from cce_tf import config, data
-    from cce_tf.config import PGDConfig
+    from cce_tf.config import DVERGEConfig, PGDConfig
     from cce_tf.ensemble import build_ensemble
     from cce_tf.methods import make_trainer
 
@@ -58,7 +63,8 @@ def main(argv):
         for method in FLAGS.methods:
             keras.utils.set_random_seed(0)
             trainer = make_trainer(method, build_ensemble(FLAGS.arch, info.input_shape, info.num_classes,
-                                                          1 if method == "adv" else n), pgd_cfg)
+                                                          1 if method == "adv" else n), pgd_cfg,
+                                   dverge=DVERGEConfig(config.dverge_defaults(FLAGS.dataset)))
             trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
             step = tf.function(trainer.train_step, jit_compile=FLAGS.jit)
             step((x, y))  # trace and compile outside the timing
@@ -78,6 +84,8 @@ def main(argv):
             print(f"| {m}{' (N = 1)' if m == 'adv' else ''} | {1000 * t:.1f} |")
         if "cce" in med and "adv-en" in med:
             print(f"ratio CCE / ADV-EN at N = {n}: {med['cce'] / med['adv-en']:.3f}")
+        if "cce" in med:
+            print(", ".join(f"{m.upper()} / CCE {med[m] / med['cce']:.2f}" for m in ("gal", "dverge", "trs") if m in med))
 
 
 if __name__ == "__main__":

@@ -7,18 +7,23 @@ Usage::
     milestones = config.scaled_milestones("cifar100", 90)          # [40, 60, 80]
     lr = config.learning_rate(45, d["learning_rate"], milestones)  # 1e-4
     method, lambda_pm, lambda_dm = config.resolve_method("cce-rm", None, None)
+    dverge = config.dverge_defaults("cifar10")   # DVERGE's distillation: eps 0.07, step 0.007, 10 steps
 
 Pure Python (no TensorFlow import), so CLIs check their flags in milliseconds.
 Sources: the paper's 'Experimental Setting' and supplement ('Model architecture and training
 setting'), and the official code where the paper is silent. The paper gives no MNIST-like
-adversary; the choices below are documented in docs/settings.md.
+adversary; the choices below are documented in docs/settings.md. The ensemble-diversity baselines
+(GAL, DVERGE, TRS) take their settings from their public PyTorch code, cited where each is defined.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 ARCHS = ("cnn", "resnet20")
-METHODS = ("nat", "adv", "adv-en", "adp", "cce")
+METHODS = ("nat", "adv", "adv-en", "adp", "cce", "gal", "dverge", "trs")
+# Methods whose objective couples pairs of members: they need N >= 2.
+PAIRWISE_METHODS = ("gal", "dverge", "trs")
+DVERGE_VARIANTS = ("plain", "plus")
 # Presets of the paper: CCE-Base (0, 0), CCE-RM (1, 1), CCE-DM (0, 5).
 PRESETS = {"cce-base": (0.0, 0.0), "cce-rm": (1.0, 1.0), "cce-dm": (0.0, 5.0)}
 METHOD_CHOICES = METHODS + tuple(PRESETS)
@@ -116,3 +121,59 @@ def resolve_method(method: str, lambda_pm: float | None, lambda_dm: float | None
     pm = pm if lambda_pm is None else lambda_pm
     dm = dm if lambda_dm is None else lambda_dm
     return ("cce" if method in PRESETS else method), float(pm), float(dm)
+
+
+# --- Ensemble-diversity baselines. Sources: AI-secure/Transferability-Reduced-Smooth-Ensemble (TRS
+# repo) and zjysteven/DVERGE, read at the paths named in docs/settings.md.
+
+@dataclass(frozen=True)
+class GALConfig:
+    """GAL (Kariyappa & Qureshi 2019). lam: weight of the gradient-alignment term, 0.5 in both
+    reference repos (TRS repo utils/Empirical/script_train.py gal_coeff; DVERGE arguments.py --lambda).
+    adv: also train on PGD examples against the ensemble (DVERGE repo's --plus-adv; off by default)."""
+    lam: float = 0.5
+    adv: bool = False
+
+
+@dataclass(frozen=True)
+class DVERGEConfig:
+    """DVERGE (Yang et al. 2020). distill: the L-inf feature-distillation PGD (eps, step, steps);
+    variant: 'plain' (distilled examples only) or 'plus' (adds each member's clean cross-entropy)."""
+    distill: PGDConfig
+    variant: str = "plain"
+
+
+@dataclass(frozen=True)
+class TRSConfig:
+    """TRS (Yang et al. 2021). lambda_a weighs the mean |cos| of the members' input gradients,
+    lambda_b the mean squared norm of per-sample input gradients at the smoothing points; eps
+    and eps_end: the smoothing PGD's radius at the first epoch and the one it ramps to linearly
+    (reached after the last epoch); nb_iter its steps, each of eps / 3.
+
+    The TRS repo (train/Empirical/trainer.py, TRS_Trainer) adds scale * (coeff * cos + lamda *
+    smooth) with scale 5, coeff 2, lamda 2, so lambda_a = 10. Its smooth term is 2 * mean_b |g_b|^2
+    (utils_ensemble.py, Magnitude) of the gradient of the *batch-mean* loss over its batch of 128,
+    i.e. 2 / 128^2 times the per-sample squared norm used here: lambda_b = 10 * 2 / 128^2.
+    """
+    lambda_a: float = 10.0
+    lambda_b: float = 10.0 * 2.0 / 128**2
+    eps: float = 0.1
+    eps_end: float = 0.2
+    nb_iter: int = 6
+
+
+# DVERGE's own CIFAR-10 setting (DVERGE arguments.py, scripts/training.sh: --distill-eps 0.07
+# --distill-alpha 0.007, 10 steps); CIFAR-100 has no reference and uses it too. The TRS repo's
+# DVERGE script for MNIST (utils/Empirical/script_train.py) uses 0.35 / 0.035 / 10; Fashion-MNIST,
+# also 28x28 grey, uses the same.
+_DVERGE = {
+    "cifar10": PGDConfig(eps=0.07, eps_iter=0.007, nb_iter=10),
+    "cifar100": PGDConfig(eps=0.07, eps_iter=0.007, nb_iter=10),
+    "mnist": PGDConfig(eps=0.35, eps_iter=0.035, nb_iter=10),
+    "fashion_mnist": PGDConfig(eps=0.35, eps_iter=0.035, nb_iter=10),
+}
+
+
+def dverge_defaults(dataset: str) -> PGDConfig:
+    """DVERGE's feature-distillation PGD (eps, step, steps) for `dataset`."""
+    return _DVERGE[dataset]

@@ -9,6 +9,8 @@ Parts:
     cnn_layers       the standard CNNs of the paper's Table 8 (columns MNIST, CIFAR10, CIFAR100)
     resnet20_v1      ResNet-20 v1 as in ADP's code (Pang et al. 2019), used for the paper's Table 3
     build_member     arch name -> keras.Model mapping [0,1] images to logits
+    feature_layers   the intermediate features DVERGE may distil at, input side first
+    feature_model    member input -> the chosen candidate feature(s), sharing the member's weights
 
 `arch="cnn"` picks the Table 8 column from the input and class count: 1-channel inputs use the
 MNIST column (MNIST, Fashion-MNIST), 100 classes the CIFAR100 column, otherwise the CIFAR10 one.
@@ -87,3 +89,36 @@ def build_member(arch: str, input_shape: tuple[int, int, int], num_classes: int,
         for layer in cnn_layers(table8_column(tuple(input_shape), num_classes), num_classes):
             outputs = layer(outputs)
     return keras.Model(inputs, outputs, name=name)
+
+
+def feature_layers(member: keras.Model) -> list:
+    """The candidate features of a member for DVERGE's distillation, input side first; the last
+    is the logits. Returns the KerasTensors of the member's functional graph.
+
+    DVERGE distils at one of ResNet-20's 20 "layers" *before* their ReLU (DVERGE models/resnet.py,
+    get_features with before_relu=True): the stem's BN output, each block's first BN output and its
+    residual sum, and the logits. Here that is the input of every ReLU Activation layer, then the
+    logits: 1 + 9 x 2 + 1 = 20 for ResNet-20. The Table 8 CNNs fuse the ReLU into their Conv2D and
+    Dense layers, so their candidates are those layers' (post-ReLU) outputs: every convolution, every
+    hidden dense layer, and the logits (7 for the MNIST and CIFAR10 columns, 10 for CIFAR100).
+    """
+    found = []
+    for layer in member.layers:
+        if isinstance(layer, layers.Activation):
+            found.append(layer.input)
+        elif isinstance(layer, (layers.Conv2D, layers.Dense)) and layer.activation is keras.activations.relu:
+            found.append(layer.output)
+    return found + [member.output]
+
+
+def feature_model(member: keras.Model, index: int | list[int] | None = None) -> keras.Model:
+    """A keras.Model from the member's input to its candidate feature `index` (see feature_layers),
+    a list of them, or all of them (None); it shares the member's weights."""
+    candidates = feature_layers(member)
+    if index is None:
+        outputs = candidates
+    elif isinstance(index, int):
+        outputs = candidates[index]
+    else:
+        outputs = [candidates[i] for i in index]
+    return keras.Model(member.input, outputs)

@@ -7,6 +7,14 @@ Examples::
     python -m cce_tf.train --dataset cifar10 --arch resnet20 --method adp --members 3
     python -m cce_tf.train --strategy mirrored ...          # data-parallel over all local devices
     python -m cce_tf.train --epochs 180 --lr_milestones 80,120,160
+    python -m cce_tf.train --method gal --members 3         # GAL, lambda 0.5 (--gal_adv: with PGD training)
+    python -m cce_tf.train --method trs --members 3         # TRS, lambda_a 10, smoothing PGD 0.1 -> 0.2
+    python -m cce_tf.train --dataset cifar10 --arch resnet20 --method nat --members 3 --out_dir runs/nat3
+    python -m cce_tf.train --dataset cifar10 --arch resnet20 --method dverge --members 3 --init_from runs/nat3
+
+--init_from RUN warm-starts a new run's members from RUN's ensemble.weights.h5 (same dataset, arch
+and members, or exit 2), as DVERGE starts from pre-trained members; config.json records the path
+and the SHA-256 of those weights (init_from_sha256).
 
 A run folder holds config.json, ensemble.weights.h5 (the weights, whose SHA-256 identifies every
 result), ensemble.keras (the same weights as a standard Keras file, what cce_tf.ensemble.load_run
@@ -56,11 +64,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up cha
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "mnist, fashion_mnist, cifar10 or cifar100.")
 flags.DEFINE_string("arch", "cnn", "cnn (paper Table 8) or resnet20 (ResNet-20 v1).")
-flags.DEFINE_string("method", "cce-rm", "nat, adv, adv-en, adp, cce, or a preset: cce-base, cce-rm, cce-dm.")
+flags.DEFINE_string("method", "cce-rm", "nat, adv, adv-en, adp, cce, gal, dverge, trs, or a preset: cce-base, "
+                    "cce-rm, cce-dm.")
 flags.DEFINE_integer("members", None, "Ensemble size N (default 2; 1 for adv).")
 flags.DEFINE_float("lambda_pm", None, "CCE promoting weight (default from the preset; cce: 1).")
 flags.DEFINE_float("lambda_dm", None, "CCE demoting weight (default from the preset; cce: 1).")
 flags.DEFINE_string("adv_en_loss", "ensemble", "ADV-EN objective: 'ensemble' (paper) or 'members' (official code).")
+flags.DEFINE_float("gal_lambda", None, "GAL: weight of the gradient alignment loss (default 0.5).")
+flags.DEFINE_bool("gal_adv", False, "GAL: also train on PGD examples against the ensemble (--eps, --nb_iter, ...).")
+flags.DEFINE_string("dverge_variant", "plain", "DVERGE: 'plain' (distilled examples only) or 'plus' (adds the "
+                    "members' clean cross-entropy).")
+flags.DEFINE_float("dverge_eps", None, "DVERGE: distillation radius (default per data set, docs/settings.md).")
+flags.DEFINE_float("dverge_eps_iter", None, "DVERGE: distillation step (default: the data set's step/eps ratio times eps).")
+flags.DEFINE_integer("dverge_nb_iter", None, "DVERGE: distillation steps (default 10).")
+flags.DEFINE_float("trs_lambda_a", None, "TRS: weight of the mean |cos| of input gradients (default 10).")
+flags.DEFINE_float("trs_lambda_b", None, "TRS: weight of the mean squared per-sample input-gradient norm "
+                   "(default 20/128^2, docs/settings.md).")
+flags.DEFINE_float("trs_eps", None, "TRS: smoothing PGD radius at the first epoch (default 0.1).")
+flags.DEFINE_float("trs_eps_end", None, "TRS: the radius it grows to linearly over the epochs (default 0.2).")
+flags.DEFINE_integer("trs_nb_iter", None, "TRS: smoothing PGD steps, each of radius/3 (default 6).")
+flags.DEFINE_string("init_from", None, "Warm-start the members from this run folder's ensemble.weights.h5 "
+                    "(same dataset, arch and members), e.g. a NAT run for DVERGE.")
 flags.DEFINE_integer("epochs", None, "Epochs (default: 180 for CIFAR, 100 for MNIST-like).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (default 64).")
 flags.DEFINE_float("learning_rate", None, "Adam's initial learning rate (default 1e-3).")
@@ -185,6 +209,8 @@ def settings() -> dict:
         raise UsageError(f"--backup_every_seconds must be in [0, 1e9], got {FLAGS.backup_every_seconds}")
     if method == "adv" and members != 1:
         raise UsageError(f"--members must be 1 for --method adv (ADV trains one model), got {members}")
+    if method in config.PAIRWISE_METHODS and members < 2:
+        raise UsageError(f"--members must be at least 2 for --method {method} (its loss pairs members), got {members}")
 
     p = d["pgd"]
     eps = p.eps if FLAGS.eps is None else FLAGS.eps
@@ -201,10 +227,11 @@ def settings() -> dict:
 
     info = data.info(FLAGS.dataset)
     preset = FLAGS.method if FLAGS.method in config.PRESETS else None
+    diversity = _diversity_settings(method, FLAGS.dataset)
     return dict(
         dataset=FLAGS.dataset, arch=FLAGS.arch, method=method, preset=preset, members=members,
         lambda_pm=lambda_pm if method == "cce" else None, lambda_dm=lambda_dm if method == "cce" else None,
-        adv_en_loss=FLAGS.adv_en_loss if method == "adv-en" else None,
+        adv_en_loss=FLAGS.adv_en_loss if method == "adv-en" else None, **diversity, init_from=FLAGS.init_from,
         epochs=epochs, batch_size=batch_size, learning_rate=lr, lr_milestones=_milestones_flag(),
         train_subset=FLAGS.train_subset, test_subset=FLAGS.test_subset, augment=FLAGS.augment,
         flip=FLAGS.augment and info.flip,
@@ -213,6 +240,93 @@ def settings() -> dict:
         backup_every_steps=FLAGS.backup_every_steps, backup_every_seconds=FLAGS.backup_every_seconds,
         deterministic=FLAGS.deterministic, strategy=FLAGS.strategy, cpu_devices=FLAGS.cpu_devices,
     )
+
+
+def _weight(name: str, value: float) -> float:
+    if not 0 <= value <= _FLOAT32_MAX:
+        raise UsageError(f"--{name} must be a number >= 0 and at most 3.4e38 (float32), got {value}")
+    return float(value)
+
+
+def _diversity_settings(method: str, dataset: str) -> dict:
+    """The gal, dverge and trs settings (None but for the method trained), flags over the reference
+    code's defaults (cce_tf.config). Raises UsageError."""
+    from cce_tf import config
+    from cce_tf.config import DVERGE_VARIANTS, GALConfig, PGDConfig, TRSConfig
+
+    out = dict(gal=None, dverge=None, trs=None)
+    if method == "gal":
+        lam = GALConfig.lam if FLAGS.gal_lambda is None else FLAGS.gal_lambda
+        out["gal"] = dict(lam=_weight("gal_lambda", lam), adv=FLAGS.gal_adv)
+    elif method == "dverge":
+        if FLAGS.dverge_variant not in DVERGE_VARIANTS:
+            raise UsageError(f"--dverge_variant must be one of {', '.join(DVERGE_VARIANTS)}, got {FLAGS.dverge_variant!r}")
+        d = config.dverge_defaults(dataset)
+        eps = d.eps if FLAGS.dverge_eps is None else FLAGS.dverge_eps
+        step = FLAGS.dverge_eps_iter if FLAGS.dverge_eps_iter is not None else d.eps_iter * eps / d.eps
+        distill = PGDConfig(eps=eps, eps_iter=step, nb_iter=d.nb_iter if FLAGS.dverge_nb_iter is None else FLAGS.dverge_nb_iter)
+        try:
+            distill.validate()
+        except ValueError as e:   # PGDConfig names the training flags: say which ones these are
+            raise UsageError(str(e).replace("--", "--dverge_")) from None
+        out["dverge"] = dict(variant=FLAGS.dverge_variant, eps=distill.eps, eps_iter=distill.eps_iter,
+                             nb_iter=distill.nb_iter)
+    elif method == "trs":
+        t = TRSConfig()
+        pick = lambda flag, default: default if flag is None else flag
+        trs = dict(lambda_a=_weight("trs_lambda_a", pick(FLAGS.trs_lambda_a, t.lambda_a)),
+                   lambda_b=_weight("trs_lambda_b", pick(FLAGS.trs_lambda_b, t.lambda_b)),
+                   eps=pick(FLAGS.trs_eps, t.eps), eps_end=pick(FLAGS.trs_eps_end, t.eps_end),
+                   nb_iter=pick(FLAGS.trs_nb_iter, t.nb_iter))
+        if not 0 < trs["eps"] <= 1:
+            raise UsageError(f"--trs_eps must be in (0, 1], got {trs['eps']}")
+        if not trs["eps"] <= trs["eps_end"] <= 1:
+            raise UsageError(f"--trs_eps_end must be in [trs_eps={trs['eps']}, 1], got {trs['eps_end']}")
+        if not 1 <= trs["nb_iter"] <= config.MAX_NB_ITER:
+            raise UsageError(f"--trs_nb_iter must be in 1..{config.MAX_NB_ITER}, got {trs['nb_iter']}")
+        out["trs"] = trs
+    return out
+
+
+def check_init_from(s: dict) -> str | None:
+    """The SHA-256 of --init_from's weights (None without it), after checking that run holds a
+    readable ensemble of the same dataset, arch and members. Raises UsageError."""
+    src = s["init_from"]
+    if src is None:
+        return None
+    from cce_tf.fingerprint import weights_fingerprint
+
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not os.path.isfile(os.path.join(src, name)):
+            raise UsageError(f"--init_from {src} is not a trained run: it has no {name}")
+    try:
+        with open(os.path.join(src, CONFIG_FILE)) as f:
+            cfg = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--init_from {src}: unreadable {CONFIG_FILE} ({_one_line(e)})") from None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"--init_from {src}: {CONFIG_FILE} is not a JSON object")
+    for key in ("dataset", "arch", "members"):
+        if cfg.get(key) != s[key]:
+            raise UsageError(f"--init_from {src} has {key}={cfg.get(key)!r}, not {s[key]!r}: "
+                             f"warm-start from a run of the same dataset, arch and members")
+    _check_weights(os.path.join(src, WEIGHTS_FILE), hint="give another --init_from")
+    return weights_fingerprint(src)
+
+
+def _diversity_configs(s: dict) -> dict:
+    """make_trainer's gal / dverge / trs arguments from the run's settings (those it has)."""
+    from cce_tf.config import DVERGEConfig, GALConfig, PGDConfig, TRSConfig
+
+    out = {}
+    if s["gal"]:
+        out["gal"] = GALConfig(**s["gal"])
+    if s["dverge"]:
+        d = dict(s["dverge"])
+        out["dverge"] = DVERGEConfig(PGDConfig(d.pop("eps"), d.pop("eps_iter"), d.pop("nb_iter")), **d)
+    if s["trs"]:
+        out["trs"] = TRSConfig(**s["trs"])
+    return out
 
 
 def default_out_dir(s: dict) -> str:
@@ -232,7 +346,7 @@ def _read_json(path: str, kind: type):
     return obj
 
 
-def _check_weights(path: str) -> None:
+def _check_weights(path: str, hint: str = "use another --out_dir") -> None:
     """Reads every array of a weights file (h5py, no TensorFlow); UsageError naming it if one fails."""
     import h5py
 
@@ -244,7 +358,7 @@ def _check_weights(path: str) -> None:
         with h5py.File(path, "r") as f:
             f.visititems(read)
     except (OSError, RuntimeError, KeyError, ValueError) as e:
-        raise UsageError(f"{path}: unreadable weights file ({_one_line(e)}): use another --out_dir") from None
+        raise UsageError(f"{path}: unreadable weights file ({_one_line(e)}): {hint}") from None
 
 
 def check_resume(run_dir: str, s: dict) -> tuple[dict | None, list[dict]]:
@@ -334,6 +448,7 @@ def main(argv: list[str]) -> None:
     s = settings()
     run_dir = FLAGS.out_dir or default_out_dir(s)
     old, history = check_resume(run_dir, s)
+    init_sha = check_init_from(s) if old is None else old.get("init_from_sha256")
 
     import tensorflow as tf
     if s["deterministic"]:
@@ -371,7 +486,7 @@ def main(argv: list[str]) -> None:
         ensemble = build_ensemble(s["arch"], tuple(s["input_shape"]), s["num_classes"], s["members"])
         trainer = make_trainer(s["method"], ensemble, PGDConfig(**s["pgd"]), lambda_pm=s["lambda_pm"] or 0.0,
                                lambda_dm=s["lambda_dm"] or 0.0, adv_en_member_sum=s["adv_en_loss"] == "members",
-                               seed=s["seed"])
+                               seed=s["seed"], **_diversity_configs(s), steps_per_epoch=steps, epochs=s["epochs"])
         optimizer = keras.optimizers.Adam(s["learning_rate"])
         trainer.compile(optimizer=optimizer)
         optimizer.build(ensemble.trainable_variables)
@@ -384,6 +499,9 @@ def main(argv: list[str]) -> None:
                                    metrics=trainer.metrics_variables, epoch=epoch, step=step)
         manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
         _restore(manager, ckpt, ckpt_dir, run_dir)
+        if s["init_from"] and manager.latest_checkpoint is None:   # a new run (a resumed one has its own)
+            init_sha = check_init_from(s)
+            ensemble.load_weights(os.path.join(s["init_from"], WEIGHTS_FILE))
     first_epoch, first_step = int(epoch.numpy()), int(step.numpy())
     metrics_so_far = [v.numpy() for v in trainer.metrics_variables]
 
@@ -403,7 +521,8 @@ def main(argv: list[str]) -> None:
         os.makedirs(run_dir, exist_ok=True)
     # data_source: which data files, with their SHA-256; recorded, not compared on resume.
     _write_json(os.path.join(run_dir, CONFIG_FILE),
-                dict(s, versions=versions(), data_source=data.source_digest(s["dataset"])))
+                dict(s, versions=versions(), data_source=data.source_digest(s["dataset"]),
+                     init_from_sha256=init_sha))
     if manager.latest_checkpoint:
         print(f"resuming {run_dir} {_position(first_epoch, first_step)}")
     print(f"training {s['method']} (N={s['members']}) on {strategy.num_replicas_in_sync} device(s) into {run_dir}")

@@ -181,3 +181,48 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
     assert "on 2 device(s)" in proc.stdout
     assert "clean test accuracy" in proc.stdout
     assert len(load_run(str(out)).members) == 2
+
+
+@pytest.mark.parametrize("argv,names", [
+    (("--method=gal", "--gal_lambda=-1"), "--gal_lambda"),
+    (("--method=gal", "--gal_lambda=nan"), "--gal_lambda"),
+    (("--method=dverge", "--dverge_variant=adv"), "--dverge_variant"),
+    (("--method=dverge", "--dverge_eps=0"), "--dverge_eps"),
+    (("--method=dverge", "--dverge_eps=0.1", "--dverge_eps_iter=0.2"), "--dverge_eps_iter"),
+    (("--method=dverge", "--dverge_nb_iter=0"), "--dverge_nb_iter"),
+    (("--method=trs", "--trs_lambda_a=-1"), "--trs_lambda_a"),
+    (("--method=trs", "--trs_lambda_b=inf"), "--trs_lambda_b"),
+    (("--method=trs", "--trs_eps=0"), "--trs_eps"),
+    (("--method=trs", "--trs_eps=0.2", "--trs_eps_end=0.1"), "--trs_eps_end"),
+    (("--method=trs", "--trs_nb_iter=0"), "--trs_nb_iter"),
+    (("--method=gal", "--members=1"), "--members"),
+])
+def test_bad_diversity_flags_are_refused_in_one_line(fresh_flags, argv, names):
+    assert names in check_flags(*argv)
+
+
+def test_diversity_defaults_follow_the_data_set(fresh_flags):
+    train.parse(["cce_tf.train", "--method=dverge", "--dataset=cifar10", "--dverge_eps=0.14"])
+    s = train.settings()
+    assert s["dverge"] == {"variant": "plain", "eps": 0.14, "eps_iter": pytest.approx(0.014), "nb_iter": 10}
+    assert (s["gal"], s["trs"], s["init_from"]) == (None, None, None)
+    train.parse(["cce_tf.train", "--method=trs"])
+    assert train.settings()["trs"] == {"lambda_a": 10.0, "lambda_b": 20 / 128**2, "eps": 0.1, "eps_end": 0.2,
+                                       "nb_iter": 6}
+
+
+def test_bad_init_from_is_one_line_exit_2_before_tensorflow(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(dict(dataset="fashion_mnist", arch="cnn", members=3)))
+    (src / "ensemble.weights.h5").write_bytes(b"not an HDF5 file")
+    out = tmp_path / "run"
+    for argv, names in (((str(tmp_path / "none"),), "no config.json"),
+                        ((str(src),), "members=3"),                         # a 2-member run from a 3-member one
+                        ((str(src), "--members", "3"), "unreadable weights file")):
+        proc = subprocess.run([sys.executable, "-m", "cce_tf.train", "--method", "dverge", "--out_dir", str(out),
+                               "--init_from", *argv], cwd=ROOT, env=dict(os.environ, CCE_OFFLINE="1"),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:") and names in proc.stderr, proc.stderr
+        assert not out.exists()

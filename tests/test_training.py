@@ -115,3 +115,19 @@ def test_cce_updates_each_member_by_its_own_loss(fmnist_train):
     for g_total, g_own in zip(tape.gradient(total, w1), tape.gradient(loss1, w1)):
         np.testing.assert_allclose(g_total.numpy(), g_own.numpy(), atol=1e-6)
     assert all(g is None or not np.any(g.numpy()) for g in tape.gradient(loss0, w1))
+
+
+def test_cce_adv_acc_is_the_ensemble_on_each_members_adversarial_examples():
+    # objective's third output, row block i, is log f^en(x_a^i): the mean of the members' softmax.
+    keras.utils.set_random_seed(0)
+    members = []
+    for _ in range(2):
+        inputs = keras.Input((4, 4, 1))
+        members.append(keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs))))
+    from cce_tf.ensemble import Ensemble
+    ens = Ensemble(members)
+    rng = np.random.default_rng(0)
+    x, x_a = (tf.constant(rng.uniform(size=s).astype("float32")) for s in ((5, 4, 4, 1), (2, 5, 4, 4, 1)))
+    _, _, en_adv = make_trainer("cce", ens, CFG).objective(x, x_a, tf.constant([0, 1, 2, 0, 1]))
+    want = np.concatenate([tf.nn.softmax(ens.member_logits(x_a[i])).numpy().mean(0) for i in range(2)])
+    np.testing.assert_allclose(tf.nn.softmax(en_adv).numpy(), want, atol=1e-6)
