@@ -183,9 +183,13 @@ def _train_steps(opts: dict) -> tuple[int, int, int]:
 def passes_per_image(method: str, members: int, k: int) -> int:
     """Member forward-backward passes one training image costs per step: the PGD steps, then the
     loss (methods.py): NAT N; ADV k + 1; ADV-EN and ADP N (k + 2) (PGD on the ensemble, clean and
-    adversarial terms); CCE N k + N + N² (N member attacks, clean terms, cross inference)."""
+    adversarial terms); CCE N k + N + N² (N member attacks, clean terms, cross inference); GAL 3N
+    (the input gradients differentiated again); DVERGE N·10 + N² (its own 10 distillation steps,
+    then every member on the others' distilled examples); TRS N·6 + 3N (its own 6 smoothing steps,
+    then the double backward). The last three match bench/train_step.py's ratios to CCE within 30 %."""
     n = members
-    return {"nat": n, "adv": k + 1, "adv-en": n * (k + 2), "adp": n * (k + 2)}.get(method, n * k + n + n * n)
+    return {"nat": n, "adv": k + 1, "adv-en": n * (k + 2), "adp": n * (k + 2), "gal": 3 * n,
+            "dverge": n * 10 + n * n, "trs": n * 6 + 3 * n}.get(method, n * k + n + n * n)
 
 
 def train_cost(opts: dict) -> float:

@@ -133,7 +133,8 @@ def load(name: str) -> Study:
     for a bad file, KeyError for an unknown name."""
     if name == PAPER:
         parts = tuple(load(n) for n in names() if n != PAPER)
-        return Study(name=PAPER, title="Every table and figure of the paper", source="all",
+        return Study(name=PAPER, title="Every table and figure of the paper, and the studies that go past it",
+                     source="all",
                      dataset=parts[0].dataset, arch=parts[0].arch, layout="attacks", evaluations=(),
                      attacks=(), runs=(), paper={}, claims=(), parts=parts)
     path = name if name.endswith(".toml") else os.path.join(SPEC_DIR, f"{name}.toml")
