@@ -226,6 +226,10 @@ def _grid(part: Study, rows: list[dict]) -> tuple[list[str], list[str], dict]:
     row_keys = list(dict.fromkeys([*part.paper, *(r["key"] for r in mine)]))
     if part.layout == "attacks":
         order = ["natural", *part.attacks, "any_attack"]
+        # Beside the attacks, the detection AUCs this table's paper numbers or claims name (not the
+        # ε sweep of Fig 4, which is its own study's).
+        named = {*part.paper, *(c.metric for c in part.claims)}
+        row_keys = [k for k in row_keys if not k.startswith("auc_") or k in named]
         row_keys = sorted(row_keys, key=lambda k: order.index(k) if k in order else len(order))
     return row_keys, labels, by
 

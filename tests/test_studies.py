@@ -154,3 +154,14 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     assert rows["evaded_robust_mul_pgd_confident"]["n"] == 32
     assert all(row["weights_sha256"] == reuse.fingerprint(run_dir) for row in rows.values())
     assert results._row_label("detection_aware").startswith("**Detection-aware")
+
+
+def test_attack_tables_show_only_the_detection_aucs_they_name():
+    import tomllib
+    raw = tomllib.loads(STUDY)
+    raw["claims"].append({"text": "detects", "metric": "auc_pgd", "a": "CCE-RM_2", "b": 90.0})
+    study = spec._parse(raw, "mini.toml")
+    rows = [dict(study="mini", key=k, cell="CCE-RM_2", seed=0, value=0.5, n=10, metric="auc")
+            for k in ("auc_sweep0", "auc_pgd", "auc_bim", "adaptive_auc_two_stage", "any_attack", "pgd")]
+    keys, _, _ = results._grid(study, rows)
+    assert keys == ["pgd", "any_attack", "auc_pgd", "adaptive_auc_two_stage"]
