@@ -148,16 +148,22 @@ SHARED: dict[str, tuple[Callable, Any, str]] = {
 
 
 def define_shared(fv: flags.FlagValues, *names: str, note: Optional[dict[str, str]] = None,
-                  **defaults: Any) -> None:
+                  repeat: Sequence[str] = (), **defaults: Any) -> None:
     """Defines the shared flags ``names`` on ``fv``. ``defaults`` overrides a flag's default (e.g.
-    nb_iter=20); ``note`` appends a tool's remark to a flag's help (what its default is there)."""
-    unknown = set(names) - set(SHARED) | set(defaults) - set(names) | set(note or {}) - set(names)
+    nb_iter=20); ``note`` appends a tool's remark to a flag's help (what its default is there);
+    ``repeat`` names the radius flags a tool takes several values of (the black box's ε list)."""
+    unknown = (set(names) - set(SHARED) | set(defaults) - set(names) | set(note or {}) - set(names)
+               | set(repeat) - ({"eps", "eps_iter"} & set(names)))
     if unknown:
         raise ValueError(f"not a shared flag of this call: {', '.join(sorted(unknown))}")
     for name in names:
         define, default, help = SHARED[name]
         extra = (note or {}).get(name)
-        define(fv, name, defaults.get(name, default), f"{help} {extra}" if extra else help)
+        help = f"{help} {extra}" if extra else help
+        if name in repeat:
+            define_fraction(fv, name, defaults.get(name, []), help, multi=True)
+        else:
+            define(fv, name, defaults.get(name, default), help)
 
 
 def parse(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
@@ -189,6 +195,7 @@ def describe(flag: flags.Flag) -> tuple[str, str, str]:
         kind += f" in ({parser.lower:g}, {parser.upper:g}]"
     if isinstance(flag, flags.MultiFlag):
         kind += ", repeatable"
+        text = text.split(";  repeat this option")[0].split("; repeat this option")[0]   # absl's own suffix
     default = flag.default
     if isinstance(default, bool):
         shown = str(default).lower()

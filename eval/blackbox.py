@@ -200,10 +200,9 @@ def write_outputs(result: dict, out_dir: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 FLAGS = common.analysis_flags("Where blackbox.json, blackbox.md and the heatmaps go.")
-cli_flags.define_fraction(FLAGS, "eps", [], "L∞ radius ε, e.g. 8/255; repeat for several radii (default: the "
-                          "data set's Tables 12-13 list, CIFAR-10 8/255 and 12/255).", multi=True)
-cli_flags.define_shared(FLAGS, "eps_iter", note={"eps_iter": "Here: the data set's η at every radius "
-                                                 "(Tables 12-13), unless given."})
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
+                        note={"eps": "Repeat for several radii (default: Tables 12-13's, CIFAR-10 8/255 and 12/255).",
+                              "eps_iter": "Here: the data set's η at every radius (Tables 12-13), unless given."})
 
 
 def main(argv: list[str]) -> None:
