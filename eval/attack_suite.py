@@ -52,7 +52,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from absl import flags
 
-from attacks import settings as attack_settings
+from attacks import settings as paper_settings
 from cce_tf import cli_flags
 from cce_tf.data import DATASETS
 from eval import common, reuse
@@ -86,7 +86,7 @@ cli_flags.define_shared(
                      "multi-targeted k = 20 stay)."})
 flags.DEFINE_enum("dataset", None, DATASETS, "The data set of a model file given as --run_dir (default: the "
                   "one its input shape and class count fit); a run folder's must match.", flag_values=FLAGS)
-cli_flags.define_choice_list(FLAGS, "attacks", None, attack_settings.ATTACK_NAMES,
+cli_flags.define_choice_list(FLAGS, "attacks", None, paper_settings.ATTACK_NAMES,
                              "Comma list of attacks (default: the paper's and PGD on the margin loss, "
                              "attacks.settings.DEFAULT_ATTACKS).")
 flags.DEFINE_integer("mul_nb_iter", None, "Override the steps k of the multi-targeted attacks (the "
@@ -143,12 +143,12 @@ class SuiteOptions:
                 raise UsageError(f"--{flag} must be >= 1, got {value}")
         for flag in ("eps", "eps_iter"):
             common.check_radius(getattr(self, flag), f"--{flag}")
-        names = list(attack_settings.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
+        names = list(paper_settings.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
         if not names or not all(names):
-            raise UsageError(f"--attacks is empty: choose from {', '.join(attack_settings.ATTACK_NAMES)}")
-        unknown = [a for a in names if a not in attack_settings.ATTACK_NAMES]
+            raise UsageError(f"--attacks is empty: choose from {', '.join(paper_settings.ATTACK_NAMES)}")
+        unknown = [a for a in names if a not in paper_settings.ATTACK_NAMES]
         if unknown:
-            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(attack_settings.ATTACK_NAMES)}")
+            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(paper_settings.ATTACK_NAMES)}")
         return list(dict.fromkeys(names))
 
 
