@@ -40,60 +40,57 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags
+from absl import flags
 
-flags.DEFINE_string("run_dir", None, "Attack this run's ensemble (default: a freshly built one).")
-flags.DEFINE_string("dataset", "fashion_mnist", "Data set of the fresh ensemble (ignored with --run_dir).")
-flags.DEFINE_string("arch", "cnn", "Member architecture of the fresh ensemble (ignored with --run_dir).")
-flags.DEFINE_integer("members", 2, "Members N of the fresh ensemble (ignored with --run_dir).")
-flags.DEFINE_integer("n_images", 500, "Test images attacked per timed call (the first ones).")
-flags.DEFINE_integer("batch_size", 500, "Images per PGD call.")
-flags.DEFINE_integer("nb_iter", None, "PGD steps k (default: the suite's, 100 on the CNN).")
-flags.DEFINE_float("eps", None, "ε (default: the suite's for the data set).")
-flags.DEFINE_float("eps_iter", None, "Step size η (default: the suite's for the data set).")
-flags.DEFINE_integer("rounds", 3, "Timed rounds (each times both PGDs once, in alternating order).")
-flags.DEFINE_integer("seed", 0, "Random seed (weights of a fresh ensemble, random starts).")
-flags.DEFINE_string("suite_run_dir", None, "Also time the whole attack suite on (a copy of) this run.")
-flags.DEFINE_integer("suite_n_samples", 1000, "--n_samples of the suite run.")
-flags.DEFINE_list("suite_attacks", None, "(dev) Comma list of attacks for the suite run "
-                  "(default: the paper's, attacks.registry.PAPER_ATTACKS).")
-flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.")
-FLAGS = flags.FLAGS
+from attacks import settings as attack_settings
+from cce_tf import cli_flags
+from cce_tf.config import ARCHS
+from cce_tf.data import DATASETS
+
+FLAGS = cli_flags.new_flags()
+cli_flags.define_shared(FLAGS, "run_dir", "batch_size", "nb_iter", "eps", "eps_iter", "seed",
+                        note={"run_dir": "At most one: attack its ensemble (default: a freshly built one).",
+                              "nb_iter": "Of PGD (default: the suite's, 100 on the CNN).",
+                              "seed": "Weights of a fresh ensemble, random starts."})
+flags.DEFINE_enum("dataset", "fashion_mnist", DATASETS, "Data set of the fresh ensemble (ignored with --run_dir).",
+                  flag_values=FLAGS)
+flags.DEFINE_enum("arch", "cnn", ARCHS, "Member architecture of the fresh ensemble (ignored with --run_dir).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("members", 2, "Members N of the fresh ensemble (ignored with --run_dir).", lower_bound=1,
+                     upper_bound=16, flag_values=FLAGS)
+flags.DEFINE_integer("n_images", 500, "Test images attacked per timed call (the first ones).", lower_bound=1,
+                     upper_bound=cli_flags.MAX_SAMPLES, flag_values=FLAGS)
+flags.DEFINE_integer("rounds", 3, "Timed rounds (each times both PGDs once, in alternating order).", lower_bound=1,
+                     upper_bound=1000, flag_values=FLAGS)
+flags.DEFINE_string("suite_run_dir", None, "Also time the whole attack suite on (a copy of) this run.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("suite_n_samples", 1000, "--n_samples of the suite run.", lower_bound=1,
+                     upper_bound=cli_flags.MAX_SAMPLES, flag_values=FLAGS)
+cli_flags.define_choice_list(FLAGS, "suite_attacks", None, attack_settings.ATTACK_NAMES,
+                             "(dev) Comma list of attacks for the suite run (default: the paper's, "
+                             "attacks.settings.PAPER_ATTACKS).")
+flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.", flag_values=FLAGS)
 
 TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.attack_suite
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _check_flags() -> None:
     from cce_tf.ensemble import CONFIG_FILE, WEIGHTS_FILE
 
-    for name in ("n_images", "batch_size", "rounds", "suite_n_samples", "members"):
-        if getattr(FLAGS, name) < 1:
-            _fail(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
-    if FLAGS.nb_iter is not None and FLAGS.nb_iter < 1:
-        _fail(f"--nb_iter must be >= 1, got {FLAGS.nb_iter}")
-    for name in ("eps", "eps_iter"):
-        value = getattr(FLAGS, name)
-        if value is not None and not value > 0:
-            _fail(f"--{name} must be > 0, got {value}")
-    for flag in ("run_dir", "suite_run_dir"):
-        run_dir = getattr(FLAGS, flag)
+    if len(FLAGS.run_dir) > 1:
+        raise cli_flags.UsageError(f"--run_dir given {len(FLAGS.run_dir)} times: the benchmark attacks one run")
+    if FLAGS.suite_attacks == []:
+        raise cli_flags.UsageError("--suite_attacks is empty")
+    for flag, run_dir in (("run_dir", _run_dir()), ("suite_run_dir", FLAGS.suite_run_dir)):
         if run_dir is None:
             continue
         for needed in (CONFIG_FILE, WEIGHTS_FILE):
             if not os.path.isfile(os.path.join(run_dir, needed)):
-                _fail(f"--{flag} {run_dir} is not a trained run: no {needed}")
-    if FLAGS.suite_attacks is not None:
-        from attacks import registry
+                raise cli_flags.UsageError(f"--{flag} {run_dir} is not a trained run: no {needed}")
 
-        unknown = [a for a in FLAGS.suite_attacks if a not in registry.ATTACKS]
-        if unknown or not FLAGS.suite_attacks:
-            _fail(f"--suite_attacks: unknown attack {unknown[0] if unknown else ''!r}: choose from "
-                  f"{', '.join(registry.ATTACKS)}")
+
+def _run_dir() -> str | None:
+    return FLAGS.run_dir[0] if FLAGS.run_dir else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,11 +110,11 @@ def bench_pgd() -> None:
     from eval.attack_suite import predict
 
     keras.utils.set_random_seed(FLAGS.seed)
-    if FLAGS.run_dir:
-        cfg = read_config(FLAGS.run_dir)
+    if _run_dir():
+        cfg = read_config(_run_dir())
         dataset, arch = cfg["dataset"], cfg["arch"]
-        model = load_run(FLAGS.run_dir)
-        what = (f"run {FLAGS.run_dir} ({(cfg.get('preset') or cfg['method']).upper()}, "
+        model = load_run(_run_dir())
+        what = (f"run {_run_dir()} ({(cfg.get('preset') or cfg['method']).upper()}, "
                 f"N = {cfg['members']}, {arch}, {dataset})")
     else:
         dataset, arch = FLAGS.dataset, FLAGS.arch
@@ -130,7 +127,7 @@ def bench_pgd() -> None:
             params[name] = getattr(FLAGS, name)
     eps, eps_iter, nb_iter = float(params["eps"]), float(params["eps_iter"]), int(params["nb_iter"])
     if eps_iter > eps:
-        _fail(f"step size eps_iter={eps_iter:g} exceeds eps={eps:g}")
+        raise cli_flags.UsageError(f"step size eps_iter={eps_iter:g} exceeds eps={eps:g}")
 
     x_test, y_test = data.load(dataset, "test")
     x, y = x_test[:FLAGS.n_images], y_test[:FLAGS.n_images].astype(np.int64)
@@ -259,9 +256,8 @@ def bench_suite() -> None:
         shutil.rmtree(copy, ignore_errors=True)
 
 
-def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected argument {argv[1]!r}")
+def main(argv: list[str]) -> None:
+    cli_flags.parse(FLAGS, argv)
     _check_flags()
     import tensorflow as tf
 
@@ -281,4 +277,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(cli_flags.run(main, FLAGS))

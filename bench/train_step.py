@@ -24,21 +24,28 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags
+from absl import flags
 
-flags.DEFINE_string("dataset", "cifar10", "Input shape and classes of this data set (random pixels).")
-flags.DEFINE_string("arch", "cnn", "cnn or resnet20.")
-flags.DEFINE_list("members", ["2", "3"], "Ensemble sizes.")
-flags.DEFINE_list("methods", ["adv", "adv-en", "adp", "cce", "gal", "dverge", "trs"], "Methods to time.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("nb_iter", 10, "PGD steps k.")
-flags.DEFINE_integer("rounds", 10, "Timed rounds (each times every method once).")
-flags.DEFINE_integer("steps", 3, "Train steps per method per round.")
-flags.DEFINE_bool("jit", False, "Compile the steps with XLA.")
-FLAGS = flags.FLAGS
+from cce_tf import cli_flags
+from cce_tf.config import ARCHS, METHODS
+from cce_tf.data import DATASETS
+
+FLAGS = cli_flags.new_flags()
+cli_flags.define_shared(FLAGS, "batch_size", "nb_iter", batch_size=64, nb_iter=10,
+                        note={"nb_iter": "The training PGD of ADV, ADV-EN, ADP and CCE."})
+flags.DEFINE_enum("dataset", "cifar10", DATASETS, "Input shape and classes of this data set (random pixels).",
+                  flag_values=FLAGS)
+flags.DEFINE_enum("arch", "cnn", ARCHS, "Member architecture.", flag_values=FLAGS)
+flags.DEFINE_list("members", ["2", "3"], "Ensemble sizes.", flag_values=FLAGS)
+cli_flags.define_choice_list(FLAGS, "methods", ["adv", "adv-en", "adp", "cce", "gal", "dverge", "trs"], METHODS,
+                             "Methods to time.")
+flags.DEFINE_integer("rounds", 10, "Timed rounds (each times every method once).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("steps", 3, "Train steps per method per round.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool("jit", False, "Compile the steps with XLA.", flag_values=FLAGS)
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
+    cli_flags.parse(FLAGS, argv)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -89,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(cli_flags.run(main, FLAGS))

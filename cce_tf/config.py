@@ -56,6 +56,14 @@ class PGDConfig:
         if self.eps_max is not None and not self.eps <= self.eps_max <= 1:
             raise ValueError(f"--eps_max must be in [eps={self.eps}, 1], got {self.eps_max}")
 
+
+
+def scaled_step(eps: float, base_eps: float, base_eps_iter: float) -> float:
+    """The step η for a radius ε given without one: the default setting's ratio η/ε kept. The one
+    rule of every tool (training PGD, DVERGE's distillation, the evaluation attacks)."""
+    return base_eps_iter * eps / base_eps
+
+
 LEARNING_RATE = 1e-3   # Adam, every data set
 BATCH_SIZE = 64
 

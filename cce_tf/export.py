@@ -26,24 +26,20 @@ from typing import Optional
 
 from absl import flags
 
+from cce_tf import cli_flags
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FORMATS = ("keras", "savedmodel")
 
-# A private FlagValues: tests import this module beside cce_tf.train, which owns absl's global one.
-FLAGS = flags.FlagValues()
-flags.DEFINE_string("run_dir", None, "A trained run folder (python -m cce_tf.train --out_dir RUN).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("format", "keras", "keras (a .keras file) or savedmodel (a TensorFlow SavedModel folder).",
-                    flag_values=FLAGS)
+FLAGS = cli_flags.new_flags()
+cli_flags.define_shared(FLAGS, "run_dir", note={"run_dir": "Exactly one here."})
+flags.DEFINE_enum("format", "keras", FORMATS, "keras (a .keras file) or savedmodel (a TensorFlow SavedModel "
+                  "folder).", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Where to write it: a path ending in .keras, or a new folder for "
                     "savedmodel. It must not exist.", flag_values=FLAGS)
 
-_HELP = ("-h", "-?", "--help", "--helpshort", "--helpfull")
-
-
-class UsageError(ValueError):
-    """Bad input: one line, exit code 2."""
+UsageError = cli_flags.UsageError   # bad input: one line, exit code 2, nothing written
 
 
 def standalone_model(ensemble):
@@ -95,29 +91,17 @@ def export_run(run_dir: str, fmt: str, out: str) -> str:
 
 def main(argv: list[str]) -> None:
     """Parse ``argv`` (program name first) and export."""
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        raise UsageError(" ".join(str(e).split())) from None
-    if len(rest) > 1:
-        raise UsageError(f"unexpected argument {rest[1]!r}")
-    path = export_run(FLAGS.run_dir, FLAGS.format, FLAGS.out)
-    print(f"wrote {path} ({FLAGS.format}): outputs the ensemble logits log f^en of {FLAGS.run_dir}")
+    cli_flags.parse(FLAGS, argv)
+    if len(FLAGS.run_dir) > 1:
+        raise UsageError(f"--run_dir given {len(FLAGS.run_dir)} times: export takes one run")
+    run_dir = FLAGS.run_dir[0] if FLAGS.run_dir else None
+    path = export_run(run_dir, FLAGS.format, FLAGS.out)
+    print(f"wrote {path} ({FLAGS.format}): outputs the ensemble logits log f^en of {run_dir}")
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
     """``main`` with exit codes (0 done, 2 bad input); the console script cce-export."""
-    argv = list(sys.argv if argv is None else argv)
-    if any(a in _HELP for a in argv[1:]):
-        print(__doc__.split("\n    from cce_tf")[0] + "\nFlags:\n" + FLAGS.get_help())
-        return 0
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli_flags.run(main, FLAGS, argv, doc=__doc__.split("\n    from cce_tf")[0])
 
 
 if __name__ == "__main__":

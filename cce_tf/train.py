@@ -57,58 +57,63 @@ import platform
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from cce_tf import cli_flags
+from cce_tf.config import ARCHS, DVERGE_VARIANTS, METHOD_CHOICES
+from cce_tf.data import DATASETS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress output
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "fashion_mnist", "mnist, fashion_mnist, cifar10 or cifar100.")
-flags.DEFINE_string("arch", "cnn", "cnn (paper Table 8) or resnet20 (ResNet-20 v1).")
-flags.DEFINE_string("method", "cce-rm", "nat, adv, adv-en, adp, cce, gal, dverge, trs, or a preset: cce-base, "
-                    "cce-rm, cce-dm.")
-flags.DEFINE_integer("members", None, "Ensemble size N (default 2; 1 for adv).")
-flags.DEFINE_float("lambda_pm", None, "CCE promoting weight (default from the preset; cce: 1).")
-flags.DEFINE_float("lambda_dm", None, "CCE demoting weight (default from the preset; cce: 1).")
-flags.DEFINE_string("adv_en_loss", "ensemble", "ADV-EN objective: 'ensemble' (paper) or 'members' (official code).")
-flags.DEFINE_float("gal_lambda", None, "GAL: weight of the gradient alignment loss (default 0.5).")
-flags.DEFINE_bool("gal_adv", False, "GAL: also train on PGD examples against the ensemble (--eps, --nb_iter, ...).")
-flags.DEFINE_string("dverge_variant", "plain", "DVERGE: 'plain' (distilled examples only) or 'plus' (adds the "
-                    "members' clean cross-entropy).")
-flags.DEFINE_float("dverge_eps", None, "DVERGE: distillation radius (default per data set, docs/settings.md).")
-flags.DEFINE_float("dverge_eps_iter", None, "DVERGE: distillation step (default: the data set's step/eps ratio times eps).")
-flags.DEFINE_integer("dverge_nb_iter", None, "DVERGE: distillation steps (default 10).")
-flags.DEFINE_float("trs_lambda_a", None, "TRS: weight of the mean |cos| of input gradients (default 10).")
+FLAGS = cli_flags.new_flags()
+cli_flags.define_shared(FLAGS, "batch_size", "seed", "eps", "eps_iter", "nb_iter", "verbose", batch_size=None,
+                        note={"batch_size": "Default: the paper's 64.",
+                              "eps": "Here the training PGD's (docs/settings.md).",
+                              "eps_iter": "Here the training PGD's.",
+                              "nb_iter": "Here the training PGD's (default per data set)."})
+flags.DEFINE_enum("dataset", "fashion_mnist", DATASETS, "The data set.", flag_values=FLAGS)
+flags.DEFINE_enum("arch", "cnn", ARCHS, "cnn (paper Table 8) or resnet20 (ResNet-20 v1).", flag_values=FLAGS)
+flags.DEFINE_enum("method", "cce-rm", METHOD_CHOICES, "A method, or a preset of CCE (cce-base, cce-rm, cce-dm).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("members", None, "Ensemble size N (default 2; 1 for adv).", flag_values=FLAGS)
+flags.DEFINE_float("lambda_pm", None, "CCE promoting weight (default from the preset; cce: 1).", flag_values=FLAGS)
+flags.DEFINE_float("lambda_dm", None, "CCE demoting weight (default from the preset; cce: 1).", flag_values=FLAGS)
+flags.DEFINE_enum("adv_en_loss", "ensemble", ["ensemble", "members"], "ADV-EN objective: 'ensemble' (paper) or "
+                  "'members' (official code).", flag_values=FLAGS)
+flags.DEFINE_float("gal_lambda", None, "GAL: weight of the gradient alignment loss (default 0.5).", flag_values=FLAGS)
+flags.DEFINE_bool("gal_adv", False, "GAL: also train on PGD examples against the ensemble (--eps, --nb_iter, ...).", flag_values=FLAGS)
+flags.DEFINE_enum("dverge_variant", "plain", DVERGE_VARIANTS, "DVERGE: 'plain' (distilled examples only) or 'plus' "
+                  "(adds the members' clean cross-entropy).", flag_values=FLAGS)
+flags.DEFINE_float("dverge_eps", None, "DVERGE: distillation radius (default per data set, docs/settings.md).", flag_values=FLAGS)
+flags.DEFINE_float("dverge_eps_iter", None, "DVERGE: distillation step (default: the data set's step/eps ratio times eps).", flag_values=FLAGS)
+flags.DEFINE_integer("dverge_nb_iter", None, "DVERGE: distillation steps (default 10).", flag_values=FLAGS)
+flags.DEFINE_float("trs_lambda_a", None, "TRS: weight of the mean |cos| of input gradients (default 10).", flag_values=FLAGS)
 flags.DEFINE_float("trs_lambda_b", None, "TRS: weight of the mean squared per-sample input-gradient norm "
-                   "(default 20/128^2, docs/settings.md).")
-flags.DEFINE_float("trs_eps", None, "TRS: smoothing PGD radius at the first epoch (default 0.1).")
-flags.DEFINE_float("trs_eps_end", None, "TRS: the radius it grows to linearly over the epochs (default 0.2).")
-flags.DEFINE_integer("trs_nb_iter", None, "TRS: smoothing PGD steps, each of radius/3 (default 6).")
+                   "(default 20/128^2, docs/settings.md).", flag_values=FLAGS)
+flags.DEFINE_float("trs_eps", None, "TRS: smoothing PGD radius at the first epoch (default 0.1).", flag_values=FLAGS)
+flags.DEFINE_float("trs_eps_end", None, "TRS: the radius it grows to linearly over the epochs (default 0.2).", flag_values=FLAGS)
+flags.DEFINE_integer("trs_nb_iter", None, "TRS: smoothing PGD steps, each of radius/3 (default 6).", flag_values=FLAGS)
 flags.DEFINE_string("init_from", None, "Warm-start the members from this run folder's ensemble.weights.h5 "
-                    "(same dataset, arch and members), e.g. a NAT run for DVERGE.")
-flags.DEFINE_integer("epochs", None, "Epochs (default: 180 for CIFAR, 100 for MNIST-like).")
-flags.DEFINE_integer("batch_size", None, "Global batch size (default 64).")
-flags.DEFINE_float("learning_rate", None, "Adam's initial learning rate (default 1e-3).")
+                    "(same dataset, arch and members), e.g. a NAT run for DVERGE.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", None, "Epochs (default: 180 for CIFAR, 100 for MNIST-like).", flag_values=FLAGS)
+flags.DEFINE_float("learning_rate", None, "Adam's initial learning rate (default 1e-3).", flag_values=FLAGS)
 flags.DEFINE_string("lr_milestones", None, "Epochs after which the learning rate is multiplied by 0.1, "
                     "e.g. 80,120,160; '' for none (default: the paper's, scaled to --epochs). Fixed when "
-                    "the run is created; given again on a resume, it sets the milestones of later epochs.")
-flags.DEFINE_integer("train_subset", 0, "Train on a seeded random subset of this many images (0: all).")
-flags.DEFINE_integer("test_subset", 0, "Validate on the first this many test images (0: all).")
-flags.DEFINE_bool("augment", True, "Random 10% shifts (and flips for CIFAR), as the paper.")
-flags.DEFINE_float("eps", None, "Training PGD radius (default: per data set, docs/settings.md).")
-flags.DEFINE_float("eps_iter", None, "Training PGD step size eta (default: the data set's eta/eps ratio times eps).")
-flags.DEFINE_integer("nb_iter", None, "Training PGD steps k.")
-flags.DEFINE_float("eps_max", None, "If set, eps ~ U(eps, eps_max) per batch and eta = eps/10.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("out_dir", None, "Run folder (default runs/DATASET_METHOD_ARCH_nN_sSEED).")
+                    "the run is created; given again on a resume, it sets the milestones of later epochs.", flag_values=FLAGS)
+flags.DEFINE_integer("train_subset", 0, "Train on a seeded random subset of this many images (0: all).", flag_values=FLAGS)
+flags.DEFINE_integer("test_subset", 0, "Validate on the first this many test images (0: all).", flag_values=FLAGS)
+flags.DEFINE_bool("augment", True, "Random 10% shifts (and flips for CIFAR), as the paper.", flag_values=FLAGS)
+cli_flags.define_fraction(FLAGS, "eps_max", None, "If set, eps ~ U(eps, eps_max) per batch and eta = eps/10.")
+flags.DEFINE_string("out_dir", None, "Run folder (default runs/DATASET_METHOD_ARCH_nN_sSEED).", flag_values=FLAGS)
 flags.DEFINE_integer("backup_every_steps", 100, "Back up the training state every this many steps "
-                     "(0: after every epoch only).")
+                     "(0: after every epoch only).", flag_values=FLAGS)
 flags.DEFINE_float("backup_every_seconds", 300, "Also back it up when this many seconds have passed since "
-                   "the last backup (0: never).")
+                   "the last backup (0: never).", flag_values=FLAGS)
 flags.DEFINE_bool("deterministic", False, "TensorFlow's op determinism: the same seed gives the same "
-                  "weights on the same machine, resumed or not (slower on GPUs).")
-flags.DEFINE_string("strategy", "default", "'default' (one device) or 'mirrored' (all local devices).")
-flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to try --strategy mirrored without GPUs).")
-flags.DEFINE_integer("verbose", 1, "Keras progress: 0 silent, 1 progress bar, 2 a line per epoch.")
+                  "weights on the same machine, resumed or not (slower on GPUs).", flag_values=FLAGS)
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "'default' (one device) or 'mirrored' (all local "
+                  "devices).", flag_values=FLAGS)
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to try --strategy mirrored without GPUs).", flag_values=FLAGS)
 
 # Settings that may differ between the first run and a resume: where, how long and how safely it
 # trains, not what it trains. lr_milestones may change for the epochs to come (`main` checks it).
@@ -119,15 +124,13 @@ _RESUME_FREE = ("strategy", "cpu_devices", "epochs", "lr_milestones", "test_subs
 # fail with a message (and numpy takes seeds below 2**32).
 MAX_EPOCHS = 100_000
 _INT_RANGES = dict(members=(1, 16), epochs=(1, MAX_EPOCHS), batch_size=(1, 65_536), train_subset=(0, 10**7),
-                   test_subset=(0, 10**7), backup_every_steps=(0, 10**9), seed=(0, 2**31 - 1),
-                   cpu_devices=(0, 256), verbose=(0, 2))
+                   test_subset=(0, 10**7), backup_every_steps=(0, 10**9), cpu_devices=(0, 256))
 _FLOAT32_MAX = 3.4028234663852886e38  # these numbers become float32 tensors
 # cce_tf.ensemble's names for these; importing it would import TensorFlow before the checks are done.
 CONFIG_FILE, WEIGHTS_FILE, KERAS_FILE = "config.json", "ensemble.weights.h5", "ensemble.keras"
 
 
-class UsageError(ValueError):
-    """Bad input: printed as one line, exit code 2."""
+UsageError = cli_flags.UsageError   # bad input: one line, exit code 2
 
 
 class RunFailed(Exception):
@@ -143,13 +146,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def parse(argv: list[str]) -> list[str]:
-    """Parse the flags from scratch (so it may be called again); returns the other arguments.
-    Raises UsageError for an unknown flag or a value of the wrong type (absl would exit 1)."""
-    FLAGS.unparse_flags()
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        raise UsageError(_one_line(e)) from None
+    """Parse the flags from scratch (so it may be called again); returns [program name]. Raises
+    UsageError for an unknown flag, a value of the wrong type or out of its bounds, a stray argument."""
+    return cli_flags.parse(FLAGS, argv)
 
 
 def _milestones_flag() -> list[int] | None:
@@ -172,20 +171,12 @@ def settings() -> dict:
     lr_milestones is --lr_milestones parsed, or None when not given (`main` resolves it).
     """
     from cce_tf import config, data
-    from cce_tf.config import ARCHS, PGDConfig
+    from cce_tf.config import PGDConfig
 
-    if FLAGS.dataset not in data.DATASETS:
-        raise UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {FLAGS.dataset!r}")
-    if FLAGS.arch not in ARCHS:
-        raise UsageError(f"--arch must be one of {', '.join(ARCHS)}, got {FLAGS.arch!r}")
     try:
         method, lambda_pm, lambda_dm = config.resolve_method(FLAGS.method, FLAGS.lambda_pm, FLAGS.lambda_dm)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if FLAGS.adv_en_loss not in ("ensemble", "members"):
-        raise UsageError(f"--adv_en_loss must be 'ensemble' or 'members', got {FLAGS.adv_en_loss!r}")
-    if FLAGS.strategy not in ("default", "mirrored"):
-        raise UsageError(f"--strategy must be 'default' or 'mirrored', got {FLAGS.strategy!r}")
 
     d = config.defaults(FLAGS.dataset, FLAGS.arch)
     members = FLAGS.members if FLAGS.members is not None else (1 if method == "adv" else 2)
@@ -193,8 +184,8 @@ def settings() -> dict:
     batch_size = FLAGS.batch_size if FLAGS.batch_size is not None else d["batch_size"]
     lr = FLAGS.learning_rate if FLAGS.learning_rate is not None else d["learning_rate"]
     ints = dict(members=members, epochs=epochs, batch_size=batch_size, train_subset=FLAGS.train_subset,
-                test_subset=FLAGS.test_subset, backup_every_steps=FLAGS.backup_every_steps, seed=FLAGS.seed,
-                cpu_devices=FLAGS.cpu_devices, verbose=FLAGS.verbose)
+                test_subset=FLAGS.test_subset, backup_every_steps=FLAGS.backup_every_steps,
+                cpu_devices=FLAGS.cpu_devices)
     for name, value in ints.items():
         low, high = _INT_RANGES[name]
         if not low <= value <= high:
@@ -215,9 +206,7 @@ def settings() -> dict:
     p = d["pgd"]
     eps = p.eps if FLAGS.eps is None else FLAGS.eps
     eps_max = p.eps_max if FLAGS.eps_max is None else FLAGS.eps_max
-    eps_iter = FLAGS.eps_iter if FLAGS.eps_iter is not None else p.eps_iter
-    if FLAGS.eps is not None and FLAGS.eps_iter is None:
-        eps_iter = p.eps_iter * eps / p.eps   # keep the default ratio eta / eps
+    eps_iter = FLAGS.eps_iter if FLAGS.eps_iter is not None else config.scaled_step(eps, p.eps, p.eps_iter)
     pgd = PGDConfig(eps=eps, eps_iter=eps_iter, nb_iter=p.nb_iter if FLAGS.nb_iter is None else FLAGS.nb_iter,
                     eps_max=eps_max)
     try:
@@ -252,18 +241,16 @@ def _diversity_settings(method: str, dataset: str) -> dict:
     """The gal, dverge and trs settings (None but for the method trained), flags over the reference
     code's defaults (cce_tf.config). Raises UsageError."""
     from cce_tf import config
-    from cce_tf.config import DVERGE_VARIANTS, GALConfig, PGDConfig, TRSConfig
+    from cce_tf.config import GALConfig, PGDConfig, TRSConfig
 
     out = dict(gal=None, dverge=None, trs=None)
     if method == "gal":
         lam = GALConfig.lam if FLAGS.gal_lambda is None else FLAGS.gal_lambda
         out["gal"] = dict(lam=_weight("gal_lambda", lam), adv=FLAGS.gal_adv)
     elif method == "dverge":
-        if FLAGS.dverge_variant not in DVERGE_VARIANTS:
-            raise UsageError(f"--dverge_variant must be one of {', '.join(DVERGE_VARIANTS)}, got {FLAGS.dverge_variant!r}")
         d = config.dverge_defaults(dataset)
         eps = d.eps if FLAGS.dverge_eps is None else FLAGS.dverge_eps
-        step = FLAGS.dverge_eps_iter if FLAGS.dverge_eps_iter is not None else d.eps_iter * eps / d.eps
+        step = FLAGS.dverge_eps_iter if FLAGS.dverge_eps_iter is not None else config.scaled_step(eps, d.eps, d.eps_iter)
         distill = PGDConfig(eps=eps, eps_iter=step, nb_iter=d.nb_iter if FLAGS.dverge_nb_iter is None else FLAGS.dverge_nb_iter)
         try:
             distill.validate()
@@ -632,36 +619,17 @@ def train(options: dict) -> None:
     main(["train", *parse(argv)[1:]])
 
 
-def run(argv: list[str]) -> None:
-    from cce_tf.data import DataError
+def _main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
-    try:
-        main(argv)
-    except (UsageError, DataError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    except RunFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    main(parse(argv))
 
 
-def _parse_or_exit(argv: list[str]) -> list[str]:
-    try:
-        return parse(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def cli() -> None:
-    """The command line (python -m cce_tf.train, console script cce-train). --help exits 0 (absl's
-    own exits 1)."""
-    if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
-        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.module_help(__name__))
-        sys.exit(0)
-    app.run(run, flags_parser=_parse_or_exit)
+def cli(argv: list[str] | None = None) -> int:
+    """The command line (python -m cce_tf.train, console script cce-train): 0 done, 2 bad input,
+    1 the run failed (cce_tf.cli_flags.run)."""
+    return cli_flags.run(_main, FLAGS, argv, doc=__doc__, failures=(RunFailed,))
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())
 

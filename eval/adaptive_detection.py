@@ -23,12 +23,12 @@ of eval.reuse; --force recomputes).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
 import numpy as np
-from absl import flags
-
+from cce_tf import cli_flags
 from eval import common, detection, reuse
 
 JSON_NAME = "adaptive_detection.json"
@@ -41,7 +41,8 @@ def threshold_at_fpr(h_clean: np.ndarray, fpr: float = FPR) -> float:
     return float(np.quantile(np.asarray(h_clean, np.float64), 1.0 - fpr))
 
 
-def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, **params) -> np.ndarray:
+def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, bar: common.Progress,
+           **params) -> np.ndarray:
     import keras
 
     from eval.attack_suite import batch_seed
@@ -50,12 +51,13 @@ def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, **
     for start in range(0, len(x), batch_size):
         keras.utils.set_random_seed(batch_seed(seed, start))  # a batch's result: its samples and the seed
         out.append(fn(ens, x[start:start + batch_size], y[start:start + batch_size], **params))
+        bar.add(len(out[-1]))
     return np.concatenate(out) if out else x.copy()
 
 
 def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             betas: Sequence[float] = BETAS, force: bool = False, verbose: bool = True) -> dict:
+             betas: Sequence[float] = BETAS, force: bool = False, verbose: int = 1) -> dict:
     """Every detector-aware attack on the first ``n_samples`` test images; writes and returns
     RUN/eval/adaptive_detection.json's dict."""
     from attacks import detector_aware, gradient
@@ -90,8 +92,9 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
 
     evaded_any = np.zeros(len(x), bool)
     results = {}
+    bar = common.Progress(len(attacks) * len(x), verbose)
     for name, (fn, params) in attacks.items():
-        x_adv = _craft(fn, ens, x, y, batch_size, seed, **params)
+        x_adv = _craft(fn, ens, x, y, batch_size, seed, bar, **params)
         if np.abs(x_adv - x).max(initial=0.0) > p["eps"] + 1e-6 or x_adv.min(initial=0) < 0 or x_adv.max(initial=1) > 1:
             raise RuntimeError(f"{name}: x_adv outside the ε-ball or [0, 1]")
         logits_adv = common.predict(ens, x_adv, batch_size)
@@ -128,35 +131,32 @@ def table(rows: Sequence[tuple[str, dict]]) -> str:
     return common.markdown_table(["Model", "Attack", "AUC", "adv. acc.", "fooled and not flagged"], body)
 
 
-FLAGS = flags.FLAGS
+FLAGS = common.analysis_flags()
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.detection (CIFAR-10 8/255).",
+                                                        "eps_iter": "The data set's detection η is ε/8."})
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv: list[str]) -> None:
+    cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
         raise common.UsageError("give at least one --run_dir")
-    eps = None if FLAGS.eps is None else common.parse_number(FLAGS.eps, "--eps")
-    eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
     configs = [common.read_run_config(d) for d in FLAGS.run_dir]
     for cfg in configs:
-        detection.attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter)
+        detection.attack_settings(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
-    rows = [(label, evaluate(d, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed, eps, eps_iter,
-                             FLAGS.nb_iter, force=FLAGS.force)) for d, label in zip(FLAGS.run_dir, labels)]
+    rows = [(label, evaluate(d, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
+                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose))
+            for d, label in zip(FLAGS.run_dir, labels)]
     print("\nDetection by entropy against detector-aware attackers (threshold: 5% FPR on clean images); "
           "percentages\n")
     print(table(rows))
 
 
-def cli() -> None:
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m eval.adaptive_detection, console script cce-adaptive-detect)."""
-    common.define_multi_run_flags("Unused (results go to RUN/eval/).")
-    flags.DEFINE_string("eps", None, "Attack radius (default per data set).")
-    flags.DEFINE_string("eps_iter", None, "Step size η (default: the detection step, ε/8).")
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

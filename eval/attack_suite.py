@@ -29,8 +29,8 @@ masking) that failed as warnings under it.
 
 Parts, top to bottom:
 
-1. Flags, on a private ``FlagValues`` (see ``FLAGS``) and ``parse_flags``; ``SuiteOptions``, the
-   same settings as one explicit argument.
+1. Flags, on the tool's own ``FlagValues`` (cce_tf.cli_flags); ``SuiteOptions``, the same
+   settings as one explicit argument.
 2. ``RunPlan`` and ``plan_runs``: options + run folders -> what to run. Every bad input raises
    ``UsageError`` here, before anything is written.
 3. ``check_bounds``: every x_adv inside the ε-ball and [0, 1]; a violation raises, never clipped.
@@ -52,6 +52,9 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from absl import flags
 
+from attacks import settings as paper_settings
+from cce_tf import cli_flags
+from cce_tf.data import DATASETS
 from eval import common, reuse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
@@ -71,42 +74,25 @@ RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS
 # 1. Flags
 # --------------------------------------------------------------------------------------------------
 
-# A private FlagValues, not absl's global FLAGS: cce_tf.train defines --seed, --eps, ... too, and
-# tests import both modules into one process. For the same reason main() parses argv itself
-# instead of app.run (whose parse errors exit 1, not 2). The flags only fill ``SuiteOptions``:
-# every function below takes its settings as arguments.
-FLAGS = flags.FlagValues()
-flags.DEFINE_multi_string("run_dir", None, "Run folder written by cce_tf.train, or a .keras file / "
-                          "SavedModel folder of any classifier; repeat to compare them side by side (one "
-                          "table column each).", flag_values=FLAGS)
-flags.DEFINE_string("dataset", None, "The data set of a model file given as --run_dir (default: the one "
-                    "its input shape and class count fit); a run folder's must match.", flag_values=FLAGS)
-flags.DEFINE_list("attacks", None, "Comma list of attacks (default: the paper's and PGD on the margin "
-                  "loss, attacks.registry.DEFAULT_ATTACKS).", flag_values=FLAGS)
-flags.DEFINE_integer("n_samples", None, "Attack at most the first N test samples (default: gradient "
-                     "attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper).",
-                     flag_values=FLAGS, lower_bound=1, upper_bound=common.BOUNDS["n_samples"]["upper_bound"])
-flags.DEFINE_integer("batch_size", 500, "Samples per attack batch.", flag_values=FLAGS,
-                     **common.BOUNDS["batch_size"])
-flags.DEFINE_integer("seed", 0, "Random seed of the attacks (each batch is seeded from it).", flag_values=FLAGS,
-                     **common.BOUNDS["seed"])
-flags.DEFINE_float("eps", None, "Override ε of every attack, and every radius defined relative to it "
-                   "(B&B's start radii); without --eps_iter, step sizes keep their ratio to ε.",
-                   flag_values=FLAGS)
-flags.DEFINE_float("eps_iter", None, "Override the step size η of every attack that has one.",
-                   flag_values=FLAGS)
-flags.DEFINE_integer("nb_iter", None, "Override the steps k of PGD, BIM and MIM (the paper's k = 100 / "
-                     "250; SPSA's 50 steps and the multi-targeted k = 20 stay).", flag_values=FLAGS,
-                     **common.BOUNDS["nb_iter"])
+# The tool's own FlagValues (cce_tf.cli_flags): the flags only fill ``SuiteOptions``; every
+# function below takes its settings as arguments.
+FLAGS = cli_flags.new_flags()
+cli_flags.define_shared(
+    FLAGS, "run_dir", "n_samples", "batch_size", "seed", "eps", "eps_iter", "nb_iter", "force", "verbose",
+    note={"run_dir": "Also a .keras file or SavedModel folder of any classifier (one table column each).",
+          "n_samples": "Default: gradient attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper.",
+          "eps": "Also moves every radius defined relative to ε (B&B's start radii).",
+          "nb_iter": "Of PGD, BIM and MIM (default: the paper's k = 100 / 250; SPSA's 50 steps and the "
+                     "multi-targeted k = 20 stay)."})
+flags.DEFINE_enum("dataset", None, DATASETS, "The data set of a model file given as --run_dir (default: the "
+                  "one its input shape and class count fit); a run folder's must match.", flag_values=FLAGS)
+cli_flags.define_choice_list(FLAGS, "attacks", None, paper_settings.ATTACK_NAMES,
+                             "Comma list of attacks (default: the paper's and PGD on the margin loss, "
+                             "attacks.settings.DEFAULT_ATTACKS).")
 flags.DEFINE_integer("mul_nb_iter", None, "Override the steps k of the multi-targeted attacks (the "
-                     "paper's k = 20).", flag_values=FLAGS, **common.BOUNDS["nb_iter"])
-flags.DEFINE_bool("force", False, "Recompute results even when they were computed on the same weights "
-                  "(SHA-256 of ensemble.weights.h5) with the same settings; such results are reused "
-                  "otherwise.", flag_values=FLAGS)
+                     "paper's k = 20).", lower_bound=1, upper_bound=100_000, flag_values=FLAGS)
 flags.DEFINE_bool("sanity", True, "Run the gradient-masking sanity checks (eval/sanity.py).",
                   flag_values=FLAGS)
-
-_HELP = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
 
 UsageError = common.UsageError  # bad input: one line, exit code 2, nothing written
@@ -116,17 +102,6 @@ class BoundsError(ValueError):
     """An attack returned x_adv outside the ε-ball or [0, 1]: its result must not count."""
 
 
-def parse_flags(argv: list[str]) -> None:
-    """Parse ``argv`` (program name first) into ``FLAGS``, forgetting any earlier parse."""
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-    if len(rest) > 1:
-        raise UsageError(f"unexpected argument {rest[1]!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class SuiteOptions:
     """What the suite runs on every run folder (the CLI's flags, as one explicit argument).
@@ -134,7 +109,8 @@ class SuiteOptions:
     attacks: names of ``attacks.registry.ATTACKS`` (None: the paper's list); n_samples: at most the
     first N test samples per attack (None: the paper's counts); eps / eps_iter / nb_iter: overrides
     as ``attacks.registry.default_params`` applies them; force: recompute reusable results;
-    dataset: the data set of model files given in place of run folders (eval.common.load_target).
+    dataset: the data set of model files given in place of run folders (eval.common.load_target);
+    verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack.
     """
 
     attacks: Optional[tuple[str, ...]] = None
@@ -148,6 +124,7 @@ class SuiteOptions:
     force: bool = False
     sanity: bool = True
     dataset: Optional[str] = None
+    verbose: int = 1
 
     @classmethod
     def from_flags(cls) -> "SuiteOptions":
@@ -155,25 +132,23 @@ class SuiteOptions:
                    n_samples=FLAGS.n_samples, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                    eps=FLAGS.eps, eps_iter=FLAGS.eps_iter, nb_iter=FLAGS.nb_iter,
                    mul_nb_iter=FLAGS.mul_nb_iter, force=FLAGS.force,
-                   sanity=FLAGS.sanity, dataset=FLAGS.dataset)
+                   sanity=FLAGS.sanity, dataset=FLAGS.dataset, verbose=FLAGS.verbose)
 
     def attack_names(self) -> list[str]:
-        """The checked attack names, repeats dropped. Raises UsageError on any bad setting."""
-        # The numbers first: they need no import (the attack registry starts TensorFlow).
-        for flag, low in (("n_samples", 1), ("batch_size", 1), ("nb_iter", 1), ("mul_nb_iter", 1)):
+        """The checked attack names, repeats dropped. Raises UsageError on any bad setting (the
+        CLI's flags are checked as they are parsed; this checks the library's callers too)."""
+        for flag in ("n_samples", "batch_size", "nb_iter", "mul_nb_iter"):
             value = getattr(self, flag)
-            if value is not None and value < low:
-                raise UsageError(f"--{flag} must be >= {low}, got {value}")
+            if value is not None and value < 1:
+                raise UsageError(f"--{flag} must be >= 1, got {value}")
         for flag in ("eps", "eps_iter"):
             common.check_radius(getattr(self, flag), f"--{flag}")
-        from attacks import registry
-
-        names = list(registry.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
+        names = list(paper_settings.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
         if not names or not all(names):
-            raise UsageError(f"--attacks is empty: choose from {', '.join(registry.ATTACKS)}")
-        unknown = [a for a in names if a not in registry.ATTACKS]
+            raise UsageError(f"--attacks is empty: choose from {', '.join(paper_settings.ATTACK_NAMES)}")
+        unknown = [a for a in names if a not in paper_settings.ATTACK_NAMES]
         if unknown:
-            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(registry.ATTACKS)}")
+            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(paper_settings.ATTACK_NAMES)}")
         return list(dict.fromkeys(names))
 
 
@@ -338,12 +313,12 @@ def batch_seed(seed: int, index: int) -> int:
 
 
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
-                batch_size: int = 500, progress: Optional[str] = None, seed: Optional[int] = None,
+                batch_size: int = 500, bar: Optional[common.Progress] = None, seed: Optional[int] = None,
                 first_index: int = 0, keep: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
     """Per sample: the model is right on x AND on the attack's x_adv. Only samples it gets right
     are attacked (the others cannot count as robust), as AutoAttack's own evaluation does.
 
-    :param progress: a label to print a progress line per batch under, or None for silence.
+    :param bar: advanced by every batch (common.Progress, in samples), or None for silence.
     :param seed: if set, every batch is seeded with ``batch_seed(seed, its first test index)``.
     :param first_index: test-set index of x[0] (for the seeds and the error messages).
     :param keep: if given, filled with "x_adv" (x where a sample was not attacked) and the attack's
@@ -357,7 +332,6 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
     robust = np.zeros(len(x), bool)
     if keep is not None:
         keep["x_adv"] = np.array(x, np.float32)
-    t0 = time.time()
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         idx = np.flatnonzero(predict(model, xb, batch_size) == yb)
@@ -373,10 +347,8 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
                 keep["x_adv"][start + idx] = x_adv
                 for key, value in details.items():
                     keep.setdefault(key, np.zeros(len(x), value.dtype))[start + idx] = value
-        if progress:
-            done = min(start + batch_size, len(x))
-            print(f"  {progress}: {done}/{len(x)} samples, robust so far "
-                  f"{robust[:done].mean():.3f}, {time.time() - t0:.1f}s", flush=True)
+        if bar is not None:
+            bar.add(len(xb))
     return robust
 
 
@@ -579,8 +551,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
             t0 = time.time()
             keep: Optional[dict] = {} if name in SAVE_ADV else None
             try:
-                mask = robust_mask(model, name, x[:n], y[:n], params, batch_size, progress=name, seed=seed,
-                                   keep=keep)
+                mask = robust_mask(model, name, x[:n], y[:n], params, batch_size,
+                                   bar=common.Progress(n, opts.verbose), seed=seed, keep=keep)
             except AttackUnavailable as e:
                 print(f"  {name}: skipped: {e}", flush=True)
                 outcomes[name] = "skipped"
@@ -780,27 +752,18 @@ def evaluate(run_dirs: list[str], opts: SuiteOptions = SuiteOptions(),
 
 def main(argv: list[str]) -> None:
     """Parse ``argv`` (program name first), evaluate every run, print the table."""
-    parse_flags(argv)
-    print_report(evaluate(FLAGS.run_dir or [], SuiteOptions.from_flags()))
+    cli_flags.parse(FLAGS, argv)
+    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
+    try:
+        print_report(evaluate(FLAGS.run_dir, SuiteOptions.from_flags()))
+    except BoundsError as e:
+        raise BoundsError(f"{e}; this attack's result was not recorded") from None
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
     """``main`` with exit codes: 0 done, 2 bad input (one line, nothing written), 1 an attack
-    returned an x_adv outside its bounds (the results before it are kept)."""
-    argv = list(sys.argv if argv is None else argv)
-    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
-    if any(a in _HELP for a in argv[1:]):
-        print(__doc__.split("\nParts")[0] + "\nFlags:\n" + FLAGS.get_help())
-        return 0
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except BoundsError as e:
-        print(f"error: {e}; this attack's result was not recorded", file=sys.stderr)
-        return 1
-    return 0
+    returned an x_adv outside its bounds (its result is not recorded; the results before it are)."""
+    return cli_flags.run(main, FLAGS, argv, doc=__doc__.split("\nParts")[0], failures=(BoundsError,))
 
 
 if __name__ == "__main__":

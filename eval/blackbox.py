@@ -4,7 +4,7 @@ attacks evaluation").
 Usage::
 
     python -m eval.blackbox --run_dir runs/nat --run_dir runs/adv_en --run_dir runs/adp \\
-        --run_dir runs/cce_rm [--n_samples 1000] [--eps 8/255,12/255] [--out_dir results]
+        --run_dir runs/cce_rm [--n_samples 1000] [--eps 8/255 --eps 12/255] [--out_dir results]
 
     from eval.blackbox import evaluate
     result = evaluate(["runs/nat", "runs/cce_rm"], n_samples=1000)
@@ -23,12 +23,12 @@ blackbox_eps{ε}.png / .pdf.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
 import numpy as np
-from absl import flags
-
+from cce_tf import cli_flags
 from eval import common, reuse
 
 JSON_NAME = "blackbox.json"
@@ -59,7 +59,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps_list: Optional[Sequence[float]] = None, eps_iter: Optional[float] = None,
              nb_iter: int = 20, previous: Optional[str] = None, force: bool = False,
-             verbose: bool = True) -> dict:
+             verbose: int = 1) -> dict:
     """The black-box matrix for every ε; returns blackbox.json's dict (does not write it).
 
     ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
@@ -92,6 +92,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
                              f"{len(p['eps_list'])} radii"))
 
     t0 = time.time()
+    bar = common.Progress(len(p["eps_list"]) * len(models) * len(x), verbose)
     natural = [float(np.mean(common.predict(m, x, batch_size).argmax(-1) == y)) for m in models]
     log(f"{len(x)} {dataset} test samples; natural accuracy: "
         + ", ".join(f"{l} {common.pct(a)}%" for l, a in zip(labels, natural)))
@@ -100,8 +101,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         acc = np.zeros((len(models), len(models)))
         for i, source in enumerate(models):
             common.seed_everything(seed)
-            log(f"eps={common.format_eps(eps, dataset)}: PGD against {labels[i]}")
-            x_adv = common.craft("pgd", source, x, y, batch_size, eps=eps, eps_iter=p["eps_iter"],
+            x_adv = common.craft("pgd", source, x, y, batch_size, bar, eps=eps, eps_iter=p["eps_iter"],
                                  nb_iter=p["nb_iter"])
             for j, target in enumerate(models):
                 acc[i, j] = np.mean(common.predict(target, x_adv, batch_size).argmax(-1) == y)
@@ -199,29 +199,21 @@ def write_outputs(result: dict, out_dir: str) -> list[str]:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = flags.FLAGS
+FLAGS = common.analysis_flags("Where blackbox.json, blackbox.md and the heatmaps go.")
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
+                        note={"eps": "Repeat for several radii (default: Tables 12-13's, CIFAR-10 8/255 and 12/255).",
+                              "eps_iter": "Here: the data set's η at every radius (Tables 12-13), unless given."})
 
 
-def define_flags() -> None:
-    common.define_multi_run_flags("Where blackbox.json, blackbox.md and the heatmaps go.")
-    flags.DEFINE_list("eps", [], "ε list (default per data set; CIFAR-10 8/255,12/255).")
-    flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
-        raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
+def main(argv: list[str]) -> None:
+    cli_flags.parse(FLAGS, argv)
     configs = check_runs(FLAGS.run_dir)
-    eps_list = common.flag_numbers("eps")
-    eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
-    attack_settings(configs[0]["dataset"], eps_list, eps_iter, FLAGS.nb_iter)
+    attack_settings(configs[0]["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
-    result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples or None, FLAGS.batch_size,
-                      FLAGS.seed, eps_list or None, eps_iter, FLAGS.nb_iter,
-                      previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force)
+    result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples, FLAGS.batch_size,
+                      FLAGS.seed, FLAGS.eps or None, FLAGS.eps_iter, FLAGS.nb_iter,
+                      previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force, verbose=FLAGS.verbose)
     print()
     for entry in result["results"]:
         print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")
@@ -232,11 +224,10 @@ def main(argv):
     print("wrote " + ", ".join(paths))
 
 
-def cli() -> None:
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m eval.blackbox, console script cce-blackbox)."""
-    define_flags()
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

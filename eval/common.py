@@ -14,13 +14,15 @@ Usage::
 
 Parts, top to bottom:
 
-1. ``UsageError`` and ``cli``: bad input is one line on stderr and exit code 2 (DESIGN.md,
-   conventions); ``parse_number`` reads "8/255" as well as "0.0314".
-2. ``AttackSettings`` / ``settings(dataset)``: the evaluation attacks of the paper per data set.
+1. ``UsageError`` (bad input: one line on stderr, exit code 2, through cce_tf.cli_flags.run) and
+   the ε / η checks.
+2. ``AttackSettings`` / ``settings(dataset)``: the evaluation attacks of the paper per data set,
+   read from attacks.settings.
 3. Runs: ``load_run_checked``, ``run_label``, ``test_samples``; model files in place of runs:
    ``is_model_file``, ``load_model_file``, ``load_target``, ``results_dir``.
 4. Batched ``predict``, ``predict_members``, ``entropy_of_logits`` and ``craft`` (through
-   ``attacks.registry.run``, the one entry point to the attack adapters).
+   ``attacks.registry.run``, the one entry point to the attack adapters); ``progress``, the
+   progress bar of every long evaluation.
 5. Output: ``write_json``, ``read_json``, ``markdown_table``, ``pct``, ``save_figure``.
 
 TensorFlow is imported lazily, inside the functions that need it, so a CLI rejects bad input in a
@@ -28,104 +30,24 @@ fraction of a second.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 import time
 import weakref
-from fractions import Fraction
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from attacks import settings as attack_settings
+from cce_tf import cli_flags
+
 # --------------------------------------------------------------------------------------------------
-# 1. Errors and CLI glue
+# 1. Errors
 # --------------------------------------------------------------------------------------------------
 
-
-class UsageError(ValueError):
-    """Bad input: printed as one line, exit code 2."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
-
-
-def cli(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
-    """Wrap an absl ``main`` so that bad input (``UsageError``, a data set's ``DataError``, a
-    missing file) prints ``error: ...`` on one line and exits with code 2."""
-
-    def wrapped(argv):
-        try:
-            return main(argv)
-        except Exception as e:  # noqa: BLE001 - only bad input is caught, the rest re-raised
-            # cce_tf.data.DataError: a missing or corrupt data file, already a one-line message.
-            if not isinstance(e, UsageError) and type(e).__name__ != "DataError":
-                raise
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapped
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parser for ``app.run(..., flags_parser=parse_flags)``: a bad or unknown flag is
-    one line on stderr and exit code 2 (absl's own parser prints usage hints and exits 1)."""
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
-
-
-HELP_ARGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
-
-
-def run_cli(main: Callable[[list[str]], Any], doc: Optional[str] = None) -> None:
-    """``app.run`` with the one-line, exit-2 handling of bad flags and bad input. ``--help`` prints
-    ``doc`` (default: the docstring of ``main``'s module) and the flags, and exits 0 (absl's own
-    --help exits 1, which a console script's caller would take for a failure)."""
-    from absl import app, flags
-
-    if any(a in HELP_ARGS for a in sys.argv[1:]):
-        doc = doc if doc is not None else sys.modules[main.__module__].__doc__
-        print((doc or "").strip() + "\n\nFlags:\n" + flags.FLAGS.get_help())
-        sys.exit(0)
-    app.run(cli(main), flags_parser=parse_flags)
-
-
-# The bounds of the shared integer flags, declared on the flags (absl rejects a value outside them
-# while parsing: exit 2). Upper bounds keep a typo such as 10**12 from hanging a run for days.
-BOUNDS = {"n_samples": dict(lower_bound=0, upper_bound=10 ** 7),
-          "batch_size": dict(lower_bound=1, upper_bound=65536),
-          "seed": dict(lower_bound=0, upper_bound=2 ** 31 - 1),
-          "nb_iter": dict(lower_bound=1, upper_bound=100000),
-          "index": dict(lower_bound=0, upper_bound=10 ** 7)}
-
-
-def define_multi_run_flags(out_help: str) -> None:
-    """The flags every multi-run analysis CLI shares: runs, labels, output folder, sampling, PGD."""
-    from absl import flags
-
-    flags.DEFINE_multi_string("run_dir", [], "A trained run (repeat to compare runs side by side).")
-    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).")
-    flags.DEFINE_string("out_dir", "results", out_help)
-    flags.DEFINE_integer("n_samples", 0, "Use the first n test samples (0: all).", **BOUNDS["n_samples"])
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.", **BOUNDS["batch_size"])
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start.", **BOUNDS["seed"])
-    flags.DEFINE_integer("nb_iter", 20, "Attack steps k.", **BOUNDS["nb_iter"])
-    define_force_flag()
-
-
-def define_force_flag() -> None:
-    """--force, with the one meaning of eval.reuse in every tool."""
-    from absl import flags
-
-    from eval import reuse
-
-    flags.DEFINE_bool("force", False, reuse.FORCE_HELP)
+# Bad input: one line, exit code 2 (cce_tf.cli_flags.run, the one exit wrapper of every CLI).
+UsageError = cli_flags.UsageError
 
 
 def check_pgd(eps_values: Sequence[float], eps_iter: float, nb_iter: int) -> None:
@@ -141,82 +63,40 @@ def check_pgd(eps_values: Sequence[float], eps_iter: float, nb_iter: int) -> Non
         raise UsageError(f"--nb_iter must be >= 1, got {nb_iter}")
 
 
-def parse_number(text: str | float, name: str = "value") -> float:
-    """A radius or step in pixel units from "0.031", "8/255" or a number: in (0, 1], else
-    UsageError (checked here, as the flag is read, before any slow import)."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        try:
-            value = float(Fraction(str(text).strip()))
-        except (ValueError, ZeroDivisionError):
-            raise UsageError(f"{name} must be a number or a fraction like 8/255, got {text!r}") from None
-    check_radius(value, name)
-    return value
-
-
-def parse_numbers(items: Iterable[str], name: str) -> list[float]:
-    return [parse_number(t, name) for t in items]
-
-
-def flag_numbers(name: str) -> list[float]:
-    """The numbers of list flag --name ([] when not given); UsageError when it is given empty
-    ("--eps=" would otherwise silently mean the defaults)."""
-    from absl import flags
-
-    flag = flags.FLAGS[name]
-    if flag.present and not flag.value:
-        raise UsageError(f"--{name} is empty: give numbers like 8/255,12/255 or leave the flag out")
-    return parse_numbers(flag.value or [], f"--{name}")
-
-
 def check_radius(value: Optional[float], name: str) -> None:
     """UsageError unless ``value`` (a radius or step in [0, 1] pixel units) is in (0, 1]."""
     if value is not None and not 0 < value <= 1:
         raise UsageError(f"{name} must be in (0, 1] (pixel units), got {value}")
 
 
+def analysis_flags(out_help: Optional[str] = None):
+    """The FlagValues of an analysis CLI (transferability, black box, detection), with the shared
+    flags they all take (cce_tf.cli_flags), --label and, given ``out_help``, --out_dir. Each tool
+    adds --eps / --eps_iter with its own note on their defaults."""
+    from absl import flags
+
+    fv = cli_flags.new_flags()
+    cli_flags.define_shared(fv, "run_dir", "n_samples", "batch_size", "seed", "nb_iter", "force", "verbose",
+                            nb_iter=20, note={"n_samples": "Default: the whole test set."})
+    flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).", flag_values=fv)
+    if out_help:
+        flags.DEFINE_string("out_dir", "results", out_help, flag_values=fv)
+    return fv
+
+
 # --------------------------------------------------------------------------------------------------
-# 2. The paper's evaluation attacks per data set
+# 2. The paper's evaluation attacks per data set: attacks.settings, their one home
 # --------------------------------------------------------------------------------------------------
 
-
-@dataclasses.dataclass(frozen=True)
-class AttackSettings:
-    """L∞ attack settings of the analyses for one data set.
-
-    eps, eps_iter       the white-box / transferability PGD (Table 6: k = 20)
-    detection_eps_iter  η of the detection attacks (Figs 3-4: 1/255 for CIFAR-10, i.e. ε/8)
-    blackbox_eps        the ε list of the black-box matrix (Tables 12-13)
-    sweep_factors       Fig 4's ε sweep as multiples of eps ({1,...,24}/255 for CIFAR-10)
-    """
-
-    eps: float
-    eps_iter: float
-    detection_eps_iter: float
-    blackbox_eps: tuple[float, ...]
-    sweep_factors: tuple[float, ...] = tuple(k / 8 for k in (1, 2, 4, 8, 12, 16, 20, 24))
-    nb_iter: int = 20
-
-    @property
-    def sweep_eps(self) -> tuple[float, ...]:
-        return tuple(self.eps * f for f in self.sweep_factors)
-
-
-# ε and η are the attack suite's (attacks.registry.EPSILONS). Detection uses η = ε/8: the paper's
-# 1/255 at ε = 8/255 (Figs 3-4). Black-box ε: Tables 12-13 use (ε, 1.5ε) on CIFAR-10 and (ε, 2ε) on
-# CIFAR-100; the MNIST-like data sets follow CIFAR-10.
-_BLACKBOX_EPS_FACTORS = {"cifar100": (1.0, 2.0)}
+AttackSettings = attack_settings.AttackSettings
 
 
 def settings(dataset: str) -> AttackSettings:
-    from attacks.registry import EPSILONS
-
-    if dataset not in EPSILONS:
-        raise UsageError(f"no attack settings for data set {dataset!r}: one of {', '.join(EPSILONS)}")
-    eps, eps_iter = EPSILONS[dataset]["eps"], EPSILONS[dataset]["eps_iter"]
-    factors = _BLACKBOX_EPS_FACTORS.get(dataset, (1.0, 1.5))
-    return AttackSettings(eps, eps_iter, eps / 8, tuple(eps * f for f in factors))
+    """attacks.settings.for_dataset, UsageError for a data set without settings."""
+    try:
+        return attack_settings.for_dataset(dataset)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def format_eps(eps: float, dataset: str) -> str:
@@ -482,14 +362,39 @@ def entropy_of_logits(logits: np.ndarray) -> np.ndarray:
 
 
 def craft(attack: str, model, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
-          **params: Any) -> np.ndarray:
+          bar: Optional["Progress"] = None, **params: Any) -> np.ndarray:
     """x_adv of ``attack`` (a name of ``attacks.registry``) against ``model`` on (x, y), TRUE labels,
-    crafted batch by batch through ``attacks.registry.run``."""
+    crafted batch by batch through ``attacks.registry.run``; ``bar`` advances by each batch."""
     from attacks import registry
 
-    out = [np.asarray(registry.run(attack, model, x[s], y[s], **params), np.float32)
-           for s in _batches(len(x), batch_size)]
+    out = []
+    for s in _batches(len(x), batch_size):
+        out.append(np.asarray(registry.run(attack, model, x[s], y[s], **params), np.float32))
+        if bar is not None:
+            bar.add(s.stop - s.start)
     return np.concatenate(out) if out else np.asarray(x, np.float32).copy()
+
+
+class Progress:
+    """The progress of one long evaluation, in samples attacked: Keras' ``Progbar`` with its ETA.
+
+    verbose 0: silent; 1: the bar, redrawn in place on a terminal and, when stdout is a file (a
+    study's job log), a line at most every ``LOG_INTERVAL`` seconds; 2: one line when done."""
+
+    LOG_INTERVAL = 60.0
+
+    def __init__(self, total: int, verbose: int = 1, unit: str = "samples"):
+        self.bar = None
+        if verbose and total > 0:
+            import keras
+
+            tty = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+            self.bar = keras.utils.Progbar(total, verbose=int(verbose), unit_name=unit,
+                                           interval=0.05 if tty else self.LOG_INTERVAL)
+
+    def add(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.add(n)
 
 
 _GRADIENT: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()

@@ -37,12 +37,15 @@ missing, so attacks, the sweep and the figures that need them can come in any or
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 from absl import flags
 
+from cce_tf import cli_flags
+from cce_tf.config import scaled_step
 from eval import common, reuse
 
 JSON_NAME = "detection.json"
@@ -119,7 +122,7 @@ def attack_settings(dataset: str, eps: Optional[float] = None, eps_iter: Optiona
     The default sweep scales with ``eps``."""
     s = common.settings(dataset)
     eps = s.eps if eps is None else float(eps)
-    eps_iter = (s.detection_eps_iter * eps / s.eps) if eps_iter is None else float(eps_iter)
+    eps_iter = scaled_step(eps, s.eps, s.detection_eps_iter) if eps_iter is None else float(eps_iter)
     common.check_pgd([eps], eps_iter, nb_iter)
     sweep = [eps * f for f in s.sweep_factors] if not sweep_eps else [float(e) for e in sweep_eps]
     for e in sweep:
@@ -146,7 +149,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
              sweep_eps: Optional[Sequence[float]] = None, force: bool = False,
-             verbose: bool = True) -> dict:
+             verbose: int = 1) -> dict:
     """Detection by entropy on one run: ``attacks`` at ε (Fig 3) and, with ``sweep``, PGD over the
     ε sweep (Fig 4). Entries already in RUN/eval/detection.json are reused when eval.reuse allows
     (same weights, same settings) and kept beside the new ones; entries of other weights leave the
@@ -223,6 +226,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
                                  f"{', '.join(todo)} (k = {p['nb_iter']})"))
 
     t0 = time.time()
+    bar = common.Progress(len(todo) * len(x), verbose)
     common.seed_everything(seed)
     logits = common.predict(ens, x, batch_size)
     correct = logits.argmax(-1) == y
@@ -237,7 +241,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     def one(name: str, eps_: float, key: str) -> dict:
         eta = min(p["eps_iter"], eps_)
         common.seed_everything(seed)  # per attack: its result does not depend on what ran before
-        x_adv = common.craft(name, ens, x, y, batch_size, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
+        x_adv = common.craft(name, ens, x, y, batch_size, bar, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
         logits_adv = common.predict(ens, x_adv, batch_size)
         h_adv = common.entropy_of_logits(logits_adv)
         fooled = logits_adv.argmax(-1) != y
@@ -327,34 +331,24 @@ def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = flags.FLAGS
+FLAGS = common.analysis_flags("Where the side-by-side AUC table of several runs goes.")
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of Fig 3 (CIFAR-10 8/255).",
+                                                        "eps_iter": "The data set's detection η is ε/8 "
+                                                                    "(CIFAR-10 1/255)."})
+cli_flags.define_choice_list(FLAGS, "attacks", list(ATTACKS), ATTACKS, "Attacks of Fig 3; empty for none.")
+flags.DEFINE_bool("sweep", True, "Also the PGD ε sweep of Fig 4.", flag_values=FLAGS)
+cli_flags.define_fraction(FLAGS, "sweep_eps", [], "A radius of the sweep, e.g. 4/255; repeat for several "
+                          "(default: the data set's ε × {1,2,4,8,12,16,20,24}/8).", multi=True)
 
 
-def define_flags() -> None:
-    common.define_multi_run_flags("Where the side-by-side AUC table of several runs goes.")
-    flags.DEFINE_list("attacks", list(ATTACKS), "Attacks of Fig 3 (pgd, bim, mim); empty for none.")
-    flags.DEFINE_bool("sweep", True, "Also the PGD ε sweep of Fig 4.")
-    flags.DEFINE_list("sweep_eps", [], "ε values of the sweep (default: the data set's ε × {1,2,4,8,12,16,20,24}/8).")
-    flags.DEFINE_string("eps", None, "Attack radius of Fig 3 (default per data set; CIFAR-10 8/255).")
-    flags.DEFINE_string("eps_iter", None, "Step size η (default: the data set's, CIFAR-10 1/255, else ε/8).")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv: list[str]) -> None:
+    cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
         raise common.UsageError("give at least one --run_dir")
-    if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
-        raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
-    attacks = [a.strip().lower() for a in FLAGS.attacks if a.strip()]
-    for a in attacks:
-        if a not in ATTACKS:
-            raise common.UsageError(f"--attacks: unknown attack {a!r}, choose from {', '.join(ATTACKS)}")
+    attacks = list(dict.fromkeys(FLAGS.attacks))
     if not attacks and not FLAGS.sweep:
         raise common.UsageError("nothing to do: --attacks is empty and --nosweep is set")
-    eps = None if FLAGS.eps is None else common.parse_number(FLAGS.eps, "--eps")
-    eps_iter = None if FLAGS.eps_iter is None else common.parse_number(FLAGS.eps_iter, "--eps_iter")
-    sweep_eps = common.flag_numbers("sweep_eps")
+    eps, eps_iter, sweep_eps = FLAGS.eps, FLAGS.eps_iter, FLAGS.sweep_eps
     configs = [common.read_run_config(d) for d in FLAGS.run_dir]
     for cfg in configs:
         attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
@@ -363,8 +357,8 @@ def main(argv):
 
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
-        r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples or None, FLAGS.batch_size,
-                     FLAGS.seed, eps, eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force)
+        r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, eps,
+                     eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force, verbose=FLAGS.verbose)
         rows.append((label, r))
         print(f"\nDetection by the entropy of the ensemble prediction: {label} ({r['dataset']}, "
               f"n = {r['n_samples']}, {r['n_clean_correct']} clean-correct); percentages\n")
@@ -380,11 +374,10 @@ def main(argv):
         print(f"wrote {path}")
 
 
-def cli() -> None:
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m eval.detection, console script cce-detect)."""
-    define_flags()
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

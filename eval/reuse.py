@@ -27,8 +27,6 @@ from cce_tf.fingerprint import model_file_fingerprint, weights_fingerprint
 from eval.common import is_model_file, jsonable
 
 KEY = "weights_sha256"
-FORCE_HELP = ("Recompute results even when they were computed on the same weights (SHA-256 of "
-              "ensemble.weights.h5) with the same settings; such results are reused otherwise.")
 
 NEW = "no result yet"
 FORCED = "--force"

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import flags
-
+from cce_tf import cli_flags
 from eval import attack_suite, common, reuse
 from eval.common import UsageError
 
-FLAGS = flags.FlagValues()
-flags.DEFINE_multi_string("run_dir", None, "A run with eval/attack_suite.json (repeat: one column each).",
-                          flag_values=FLAGS)
+FLAGS = cli_flags.new_flags()
+cli_flags.define_shared(FLAGS, "run_dir", note={"run_dir": "Each with eval/attack_suite.json: one column each."})
 
 
 def column(run_dir: str) -> tuple[str, dict, dict]:
@@ -49,18 +47,10 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in common.HELP_ARGS for a in argv[1:]):
-        print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.get_help())
-        return 0
-    FLAGS.unparse_flags()  # a second call in one process starts afresh
-    try:
-        FLAGS(argv)
-        if not FLAGS.run_dir:
-            raise UsageError("give at least one --run_dir")
-        columns = [column(r) for r in FLAGS.run_dir]
-    except (UsageError, flags.Error) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cli_flags.parse(FLAGS, argv)
+    if not FLAGS.run_dir:
+        raise UsageError("give at least one --run_dir")
+    columns = [column(r) for r in FLAGS.run_dir]
     print(attack_suite.markdown_table([(h, s) for h, s, _ in columns]))
     print()
     for header, _, n_samples in columns:
@@ -72,9 +62,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def cli() -> int:
+def cli(argv: list[str] | None = None) -> int:
     """The command line (python -m eval.tables, console script cce-tables)."""
-    return main(sys.argv)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":

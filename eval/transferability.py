@@ -37,12 +37,13 @@ python -m studies.reproduce --study table6 (they live in studies/specs/, their o
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
 import numpy as np
-from absl import flags
-
+from cce_tf import cli_flags
+from cce_tf.config import scaled_step
 from eval import common, reuse
 
 JSON_NAME = "transferability.json"
@@ -110,18 +111,21 @@ def transferability_metrics(y: np.ndarray, pred_en: np.ndarray, pred_members_en:
 
 def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[float] = None,
                   nb_iter: int = 20) -> dict:
-    """PGD's {eps, eps_iter, nb_iter}: the data set's Table 6 setting unless overridden."""
+    """PGD's {eps, eps_iter, nb_iter}: the data set's Table 6 setting unless overridden (an ε
+    without η keeps the data set's η/ε ratio)."""
     s = common.settings(dataset)
-    params = dict(eps=s.eps if eps is None else float(eps),
-                  eps_iter=s.eps_iter if eps_iter is None else float(eps_iter), nb_iter=int(nb_iter))
+    eps = s.eps if eps is None else float(eps)
+    eps_iter = scaled_step(eps, s.eps, s.eps_iter) if eps_iter is None else float(eps_iter)
+    params = dict(eps=eps, eps_iter=eps_iter, nb_iter=int(nb_iter))
     common.check_pgd([params["eps"]], params["eps_iter"], params["nb_iter"])
     return params
 
 
 def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             force: bool = False, verbose: bool = True) -> dict:
+             force: bool = False, verbose: int = 1) -> dict:
     """Attacks one run as Table 6 does and writes RUN/eval/transferability.json; returns its dict.
+    ``verbose``: 0 quiet, 1 log lines and a progress bar, 2 log lines.
 
     An existing JSON computed on the same weights with the same settings and sample count is
     returned instead (eval.reuse), unless ``force``.
@@ -163,14 +167,14 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
     # Each member attack costs about 1/N of the ensemble attack: 2 k ensemble steps in all.
     log(common.estimate_line(ens, x, 2 * params["nb_iter"], batch_size,
                              f"PGD (k = {params['nb_iter']}) against the ensemble and each member"))
-    log("PGD against the ensemble (x_a^en)")
-    x_en = common.craft("pgd", ens, x, y, batch_size, **params)
+    bar = common.Progress((n + 1) * len(x), verbose)
+    log("PGD against the ensemble (x_a^en), then each member")
+    x_en = common.craft("pgd", ens, x, y, batch_size, bar, **params)
     pred_en = common.predict(ens, x_en, batch_size).argmax(-1)
     pred_members_en = common.predict_members(ens, x_en, batch_size).argmax(-1)
     pred_cross = np.zeros((n, n, len(x)), np.int64)
     for i, member in enumerate(ens.members):
-        log(f"PGD against member {i + 1}/{n} (x_a^{i + 1})")
-        x_i = common.craft("pgd", member, x, y, batch_size, **params)
+        x_i = common.craft("pgd", member, x, y, batch_size, bar, **params)
         pred_cross[i] = common.predict_members(ens, x_i, batch_size).argmax(-1)
 
     result = dict(
@@ -228,18 +232,12 @@ def fooled_table(rows: Sequence[tuple[str, dict]]) -> str:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = flags.FLAGS
+FLAGS = common.analysis_flags("Where the side-by-side table of several runs goes.")
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Default: Table 6's (CIFAR-10 8/255)."})
 
 
-def define_flags() -> None:
-    common.define_multi_run_flags("Where the side-by-side table of several runs goes.")
-    flags.DEFINE_string("eps", None, "PGD radius (default per data set; CIFAR-10 8/255).")
-    flags.DEFINE_string("eps_iter", None, "PGD step size (default per data set; CIFAR-10 2/255).")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise common.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main(argv: list[str]) -> None:
+    cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
         raise common.UsageError("give at least one --run_dir")
     for run_dir in FLAGS.run_dir:          # validate everything before the slow part
@@ -247,19 +245,15 @@ def main(argv):
         if cfg.get("members", 0) < 2:
             raise common.UsageError(f"{run_dir}: transferability needs N >= 2 members, "
                                     f"this run has N = {cfg.get('members')}")
-        attack_params(cfg["dataset"], _opt(FLAGS.eps, "--eps"), _opt(FLAGS.eps_iter, "--eps_iter"),
-                      FLAGS.nb_iter)
-    if FLAGS.n_samples < 0 or FLAGS.batch_size < 1:
-        raise common.UsageError("--n_samples must be >= 0 and --batch_size >= 1")
+        attack_params(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     configs = [common.read_run_config(d) for d in FLAGS.run_dir]
     labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
 
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
-        r = evaluate(run_dir, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed,
-                     _opt(FLAGS.eps, "--eps"), _opt(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter,
-                     force=FLAGS.force)
+        r = evaluate(run_dir, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
+                     FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose)
         rows.append((label, r))
 
     if rows:
@@ -282,15 +276,10 @@ def main(argv):
             print(f"wrote {md} and {os.path.join(FLAGS.out_dir, JSON_NAME)}")
 
 
-def _opt(text: Optional[str], name: str) -> Optional[float]:
-    return None if text is None else common.parse_number(text, name)
-
-
-def cli() -> None:
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m eval.transferability, console script cce-transfer)."""
-    define_flags()
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

@@ -27,8 +27,7 @@ def main() -> None:
     if name not in FIGURES:
         print(f"error: unknown figure {name!r}: choose one of {', '.join(FIGURES)}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [f"cce-figure {name}", *args[1:]]
-    importlib.import_module(f"figures.{name}").cli()
+    sys.exit(importlib.import_module(f"figures.{name}").cli([f"cce-figure {name}", *args[1:]]))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
+from cce_tf import cli_flags  # noqa: E402
 from eval import common as eval_common  # noqa: E402
 
 __all__ = ["plt", "save", "class_names", "member_symbol", "ensemble_symbol", "pick_example",
-           "define_run_flags", "figure_path"]
+           "figure_flags", "run_dirs", "figure_path"]
 
 UsageError = eval_common.UsageError
-cli = eval_common.cli
-run_cli = eval_common.run_cli
 
 _CLASS_NAMES = {
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -110,48 +109,43 @@ def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float
 # Flags shared by the figure CLIs
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = flags.FLAGS
+# The figures that craft adversarial examples take these shared flags (cce_tf.cli_flags).
+ATTACK_FLAGS = ("batch_size", "seed", "eps", "eps_iter", "nb_iter")
 
 
-def define_run_flags(attack: bool = True) -> None:
-    """--run_dir, --n_samples, --batch_size, --seed and (attack) --eps, --eps_iter, --nb_iter."""
-    flags.DEFINE_string("run_dir", None, "A trained run; the figure goes to RUN/figures/.")
-    flags.DEFINE_integer("batch_size", 500, "Attack / prediction batch size.", **eval_common.BOUNDS["batch_size"])
-    flags.DEFINE_integer("seed", 0, "Seed of PGD's random start (and of random directions).",
-                         **eval_common.BOUNDS["seed"])
-    if attack:
-        flags.DEFINE_integer("n_samples", 0, "Test samples when results must be computed (0: all).",
-                             **eval_common.BOUNDS["n_samples"])
-        flags.DEFINE_string("eps", None, "Attack radius (default per data set).")
-        flags.DEFINE_string("eps_iter", None, "Attack step size (default per data set).")
-        flags.DEFINE_integer("nb_iter", 20, "Attack steps k.", **eval_common.BOUNDS["nb_iter"])
+def figure_flags(*names: str) -> flags.FlagValues:
+    """A figure CLI's FlagValues: --run_dir (the figure of each run goes to RUN/figures/) and the
+    shared flags ``names``."""
+    fv = cli_flags.new_flags()
+    cli_flags.define_shared(fv, "run_dir", *names, **({"nb_iter": 20} if "nb_iter" in names else {}),
+                            note={"run_dir": "Each run's figure goes to RUN/figures/."})
+    return fv
 
 
-def check_args(argv) -> str:
-    """The checked --run_dir; UsageError for stray arguments or a folder that is not a run."""
-    if len(argv) > 1:
-        raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    eval_common.check_run_dir(FLAGS.run_dir)
-    if getattr(FLAGS, "n_samples", 0) < 0 or FLAGS.batch_size < 1:
-        raise UsageError("--n_samples must be >= 0 and --batch_size >= 1")
+def run_dirs(fv: flags.FlagValues, argv: list[str]) -> list[str]:
+    """Parses ``argv`` into ``fv``; the checked --run_dir folders (UsageError for none, a stray
+    argument or a folder that is not a run)."""
+    cli_flags.parse(fv, argv)
+    if not fv.run_dir:
+        raise UsageError("--run_dir is required")
+    for run_dir in fv.run_dir:
+        eval_common.check_run_dir(run_dir)
     eval_common.quiet_tf()
-    return FLAGS.run_dir
+    return list(fv.run_dir)
 
 
-def opt_number(text: Optional[str], name: str) -> Optional[float]:
-    return None if text is None else eval_common.parse_number(text, name)
+def detection_figure_flags() -> flags.FlagValues:
+    """The flags of a figure drawn from eval.detection results."""
+    return figure_flags("n_samples", *ATTACK_FLAGS, "force", "verbose")
 
 
-def detection_figure_cli(make) -> None:
+def detection_figure_cli(make, fv: flags.FlagValues, argv: Optional[list[str]] = None) -> int:
     """The CLI of a figure drawn from eval.detection results: make(run_dir, n_samples, batch_size,
-    seed, eps, eps_iter, nb_iter, force) -> paths."""
+    seed, eps, eps_iter, nb_iter, force, verbose) -> paths, per --run_dir."""
     def main(argv):
-        run_dir = check_args(argv)
-        paths = make(run_dir, FLAGS.n_samples or None, FLAGS.batch_size, FLAGS.seed,
-                     opt_number(FLAGS.eps, "--eps"), opt_number(FLAGS.eps_iter, "--eps_iter"), FLAGS.nb_iter,
-                     FLAGS.force)
-        print("wrote " + ", ".join(paths))
+        for run_dir in run_dirs(fv, argv):
+            paths = make(run_dir, fv.n_samples, fv.batch_size, fv.seed, fv.eps, fv.eps_iter, fv.nb_iter,
+                         fv.force, verbose=fv.verbose)
+            print("wrote " + ", ".join(paths))
 
-    define_run_flags()
-    eval_common.define_force_flag()
-    run_cli(main, doc=sys.modules[make.__module__].__doc__)
+    return cli_flags.run(main, fv, argv, doc=sys.modules[make.__module__].__doc__)

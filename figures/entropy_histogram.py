@@ -12,6 +12,7 @@ and .pdf.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import numpy as np
@@ -28,11 +29,11 @@ YLABEL = "Number of images"
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-         force: bool = False, bins: int = 50) -> list[str]:
+         force: bool = False, bins: int = 50, verbose: int = 1) -> list[str]:
     """Draws Fig 2 for a run; returns the PNG and PDF paths."""
     result = detection.evaluate(run_dir, attacks=("pgd",), sweep=False, n_samples=n_samples,
                               batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-                              nb_iter=nb_iter, force=force)
+                              nb_iter=nb_iter, force=force, verbose=verbose)
     h = detection.load_entropies(run_dir)
     clean, adv = h["clean"], h["adv_pgd"]
     cfg = eval_common.read_run_config(run_dir)
@@ -52,10 +53,13 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     return common.save(fig, run_dir, NAME)
 
 
-def cli() -> None:
+FLAGS = common.detection_figure_flags()
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.entropy_histogram, cce-figure entropy_histogram)."""
-    common.detection_figure_cli(make)
+    return common.detection_figure_cli(make, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

@@ -21,11 +21,13 @@ outlined in the legend, x_a marked by a cross). Writes RUN/figures/loss_surface.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import numpy as np
 from absl import flags
 
+from cce_tf import cli_flags
 from eval import common as eval_common
 from figures import common
 
@@ -87,8 +89,9 @@ def input_gradient(model, x_a: np.ndarray, y: int) -> np.ndarray:
 def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
          radius: Optional[float] = None, grid: int = 21, clip: bool = True, batch_size: int = 500,
          seed: int = 0, eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20) -> list[str]:
-    """Draws Figs 6-8 for a run; returns the PNG and PDF paths."""
+         nb_iter: int = 20, verbose: int = 1) -> list[str]:
+    """Draws Figs 6-8 for a run; returns the PNG and PDF paths. ``verbose``: a progress bar over
+    the models' grids (1) or a line when done (2)."""
     if direction not in DIRECTIONS:
         raise common.UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if grid < 3:
@@ -113,9 +116,11 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
     symbols = [common.member_symbol(i) for i in range(n)] + [common.ensemble_symbol()]
     cmap = common.plt.get_cmap("tab10" if num_classes <= 10 else "tab20", min(num_classes, 20))
     fig = common.plt.figure(figsize=(13, 3.9 * len(models)))
+    bar = eval_common.Progress(len(models) * grid * grid, verbose, unit="points")
     for r, (model, sym) in enumerate(zip(models, symbols)):
         u, v = directions(input_gradient(model, x_a, true), direction, rng)
         loss, pred = surface(model, x_a, true, u, v, steps, clip, batch_size)
+        bar.add(grid * grid)
         centre_pred = pred[grid // 2, grid // 2]
         letter = "abcdefghijklmnopqrstuvwxyz"[r % 26]
 
@@ -160,26 +165,26 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
     return common.save(fig, run_dir, NAME)
 
 
-def main(argv):
-    run_dir = common.check_args(argv)
-    F = common.FLAGS
-    radius = common.opt_number(F.radius, "--radius")
-    paths = make(run_dir, F.index, F.direction, radius, F.grid, F.clip, F.batch_size, F.seed,
-                 common.opt_number(F.eps, "--eps"), common.opt_number(F.eps_iter, "--eps_iter"),
-                 F.nb_iter)
-    print("wrote " + ", ".join(paths))
+FLAGS = common.figure_flags(*common.ATTACK_FLAGS, "verbose")
+flags.DEFINE_integer("index", None, "Test image (default: the first one PGD breaks).", lower_bound=0,
+                     flag_values=FLAGS)
+flags.DEFINE_enum("direction", "sign", DIRECTIONS, "Normalisation of u: sign (L∞ steps) or l2.", flag_values=FLAGS)
+cli_flags.define_fraction(FLAGS, "radius", None, "Half-width of the grid, e.g. 16/255 (default 2ε of the data set).")
+flags.DEFINE_integer("grid", 21, "Grid points per axis.", lower_bound=3, upper_bound=201, flag_values=FLAGS)
+flags.DEFINE_bool("clip", True, "Clip the neighbours to [0, 1].", flag_values=FLAGS)
 
 
-def cli() -> None:
+def main(argv: list[str]) -> None:
+    for run_dir in common.run_dirs(FLAGS, argv):
+        paths = make(run_dir, FLAGS.index, FLAGS.direction, FLAGS.radius, FLAGS.grid, FLAGS.clip, FLAGS.batch_size,
+                     FLAGS.seed, FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter, verbose=FLAGS.verbose)
+        print("wrote " + ", ".join(paths))
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.loss_surface, cce-figure loss_surface)."""
-    common.define_run_flags()
-    flags.DEFINE_integer("index", None, "Test image (default: the first one PGD breaks).", **eval_common.BOUNDS["index"])
-    flags.DEFINE_string("direction", "sign", "Normalisation of u: sign (L∞ steps) or l2.")
-    flags.DEFINE_string("radius", None, "Half-width of the grid (default 2ε of the data set).")
-    flags.DEFINE_integer("grid", 21, "Grid points per axis.", lower_bound=3, upper_bound=201)
-    flags.DEFINE_bool("clip", True, "Clip the neighbours to [0, 1].")
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

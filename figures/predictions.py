@@ -12,11 +12,13 @@ gets right). Writes RUN/figures/predictions.png and .pdf.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import numpy as np
 from absl import flags
 
+from cce_tf import cli_flags
 from eval import common as eval_common
 from figures import common
 
@@ -82,20 +84,21 @@ def make(run_dir: str, index: Optional[int] = None, batch_size: int = 500, seed:
     return common.save(fig, run_dir, NAME)
 
 
-def main(argv):
-    run_dir = common.check_args(argv)
-    F = common.FLAGS
-    paths = make(run_dir, F.index, F.batch_size, F.seed, common.opt_number(F.eps, "--eps"),
-                 common.opt_number(F.eps_iter, "--eps_iter"), F.nb_iter)
-    print("wrote " + ", ".join(paths))
+FLAGS = common.figure_flags(*common.ATTACK_FLAGS)
+flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).", lower_bound=0,
+                     flag_values=FLAGS)
 
 
-def cli() -> None:
+def main(argv: list[str]) -> None:
+    for run_dir in common.run_dirs(FLAGS, argv):
+        paths = make(run_dir, FLAGS.index, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
+        print("wrote " + ", ".join(paths))
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.predictions, cce-figure predictions)."""
-    common.define_run_flags()
-    flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).", **eval_common.BOUNDS["index"])
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

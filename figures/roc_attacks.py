@@ -12,6 +12,7 @@ ensemble; negatives: clean images it classifies correctly. Writes RUN/figures/ro
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 
@@ -47,11 +48,11 @@ def draw_roc(ax, curves, chance: bool = True) -> None:
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20, force: bool = False) -> list[str]:
+         nb_iter: int = 20, force: bool = False, verbose: int = 1) -> list[str]:
     """Draws Fig 3 for a run; returns the PNG and PDF paths."""
     result = detection.evaluate(run_dir, attacks=detection.ATTACKS, sweep=False, n_samples=n_samples,
                               batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-                              nb_iter=nb_iter, force=force)
+                              nb_iter=nb_iter, force=force, verbose=verbose)
     ds = result["dataset"]
     colors = {"pgd": "tab:blue", "bim": "tab:orange", "mim": "tab:green"}
     curves = [(n.upper(), result["attacks"][n], colors[n]) for n in detection.ATTACKS]
@@ -64,10 +65,13 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     return common.save(fig, run_dir, NAME)
 
 
-def cli() -> None:
+FLAGS = common.detection_figure_flags()
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.roc_attacks, cce-figure roc_attacks)."""
-    common.detection_figure_cli(make)
+    return common.detection_figure_cli(make, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

@@ -11,6 +11,7 @@ runs the sweep first. Writes RUN/figures/roc_eps.png and .pdf.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 
@@ -28,10 +29,10 @@ def title(label: str) -> str:
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20, force: bool = False) -> list[str]:
+         nb_iter: int = 20, force: bool = False, verbose: int = 1) -> list[str]:
     """Draws Fig 4 for a run; returns the PNG and PDF paths."""
     result = detection.evaluate(run_dir, attacks=(), sweep=True, n_samples=n_samples, batch_size=batch_size,
-                              seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, force=force)
+                              seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose)
     ds = result["dataset"]
     sweep = result["eps_sweep"]
     cmap = common.plt.get_cmap("viridis")
@@ -44,10 +45,13 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     return common.save(fig, run_dir, NAME)
 
 
-def cli() -> None:
+FLAGS = common.detection_figure_flags()
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.roc_eps, cce-figure roc_eps)."""
-    common.detection_figure_cli(make)
+    return common.detection_figure_cli(make, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

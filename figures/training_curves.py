@@ -13,9 +13,12 @@ RUN/figures/training_curves.png and .pdf.
 from __future__ import annotations
 
 import os
+import sys
+from typing import Optional
 
 from matplotlib.ticker import MaxNLocator
 
+from cce_tf import cli_flags
 from eval import common as eval_common
 from figures import common
 
@@ -71,16 +74,18 @@ def make(run_dir: str) -> list[str]:
     return common.save(fig, run_dir, NAME)
 
 
-def main(argv):
-    run_dir = common.check_args(argv)
-    print("wrote " + ", ".join(make(run_dir)))
+FLAGS = common.figure_flags()
 
 
-def cli() -> None:
+def main(argv: list[str]) -> None:
+    for run_dir in common.run_dirs(FLAGS, argv):
+        print("wrote " + ", ".join(make(run_dir)))
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.training_curves, cce-figure training_curves)."""
-    common.define_run_flags(attack=False)
-    common.run_cli(main)
+    return cli_flags.run(main, FLAGS, argv)
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(cli())

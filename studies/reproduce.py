@@ -19,15 +19,17 @@ import sys
 
 from absl import flags
 
+from cce_tf import cli_flags
+from cce_tf.data import DATASETS
 from eval import common
 from studies import spec
 from studies.scale import SCALES
 
-FLAGS = flags.FlagValues()
+FLAGS = cli_flags.new_flags()
 flags.DEFINE_string("study", None, "A study: " + ", ".join(spec.names()) + ", or the path of a study "
                     "file of your own (studies/spec.py gives the format).", flag_values=FLAGS)
-flags.DEFINE_string("dataset", None, "Data set of every run (default: the scale's, else the paper's).",
-                    flag_values=FLAGS)
+flags.DEFINE_enum("dataset", None, DATASETS, "Data set of every run (default: the scale's, else the paper's).",
+                  flag_values=FLAGS)
 flags.DEFINE_enum("scale", "paper", list(SCALES), "paper: the paper's settings; small: the CPU budget of "
                   "studies/scale.py on Fashion-MNIST; tiny: a smoke test of the pipeline.", flag_values=FLAGS)
 flags.DEFINE_list("seeds", ["0"], "Training seeds, e.g. 0,1,2.", flag_values=FLAGS)
@@ -36,20 +38,10 @@ flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where jobs run.", flag
 flags.DEFINE_string("ray_address", None, "Ray cluster address (default: start a local instance).",
                     flag_values=FLAGS)
 flags.DEFINE_integer("max_parallel", 1, "Jobs at a time (local: worker processes, sharing the cores).",
-                     lower_bound=1, flag_values=FLAGS)
+                     lower_bound=1, upper_bound=4096, flag_values=FLAGS)
 flags.DEFINE_string("page", None, "Also write the Markdown page here (e.g. docs/results.md), with its "
                     "figures copied into a figures/ folder beside it.", flag_values=FLAGS)
 flags.DEFINE_bool("dry_run", False, "Print the plan and its estimated time, run nothing.", flag_values=FLAGS)
-
-
-def parse(argv: list[str]) -> None:
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        raise common.UsageError(str(e).splitlines()[0]) from None
-    if len(rest) > 1:
-        raise common.UsageError(f"unexpected argument {rest[1]!r}")
 
 
 def seeds() -> tuple[int, ...]:
@@ -64,13 +56,9 @@ def seeds() -> tuple[int, ...]:
 
 def main(argv: list[str]) -> int:
     """Returns the exit code: 0 all done, 1 some job failed."""
-    from cce_tf import data
-
-    parse(argv)
+    cli_flags.parse(FLAGS, argv)
     if not FLAGS.study:
         raise common.UsageError(f"--study is required: one of {', '.join(spec.names())}")
-    if FLAGS.dataset is not None and FLAGS.dataset not in data.DATASETS:
-        raise common.UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {FLAGS.dataset!r}")
     chosen_seeds = seeds()  # bad input fails here, before the slow imports below
     from studies import costs, executors, jobs, plan, results
 
@@ -167,15 +155,10 @@ def describe(p, done: set[str], todo: list, model, parallel: int) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-        print(__doc__ + "\nFlags:\n" + FLAGS.get_help())
-        return 0
+    """The command line (python -m studies.reproduce, console script cce-reproduce): 0 all done, 1 some
+    job failed, 2 bad input, 130 interrupted."""
     try:
-        return main(argv)
-    except common.UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_flags.run(main, FLAGS, argv)
     except KeyboardInterrupt:
         print("\ninterrupted: finished jobs are kept; run the same command to go on", file=sys.stderr)
         return 130

@@ -148,7 +148,7 @@ def test_transferability_cli(tiny_run, tmp_path):
 
 def test_detection_cli(tiny_run, tmp_path):
     proc = cli("eval.detection", "--run_dir", tiny_run, "--n_samples", "64", "--nb_iter", "2",
-               "--attacks", "pgd", "--sweep_eps", "0.05,0.1")
+               "--attacks", "pgd", "--sweep_eps", "0.05", "--sweep_eps", "1/10")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| Attack |" in proc.stdout and "AUC" in proc.stdout
     with open(os.path.join(tiny_run, "eval", "detection.json")) as f:

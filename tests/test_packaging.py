@@ -23,8 +23,9 @@ SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.att
            "eval.tables": "cce-tables", "eval.transferability": "cce-transfer", "eval.blackbox": "cce-blackbox",
            "eval.detection": "cce-detect", "eval.adaptive_detection": "cce-adaptive-detect",
            "studies.reproduce": "cce-reproduce"}
-# studies.costs refits studies/timings.json inside the package: a maintainer's tool, kept as python -m.
-MAINTAINER_ONLY = {"studies.costs"}
+# studies.costs refits studies/timings.json inside the package, studies.cli_docs writes docs/cli.md:
+# maintainer tools, kept as python -m.
+MAINTAINER_ONLY = {"studies.costs", "studies.cli_docs"}
 
 
 def _pyproject() -> dict:

@@ -28,7 +28,7 @@ def test_table_columns_rows_and_samples(tmp_path, capsys):
     a = _run(tmp_path / "a", "cce-rm", 2, 0.7519, {"pgd": (0.6234, 100, 1000), "mul_pgd": (0.5, 20, 1000)},
              any_attack={"robust_accuracy": 0.481, "n_samples": 1000, "attacks": ["pgd", "mul_pgd"]})
     b = _run(tmp_path / "b", None, 3, 0.75, {"pgd": (0.61, 100, 1000)})
-    assert tables.main(["tables", "--run_dir", a, "--run_dir", b]) == 0
+    assert tables.cli(["tables", "--run_dir", a, "--run_dir", b]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "| Attack | CCE-RM_2 | CCE_3 |"
@@ -44,23 +44,23 @@ def test_table_columns_rows_and_samples(tmp_path, capsys):
 def test_no_paper_flag(tmp_path, capsys):
     """The paper's numbers live in studies/specs/ (python -m studies.reproduce --study table4)."""
     a = _run(tmp_path / "a", "cce-rm", 2, 0.75, {"pgd": (0.6, 100, 1000)})
-    assert tables.main(["tables", "--run_dir", a, "--paper", "table4"]) == 2
+    assert tables.cli(["tables", "--run_dir", a, "--paper", "table4"]) == 2
     assert not hasattr(tables, "PAPER")
 
 
 def test_missing_results_exit_2(tmp_path, capsys):
-    assert tables.main(["tables", "--run_dir", str(tmp_path)]) == 2
+    assert tables.cli(["tables", "--run_dir", str(tmp_path)]) == 2
     assert "config.json is missing" in capsys.readouterr().err
     a = _run(tmp_path / "a", "cce-rm", 2, 0.75, {})
     os.remove(os.path.join(a, "eval", "attack_suite.json"))
-    assert tables.main(["tables", "--run_dir", a]) == 2
+    assert tables.cli(["tables", "--run_dir", a]) == 2
     assert "eval.attack_suite" in capsys.readouterr().err
 
 
 def test_results_of_other_weights_are_never_tabled(tmp_path, capsys):
     a = _run(tmp_path / "a", "cce-rm", 2, 0.75, {"pgd": (0.6, 100, 1000)})
     (tmp_path / "a" / "ensemble.weights.h5").write_bytes(os.urandom(64))  # trained further
-    assert tables.main(["tables", "--run_dir", a]) == 2
+    assert tables.cli(["tables", "--run_dir", a]) == 2
     assert "computed on other weights" in capsys.readouterr().err
 
 
@@ -70,6 +70,6 @@ def test_an_entry_of_other_weights_is_left_out(tmp_path, capsys):
     r = json.loads(path.read_text())
     r["attacks"]["mim"]["weights_sha256"] = "0" * 64
     path.write_text(json.dumps(r))
-    assert tables.main(["tables", "--run_dir", a]) == 0
+    assert tables.cli(["tables", "--run_dir", a]) == 0
     out = capsys.readouterr().out
     assert "| PGD k = 100 | 60.0 [56.9, 63.0] |" in out and "MIM" not in out
