@@ -32,7 +32,7 @@ The shared flags (``SHARED``) mean the same in every tool that takes them:
     --verbose     0 quiet, 1 a progress bar with an ETA, 2 a line per finished stage (for log files)
 
 Every tool has its own ``FlagValues`` (no tool's flags leak into another's, so any set of tools
-can be imported into one process, as the tests and ``eval.cli_docs`` do). ``run`` is the one exit
+can be imported into one process, as the tests and ``studies.cli_docs`` do). ``run`` is the one exit
 wrapper: ``--help`` prints the tool's description and flags and exits 0; bad input (``UsageError``,
 a flag absl refuses, a data set's ``DataError``) is one line on stderr and exit 2; the tool's own
 failures (``failures``) one line and exit 1.

@@ -60,8 +60,10 @@ class PGDConfig:
 
 def scaled_step(eps: float, base_eps: float, base_eps_iter: float) -> float:
     """The step η for a radius ε given without one: the default setting's ratio η/ε kept. The one
-    rule of every tool (training PGD, DVERGE's distillation, the evaluation attacks)."""
-    return base_eps_iter * eps / base_eps
+    rule of every tool (training PGD, DVERGE's distillation, the evaluation attacks). At the default
+    ε it is the default η exactly (0.025 × 0.1 / 0.1 is 0.025000000000000005 in floating point, and a
+    run's stored settings must compare equal when it is resumed)."""
+    return base_eps_iter if eps == base_eps else base_eps_iter * eps / base_eps
 
 
 LEARNING_RATE = 1e-3   # Adam, every data set
