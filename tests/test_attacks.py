@@ -326,8 +326,8 @@ def test_autoattack_unavailable_without_torch(monkeypatch, ensemble, batch):
 
 
 def test_registry_names():
-    assert list(registry.ATTACKS) == ["fgsm", "pgd", "pgd_margin", "bim", "mim", "mul_pgd", "mul_bim",
-                                      "mul_mim", "spsa", "bb_pgd1", "bb_pgd2", "autoattack"]
+    assert list(registry.ATTACKS) == ["fgsm", "pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd",
+                                      "mul_bim", "mul_mim", "spsa", "bb_pgd1", "bb_pgd2", "autoattack"]
     assert registry.PAPER_ATTACKS == ("pgd", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim", "spsa",
                                       "bb_pgd1", "bb_pgd2", "autoattack")
     assert registry.get("mul_mim") is gradient.mul_mim
