@@ -376,25 +376,36 @@ def craft(attack: str, model, x: np.ndarray, y: np.ndarray, batch_size: int = 50
 
 
 class Progress:
-    """The progress of one long evaluation, in samples attacked: Keras' ``Progbar`` with its ETA.
+    """The progress of one long evaluation, in samples attacked, with an ETA.
 
-    verbose 0: silent; 1: the bar, redrawn in place on a terminal and, when stdout is a file (a
-    study's job log), a line at most every ``LOG_INTERVAL`` seconds; 2: one line when done."""
+    verbose 0: silent; 1: Keras' ``Progbar`` redrawn in place on a terminal and, when stdout is a
+    file (a study's job log), a plain line at most every ``LOG_INTERVAL`` seconds (no colour codes or
+    carriage returns in the log); 2: one line when done."""
 
     LOG_INTERVAL = 60.0
 
-    def __init__(self, total: int, verbose: int = 1, unit: str = "samples"):
+    def __init__(self, total: int, verbose: int = 1, unit: str = "sample"):
+        self.total, self.verbose, self.unit, self.done = total, int(verbose), unit, 0
+        self.t0 = self.last = time.time()
         self.bar = None
-        if verbose and total > 0:
+        if self.verbose and total > 0 and hasattr(sys.stdout, "isatty") and sys.stdout.isatty():
             import keras
 
-            tty = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
-            self.bar = keras.utils.Progbar(total, verbose=int(verbose), unit_name=unit,
-                                           interval=0.05 if tty else self.LOG_INTERVAL)
+            self.bar = keras.utils.Progbar(total, verbose=self.verbose, unit_name=unit)
 
     def add(self, n: int) -> None:
         if self.bar is not None:
             self.bar.add(n)
+            return
+        if not self.verbose or self.total <= 0:
+            return
+        self.done += n
+        now, finished = time.time(), self.done >= self.total
+        if finished or (self.verbose == 1 and now - self.last >= self.LOG_INTERVAL):
+            self.last = now
+            eta = "" if finished else \
+                f", ETA {format_duration((now - self.t0) / self.done * (self.total - self.done))}"
+            print(f"  {self.done}/{self.total} {self.unit}s, {format_duration(now - self.t0)}{eta}", flush=True)
 
 
 _GRADIENT: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()

@@ -116,7 +116,7 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
     symbols = [common.member_symbol(i) for i in range(n)] + [common.ensemble_symbol()]
     cmap = common.plt.get_cmap("tab10" if num_classes <= 10 else "tab20", min(num_classes, 20))
     fig = common.plt.figure(figsize=(13, 3.9 * len(models)))
-    bar = eval_common.Progress(len(models) * grid * grid, verbose, unit="points")
+    bar = eval_common.Progress(len(models) * grid * grid, verbose, unit="point")
     for r, (model, sym) in enumerate(zip(models, symbols)):
         u, v = directions(input_gradient(model, x_a, true), direction, rng)
         loss, pred = surface(model, x_a, true, u, v, steps, clip, batch_size)

@@ -317,3 +317,22 @@ def test_sweep_eps():
     assert sanity.sweep_eps(8 / 255) == pytest.approx([8 / 255, 16 / 255, 32 / 255, 64 / 255, 0.5])
     p = sanity.sweep_params({"eps": 0.1, "eps_iter": 0.01, "nb_iter": 100}, 0.4)
     assert p["eps"] == 0.4 and p["eps_iter"] == pytest.approx(0.04) and p["nb_iter"] == 100
+
+
+def test_progress_in_a_log_file_is_plain_lines_with_an_eta(monkeypatch, capsys):
+    """Under a study (stdout a file) the bar becomes a plain line at most every LOG_INTERVAL seconds,
+    with an ETA until done; verbose 2 prints the last line only, verbose 0 nothing."""
+    from eval import common
+    monkeypatch.setattr(common.Progress, "LOG_INTERVAL", 0.0)
+    bar = common.Progress(300, verbose=1)
+    for _ in range(3):
+        bar.add(100)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(",")[0].strip() for ln in lines] == ["100/300 samples", "200/300 samples", "300/300 samples"]
+    assert "ETA" in lines[0] and "ETA" not in lines[-1] and not any("\x1b" in ln or "\r" in ln for ln in lines)
+    quiet, last = common.Progress(300, verbose=0), common.Progress(300, verbose=2)
+    for _ in range(3):
+        quiet.add(100)
+        last.add(100)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("  300/300 samples,")
