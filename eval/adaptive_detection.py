@@ -57,14 +57,15 @@ def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, ba
 
 def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             betas: Sequence[float] = BETAS, force: bool = False, verbose: int = 1) -> dict:
+             betas: Sequence[float] = BETAS, force: bool = False, verbose: int = 1,
+             dataset: Optional[str] = None) -> dict:
     """Every detector-aware attack on the first ``n_samples`` test images; writes and returns
-    RUN/eval/adaptive_detection.json's dict."""
+    RUN/eval/adaptive_detection.json's dict. ``run_dir`` may be a model file of any classifier
+    (eval.common.load_target; its data set ``dataset``), whose results go to PATH.eval/."""
     from attacks import detector_aware, gradient
 
-    cfg = common.read_run_config(run_dir)
+    ens, cfg = common.load_target(run_dir, dataset)
     p = detection.attack_settings(cfg["dataset"], eps, eps_iter, nb_iter)
-    ens, cfg = common.load_run_checked(run_dir)
     fp = reuse.fingerprint(run_dir)
     path = common.eval_path(run_dir, JSON_NAME)
     settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=p["eps_iter"],
@@ -131,7 +132,7 @@ def table(rows: Sequence[tuple[str, dict]]) -> str:
     return common.markdown_table(["Model", "Attack", "AUC", "adv. acc.", "fooled and not flagged"], body)
 
 
-FLAGS = common.analysis_flags()
+FLAGS = common.analysis_flags(model_files=True)
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.detection (CIFAR-10 8/255).",
                                                         "eps_iter": "The data set's detection η is ε/8."})
 
@@ -140,13 +141,13 @@ def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
         raise common.UsageError("give at least one --run_dir")
-    configs = [common.read_run_config(d) for d in FLAGS.run_dir]
+    configs = [common.target_config(d, FLAGS.dataset) for d in FLAGS.run_dir]
     for cfg in configs:
         detection.attack_settings(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
     rows = [(label, evaluate(d, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
-                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose))
+                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset))
             for d, label in zip(FLAGS.run_dir, labels)]
     print("\nDetection by entropy against detector-aware attackers (threshold: 5% FPR on clean images); "
           "percentages\n")

@@ -54,7 +54,6 @@ from absl import flags
 
 from attacks import settings as paper_settings
 from cce_tf import cli_flags
-from cce_tf.data import DATASETS
 from eval import common, reuse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
@@ -79,13 +78,12 @@ RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS
 FLAGS = cli_flags.new_flags()
 cli_flags.define_shared(
     FLAGS, "run_dir", "n_samples", "batch_size", "seed", "eps", "eps_iter", "nb_iter", "force", "verbose",
-    note={"run_dir": "Also a .keras file or SavedModel folder of any classifier (one table column each).",
+    note={"run_dir": common.MODEL_FILE_NOTE + " One table column each.",
           "n_samples": "Default: gradient attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper.",
           "eps": "Also moves every radius defined relative to ε (B&B's start radii).",
           "nb_iter": "Of PGD, BIM and MIM (default: the paper's k = 100 / 250; SPSA's 50 steps and the "
                      "multi-targeted k = 20 stay)."})
-flags.DEFINE_enum("dataset", None, DATASETS, "The data set of a model file given as --run_dir (default: the "
-                  "one its input shape and class count fit); a run folder's must match.", flag_values=FLAGS)
+common.define_dataset_flag(FLAGS)
 cli_flags.define_choice_list(FLAGS, "attacks", None, paper_settings.ATTACK_NAMES,
                              "Comma list of attacks (default: the paper's and PGD on the margin loss, "
                              "attacks.settings.DEFAULT_ATTACKS).")

@@ -44,11 +44,12 @@ def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
     return dict(eps_list=eps_list, eps_iter=eps_iter, nb_iter=int(nb_iter))
 
 
-def check_runs(run_dirs: Sequence[str]) -> list[dict]:
-    """The runs' configs; UsageError unless there is at least one and all share a data set."""
+def check_runs(run_dirs: Sequence[str], dataset: Optional[str] = None) -> list[dict]:
+    """The runs' (or model files', eval.common.target_config) configs; UsageError unless there is at
+    least one and all share a data set."""
     if not run_dirs:
         raise common.UsageError("give at least one --run_dir (one per model of the matrix)")
-    configs = [common.read_run_config(d) for d in run_dirs]
+    configs = [common.target_config(d, dataset) for d in run_dirs]
     datasets = {c["dataset"] for c in configs}
     if len(datasets) > 1:
         raise common.UsageError(f"all runs must share a data set, got {', '.join(sorted(datasets))}")
@@ -59,14 +60,15 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps_list: Optional[Sequence[float]] = None, eps_iter: Optional[float] = None,
              nb_iter: int = 20, previous: Optional[str] = None, force: bool = False,
-             verbose: int = 1) -> dict:
-    """The black-box matrix for every ε; returns blackbox.json's dict (does not write it).
+             verbose: int = 1, dataset: Optional[str] = None) -> dict:
+    """The black-box matrix for every ε; returns blackbox.json's dict (does not write it). Any of
+    ``run_dirs`` may be a model file of any classifier (eval.common.load_target, data set ``dataset``).
 
     ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
     ``previous``: an earlier blackbox.json, returned instead when it was computed on the same
     weights of the same runs with the same settings (eval.reuse), unless ``force``.
     """
-    configs = check_runs(run_dirs)
+    configs = check_runs(run_dirs, dataset)
     dataset = configs[0]["dataset"]
     p = attack_settings(dataset, eps_list, eps_iter, nb_iter)
     labels = common.run_labels(run_dirs, configs, labels)
@@ -75,7 +77,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         if verbose:
             print(msg, flush=True)
 
-    models = [common.load_run_checked(d)[0] for d in run_dirs]
+    models = [common.load_target(d, dataset)[0] for d in run_dirs]
     fps = [reuse.fingerprint(d) for d in run_dirs]
     settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
                     run_dirs=[os.path.abspath(d) for d in run_dirs])
@@ -199,7 +201,7 @@ def write_outputs(result: dict, out_dir: str) -> list[str]:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = common.analysis_flags("Where blackbox.json, blackbox.md and the heatmaps go.")
+FLAGS = common.analysis_flags("Where blackbox.json, blackbox.md and the heatmaps go.", model_files=True)
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
                         note={"eps": "Repeat for several radii (default: Tables 12-13's, CIFAR-10 8/255 and 12/255).",
                               "eps_iter": "Here: the data set's η at every radius (Tables 12-13), unless given."})
@@ -207,13 +209,14 @@ cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
 
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
-    configs = check_runs(FLAGS.run_dir)
+    configs = check_runs(FLAGS.run_dir, FLAGS.dataset)
     attack_settings(configs[0]["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
     result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples, FLAGS.batch_size,
                       FLAGS.seed, FLAGS.eps or None, FLAGS.eps_iter, FLAGS.nb_iter,
-                      previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force, verbose=FLAGS.verbose)
+                      previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force, verbose=FLAGS.verbose,
+                      dataset=FLAGS.dataset)
     print()
     for entry in result["results"]:
         print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")

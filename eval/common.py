@@ -69,16 +69,33 @@ def check_radius(value: Optional[float], name: str) -> None:
         raise UsageError(f"{name} must be in (0, 1] (pixel units), got {value}")
 
 
-def analysis_flags(out_help: Optional[str] = None):
+MODEL_FILE_NOTE = "Also a .keras file or SavedModel folder of any classifier (logits out, [0, 1] NHWC in)."
+
+
+def define_dataset_flag(fv) -> None:
+    """--dataset: the data set of a model file given as --run_dir (load_target)."""
+    from absl import flags
+
+    from cce_tf.data import DATASETS
+
+    flags.DEFINE_enum("dataset", None, DATASETS, "The data set of a model file given as --run_dir (default: "
+                      "the one its input shape and class count fit); a run folder's must match.", flag_values=fv)
+
+
+def analysis_flags(out_help: Optional[str] = None, model_files: bool = False):
     """The FlagValues of an analysis CLI (transferability, black box, detection), with the shared
-    flags they all take (cce_tf.cli_flags), --label and, given ``out_help``, --out_dir. Each tool
-    adds --eps / --eps_iter with its own note on their defaults."""
+    flags they all take (cce_tf.cli_flags), --label and, given ``out_help``, --out_dir; with
+    ``model_files``, --dataset for a model file in place of a run. Each tool adds --eps / --eps_iter
+    with its own note on their defaults."""
     from absl import flags
 
     fv = cli_flags.new_flags()
+    note = {"n_samples": "Default: the whole test set.", **({"run_dir": MODEL_FILE_NOTE} if model_files else {})}
     cli_flags.define_shared(fv, "run_dir", "n_samples", "batch_size", "seed", "nb_iter", "force", "verbose",
-                            nb_iter=20, note={"n_samples": "Default: the whole test set."})
+                            nb_iter=20, note=note)
     flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).", flag_values=fv)
+    if model_files:
+        define_dataset_flag(fv)
     if out_help:
         flags.DEFINE_string("out_dir", "results", out_help, flag_values=fv)
     return fv
@@ -254,15 +271,24 @@ def load_model_file(path: str, dataset: Optional[str] = None):
     return model, cfg
 
 
+def target_config(path: str, dataset: Optional[str] = None) -> dict:
+    """The config of an evaluation target: a run's config.json (read without TensorFlow; ``dataset``,
+    when given, must be the run's), or a model file's (loading it: ``load_model_file``)."""
+    if path and is_model_file(path):
+        return load_model_file(path, dataset)[1]
+    cfg = read_run_config(path)
+    if dataset and dataset != cfg["dataset"]:
+        raise UsageError(f"--dataset {dataset}: {path} was trained on {cfg['dataset']}")
+    return cfg
+
+
 def load_target(path: str, dataset: Optional[str] = None):
     """(model, config) of an evaluation target: a run folder (``load_run_checked``; ``dataset``,
     when given, must be the run's) or a model file (``load_model_file``)."""
     if path and is_model_file(path):
         return load_model_file(path, dataset)
-    model, cfg = load_run_checked(path)
-    if dataset and dataset != cfg["dataset"]:
-        raise UsageError(f"--dataset {dataset}: {path} was trained on {cfg['dataset']}")
-    return model, cfg
+    target_config(path, dataset)
+    return load_run_checked(path)
 
 
 _METHOD_NAMES = {"nat": "NAT", "adv": "ADV", "adv-en": "ADV-EN", "adp": "ADP", "cce": "CCE"}
@@ -508,7 +534,8 @@ def read_json(path: str) -> Optional[dict]:
 
 
 def eval_path(run_dir: str, name: str) -> str:
-    return os.path.join(run_dir, "eval", name)
+    """Where an evaluation of a run (RUN/eval/NAME) or of a model file (PATH.eval/NAME) goes."""
+    return os.path.join(results_dir(run_dir), name)
 
 
 def pct(value: Optional[float], digits: int = 1) -> str:

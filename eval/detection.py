@@ -149,19 +149,19 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
              sweep_eps: Optional[Sequence[float]] = None, force: bool = False,
-             verbose: int = 1) -> dict:
+             verbose: int = 1, dataset: Optional[str] = None) -> dict:
     """Detection by entropy on one run: ``attacks`` at ε (Fig 3) and, with ``sweep``, PGD over the
     ε sweep (Fig 4). Entries already in RUN/eval/detection.json are reused when eval.reuse allows
     (same weights, same settings) and kept beside the new ones; entries of other weights leave the
     file (a copy goes to RUN/eval/stale/). Writes detection.json and detection_entropy.npz and
-    returns the JSON's dict."""
-    cfg = common.read_run_config(run_dir)
-    p = attack_settings(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
+    returns the JSON's dict. ``run_dir`` may be a model file of any classifier (eval.common
+    .load_target; its data set ``dataset``), whose results go to PATH.eval/."""
     for name in attacks:
         if name not in ATTACKS:
             raise common.UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
     n_samples = n_samples or None
-    ens, cfg = common.load_run_checked(run_dir)
+    ens, cfg = common.load_target(run_dir, dataset)
+    p = attack_settings(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
     fp = reuse.fingerprint(run_dir)
     label = common.run_label(cfg)
     x, y = common.test_samples(cfg["dataset"], n_samples)
@@ -209,7 +209,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     elif sweep:
         todo.update({f"sweep{i}": ("pgd", e) for i, e in enumerate(p["sweep_eps"])})
         decisions["eps sweep"] = next((d for d in sweep_decisions if not d.reuse), reuse.Decision(False, reuse.NEW))
-    for line in reuse.explain(f"{run_dir}/eval/{JSON_NAME}", decisions):
+    for line in reuse.explain(json_path, decisions):
         log(line)
     if old and (old.get(reuse.KEY) != fp):
         reuse.keep_stale(json_path, old.get(reuse.KEY))
@@ -218,7 +218,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     params = dict(eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], seed=seed,
                   score="entropy of the ensemble prediction H(f^en(x))")
     result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=label,
-                  members=len(ens.members), params=params, n_samples_requested=n_samples,
+                  members=len(getattr(ens, "members", [ens])), params=params, n_samples_requested=n_samples,
                   attacks=result_attacks, eps_sweep=result_sweep, entropy_file=NPZ_NAME,
                   **{reuse.KEY: fp})
     if todo:
@@ -331,7 +331,7 @@ def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = common.analysis_flags("Where the side-by-side AUC table of several runs goes.")
+FLAGS = common.analysis_flags("Where the side-by-side AUC table of several runs goes.", model_files=True)
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of Fig 3 (CIFAR-10 8/255).",
                                                         "eps_iter": "The data set's detection η is ε/8 "
                                                                     "(CIFAR-10 1/255)."})
@@ -349,7 +349,7 @@ def main(argv: list[str]) -> None:
     if not attacks and not FLAGS.sweep:
         raise common.UsageError("nothing to do: --attacks is empty and --nosweep is set")
     eps, eps_iter, sweep_eps = FLAGS.eps, FLAGS.eps_iter, FLAGS.sweep_eps
-    configs = [common.read_run_config(d) for d in FLAGS.run_dir]
+    configs = [common.target_config(d, FLAGS.dataset) for d in FLAGS.run_dir]
     for cfg in configs:
         attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
     labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
@@ -358,7 +358,8 @@ def main(argv: list[str]) -> None:
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
         r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, eps,
-                     eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force, verbose=FLAGS.verbose)
+                     eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force, verbose=FLAGS.verbose,
+                     dataset=FLAGS.dataset)
         rows.append((label, r))
         print(f"\nDetection by the entropy of the ensemble prediction: {label} ({r['dataset']}, "
               f"n = {r['n_samples']}, {r['n_clean_correct']} clean-correct); percentages\n")

@@ -241,6 +241,9 @@ def main(argv: list[str]) -> None:
     if not FLAGS.run_dir:
         raise common.UsageError("give at least one --run_dir")
     for run_dir in FLAGS.run_dir:          # validate everything before the slow part
+        if common.is_model_file(run_dir):
+            raise common.UsageError(f"{run_dir}: transferability attacks the members one by one, and a "
+                                    "model file is one classifier: give the run folder it came from")
         cfg = common.read_run_config(run_dir)
         if cfg.get("members", 0) < 2:
             raise common.UsageError(f"{run_dir}: transferability needs N >= 2 members, "

@@ -147,3 +147,26 @@ def test_attack_suite_on_a_savedmodel_and_model_file_errors(exported, capsys):
     assert attack_suite.cli(["attack_suite", "--run_dir", str(exported / "ens.keras"), "--dataset", "cifar10",
                              "--attacks", "fgsm"]) == 2
     assert "does not fit --dataset cifar10" in capsys.readouterr().err
+
+
+def test_detection_and_black_box_on_a_model_file(exported, tiny_run, tmp_path, capsys):
+    """Entropy detection, the detector-aware attacks and the black-box matrix need only logits: a
+    model file works in place of a run, its results beside it in PATH.eval/; transferability needs
+    the members and says so in one line."""
+    from eval import adaptive_detection, blackbox, detection, transferability
+    path = str(exported / "ens.keras")
+    kw = dict(n_samples=32, batch_size=32, nb_iter=2, dataset="fashion_mnist", verbose=0)
+    d = detection.evaluate(path, attacks=("pgd",), sweep=False, **kw)
+    assert d["members"] == 1 and d["attacks"]["pgd"]["auc"] is not None
+    assert os.path.isfile(exported / "ens.keras.eval" / detection.JSON_NAME)
+    a = adaptive_detection.evaluate(path, betas=(1.0,), **kw)
+    assert a["weights_sha256"] == model_file_fingerprint(path)
+    assert 0 <= a["detection_aware_robust_accuracy"] <= a["natural_accuracy"]
+    r = blackbox.evaluate([tiny_run, path], ["run", "file"], eps_list=[0.1], **kw)
+    acc = np.asarray(r["results"][0]["accuracy"])
+    # The file is the run's ensemble: the same examples leave both at the same accuracy.
+    np.testing.assert_allclose(acc[:, 0], acc[:, 1], atol=1e-9)
+    assert blackbox.cli(["blackbox", "--run_dir", path, "--out_dir", str(tmp_path)]) == 2
+    assert "give --dataset" in capsys.readouterr().err
+    assert transferability.cli(["transferability", "--run_dir", path]) == 2
+    assert "members" in capsys.readouterr().err
