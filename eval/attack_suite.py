@@ -406,10 +406,10 @@ def read_masks(run_dir: str) -> dict[str, np.ndarray]:
 
 def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray, keep: dict,
                      settings: dict, fp: str) -> dict:
-    """RUN/eval/adversarial/NAME.npz (PATH.eval/adversarial/ for a model file): the x_adv of the first len(y) test samples (x itself where the
-    model was already wrong), their test-set indices, clean labels, the labels predicted on x_adv's
-    robust flags, the attack's per-sample details and the weights and settings they belong to, so
-    they can be re-checked or transferred without re-running the attack.
+    """RUN/eval/adversarial/NAME.npz (PATH.eval/adversarial/ for a model file): the x_adv of the
+    first len(y) test samples (x itself where the model was already wrong), their test-set indices,
+    clean labels, robust flags, the attack's per-sample details and the weights and settings they
+    belong to, so they can be re-checked or transferred without re-running the attack.
 
     :return: what the attack's results entry gains: the file, and for AutoAttack the robust
         accuracy after each sub-attack ("stages", ``attacks.autoattack.robust_after_each``).
@@ -449,10 +449,15 @@ def any_attack(entries: dict[str, dict], masks: dict[str, np.ndarray]) -> Option
     names = [n for n, e in entries.items() if "robust_accuracy" in e and n in masks]
     if not names:
         return None
-    n = min(len(masks[a]) for a in names)
-    robust = np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in names])
-    return {"robust_accuracy": float(robust.mean()) if n else 0.0, "n_samples": int(n),
+    robust = worst_case(masks, names)
+    return {"robust_accuracy": float(robust.mean()) if len(robust) else 0.0, "n_samples": len(robust),
             "attacks": names}
+
+
+def worst_case(masks: dict[str, np.ndarray], names: list[str], n: Optional[int] = None) -> np.ndarray:
+    """Per sample of the first min(n, every mask's length): robust under every attack of ``names``."""
+    n = min([len(masks[a]) for a in names] + ([n] if n is not None else []))
+    return np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in names])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -590,8 +595,8 @@ def _any_vs_restarts(model: Callable, worst: Optional[dict], masks: dict, x: np.
 
     if not worst:
         return None
-    n = min(m, worst["n_samples"])
-    worst_mask = np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in worst["attacks"]])
+    worst_mask = worst_case(masks, worst["attacks"], m)
+    n = len(worst_mask)
     p = {**params, "restarts": registry.RESTARTS}
     settings = attack_settings(p, n, opts.seed)
     restarts = None if opts.force else mask_for(masks, RESTARTS_MASK, settings, fp)

@@ -313,10 +313,7 @@ def _mask(plan: Plan, part: Study, label: str, seed: int, key: str) -> Optional[
         return None
     if key == "any_attack":  # the same worst case as the table's row, per sample
         names = [a for a in plan.scale.attacks_for(part.attacks, part.full_evaluation) if a in masks]
-        if not names:
-            return None
-        n = min(len(masks[a]) for a in names)
-        return np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in names])
+        return attack_suite.worst_case(masks, names) if names else None
     return masks.get(key)
 
 
