@@ -151,19 +151,15 @@ def _adversary(model: Callable, eps: float, version: str, attacks: Optional[list
 
 
 def _run(torch: Any, adversary: Any, device: str, x: np.ndarray, y: np.ndarray,
-         batch_size: int) -> np.ndarray:
+         batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x_adv, the model's labels on x_adv) from ``run_standard_evaluation``; a point it does not
+    break keeps x and its clean label, so a label != y marks every misclassified point."""
     x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
     y_t = torch.tensor(np.asarray(y, np.int64), device=device)
     # This version returns (x_adv, y_adv) where the original returned x_adv alone.
-    x_adv, _ = adversary.run_standard_evaluation(x_nchw, y_t, batch_size=batch_size)
-    return np.ascontiguousarray(x_adv.detach().cpu().numpy().transpose(0, 2, 3, 1), np.float32)
-
-
-def _labels(model: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """The model's predictions through the bridge's compiled forward, as AutoAttack judges them."""
-    forward, _ = _tf_functions(model, x.shape[1:])
-    return np.concatenate([np.argmax(forward(tf.constant(x[s:s + batch_size])), -1)
-                           for s in range(0, len(x), batch_size)])
+    x_adv, y_adv = adversary.run_standard_evaluation(x_nchw, y_t, batch_size=batch_size)
+    return (np.ascontiguousarray(x_adv.detach().cpu().numpy().transpose(0, 2, 3, 1), np.float32),
+            y_adv.detach().cpu().numpy())
 
 
 def autoattack_stages(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, seed: Optional[int] = 0,
@@ -184,15 +180,13 @@ def autoattack_stages(model: Callable, x: np.ndarray, y: np.ndarray, eps: float,
     if len(x) == 0:
         return x_adv, broken_by
     torch, adversary, device = _adversary(model, eps, "standard", None, seed)
-    broken_by[_labels(model, x, batch_size) != y] = 0
     for stage, name in enumerate(STANDARD_ATTACKS):
         left = np.flatnonzero(broken_by == NOT_BROKEN)
         if not left.size:
             break
         adversary.attacks_to_run = [name]
-        x_adv[left] = _run(torch, adversary, device, x[left], y[left], batch_size)
-        fooled = _labels(model, x_adv[left], batch_size) != y[left]
-        broken_by[left[fooled]] = stage
+        x_adv[left], labels = _run(torch, adversary, device, x[left], y[left], batch_size)
+        broken_by[left[labels != y[left]]] = stage   # at stage 0 this includes the clean errors
     return x_adv, broken_by
 
 
@@ -232,4 +226,4 @@ def autoattack(model: Callable, x: np.ndarray, y: np.ndarray, eps: float,
     if len(x) == 0:
         return x.copy()
     torch, adversary, device = _adversary(model, eps, version, attacks, seed)
-    return _run(torch, adversary, device, x, y, batch_size)
+    return _run(torch, adversary, device, x, y, batch_size)[0]

@@ -304,7 +304,7 @@ def test_autoattack_stages_match_one_standard_run(monkeypatch, ensemble, batch):
     x_adv, broken_by = autoattack.autoattack_stages(ensemble, x, y, eps=eps, batch_size=8)
     _, adversary, device = autoattack._adversary(ensemble, eps, "standard", None, 0)
     adversary.attacks_to_run = ["apgd-ce", "apgd-t"]
-    np.testing.assert_array_equal(x_adv, autoattack._run(torch, adversary, device, x, y, 8))
+    np.testing.assert_array_equal(x_adv, autoattack._run(torch, adversary, device, x, y, 8)[0])
     fooled = np.argmax(ensemble(tf.constant(x_adv)), axis=1) != y
     np.testing.assert_array_equal(fooled, broken_by != autoattack.NOT_BROKEN)
     assert broken_by[0] == 0 and set(broken_by) - {0}
