@@ -64,7 +64,7 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     (eval.common.load_target; its data set ``dataset``), whose results go to PATH.eval/."""
     from attacks import detector_aware, gradient
 
-    ens, cfg = common.load_target(run_dir, dataset)
+    cfg, load = common.open_target(run_dir, dataset)
     p = detection.attack_settings(cfg["dataset"], eps, eps_iter, nb_iter)
     fp = reuse.fingerprint(run_dir)
     path = common.eval_path(run_dir, JSON_NAME)
@@ -74,6 +74,7 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     decision = reuse.decide(old, fp, settings, force)
     if decision.reuse:
         return old
+    ens = load()
     log = (lambda msg: print(f"[{run_dir}] {msg}", flush=True)) if verbose else (lambda msg: None)
     for line in reuse.explain(path, {"adaptive detection": decision}):
         log(line)

@@ -47,9 +47,12 @@ def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
 def check_runs(run_dirs: Sequence[str], dataset: Optional[str] = None) -> list[dict]:
     """The runs' (or model files', eval.common.target_config) configs; UsageError unless there is at
     least one and all share a data set."""
-    if not run_dirs:
+    return _one_data_set([common.target_config(d, dataset) for d in run_dirs])
+
+
+def _one_data_set(configs: list[dict]) -> list[dict]:
+    if not configs:
         raise common.UsageError("give at least one --run_dir (one per model of the matrix)")
-    configs = [common.target_config(d, dataset) for d in run_dirs]
     datasets = {c["dataset"] for c in configs}
     if len(datasets) > 1:
         raise common.UsageError(f"all runs must share a data set, got {', '.join(sorted(datasets))}")
@@ -68,7 +71,8 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
     ``previous``: an earlier blackbox.json, returned instead when it was computed on the same
     weights of the same runs with the same settings (eval.reuse), unless ``force``.
     """
-    configs = check_runs(run_dirs, dataset)
+    opened = [common.open_target(d, dataset) for d in run_dirs]
+    configs = _one_data_set([cfg for cfg, _ in opened])
     dataset = configs[0]["dataset"]
     p = attack_settings(dataset, eps_list, eps_iter, nb_iter)
     labels = common.run_labels(run_dirs, configs, labels)
@@ -77,7 +81,6 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         if verbose:
             print(msg, flush=True)
 
-    models = [common.load_target(d, dataset)[0] for d in run_dirs]
     fps = [reuse.fingerprint(d) for d in run_dirs]
     settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
                     run_dirs=[os.path.abspath(d) for d in run_dirs])
@@ -88,6 +91,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         return dict(old, labels=labels)
     for line in reuse.explain(previous or JSON_NAME, {"black-box matrix": decision}):
         log(line)
+    models = [load() for _, load in opened]  # after the reuse decision: a reused result loads nothing
     x, y = common.test_samples(dataset, n_samples or None)
     log(common.estimate_line(models[0], x, len(p["eps_list"]) * len(models) * p["nb_iter"], batch_size,
                              f"PGD (k = {p['nb_iter']}) against each of {len(models)} models at "

@@ -282,13 +282,21 @@ def target_config(path: str, dataset: Optional[str] = None) -> dict:
     return cfg
 
 
+def open_target(path: str, dataset: Optional[str] = None) -> tuple[dict, Callable[[], Any]]:
+    """(config, load) of an evaluation target: a run's config.json is read now and its ensemble
+    loaded by ``load()``, so a tool that reuses its result never loads the weights; a model file is
+    loaded now (its config comes from the model) and ``load()`` returns it."""
+    if path and is_model_file(path):
+        model, cfg = load_model_file(path, dataset)
+        return cfg, lambda: model
+    return target_config(path, dataset), lambda: load_run_checked(path)[0]
+
+
 def load_target(path: str, dataset: Optional[str] = None):
     """(model, config) of an evaluation target: a run folder (``load_run_checked``; ``dataset``,
     when given, must be the run's) or a model file (``load_model_file``)."""
-    if path and is_model_file(path):
-        return load_model_file(path, dataset)
-    target_config(path, dataset)
-    return load_run_checked(path)
+    cfg, load = open_target(path, dataset)
+    return load(), cfg
 
 
 _METHOD_NAMES = {"nat": "NAT", "adv": "ADV", "adv-en": "ADV-EN", "adp": "ADP", "cce": "CCE"}
