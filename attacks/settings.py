@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from cce_tf.config import scaled_step
+from cce_tf.config import converging_step, scaled_step
 
 # --------------------------------------------------------------------------------------------------
 # 1. Names
@@ -79,6 +79,8 @@ def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[flo
     ``eps_iter`` is given, every step size keeps its ratio to ε; ``eps_iter`` sets η of the attacks
     that have one (B&B's start PGD included); ``nb_iter`` sets k of ``STEP_ATTACKS`` only and
     ``mul_nb_iter`` k of the multi-targeted attacks (SPSA's 50 steps are a setting of their own).
+    A k shorter than the paper's, given without ``eps_iter``, raises η to 2.5 ε / k
+    (``cce_tf.config.converging_step``): 10 steps of the default η could not cross the ball.
 
     :param name: one of ``ATTACKS``.
     :param dataset: one of ``EPSILONS`` (cifar10, cifar100, fashion_mnist, mnist).
@@ -92,22 +94,26 @@ def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[flo
         raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(NB_ITER)}")
     base = EPSILONS[dataset]
     eps = base["eps"] if eps is None else float(eps)
-    if eps_iter is None:
-        eps_iter = scaled_step(eps, base["eps"], base["eps_iter"])
+    step = scaled_step(eps, base["eps"], base["eps_iter"]) if eps_iter is None else float(eps_iter)
+
+    def eta(k: int, default_k: int) -> float:  # a shortened k without an explicit η gets Madry's rule
+        return converging_step(eps, step, k, default_k) if eps_iter is None else step
+
     k = NB_ITER[arch] if nb_iter is None else int(nb_iter)
     if name == "fgsm":
         return {"eps": eps}
     if name in STEP_ATTACKS:
         extra = {"restarts": RESTARTS} if name == "pgd_margin_restarts" else {}
-        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": k, **extra}
+        return {"eps": eps, "eps_iter": eta(k, NB_ITER[arch]), "nb_iter": k, **extra}
     if name.startswith("mul_"):
-        return {"eps": eps, "eps_iter": eps_iter, "nb_iter": MUL_NB_ITER if mul_nb_iter is None else int(mul_nb_iter)}
+        k = MUL_NB_ITER if mul_nb_iter is None else int(mul_nb_iter)
+        return {"eps": eps, "eps_iter": eta(k, MUL_NB_ITER), "nb_iter": k}
     if name == "spsa":
         return {"eps": eps, "nb_iter": 50, "learning_rate": 0.01, "delta": 0.01,
                 "spsa_samples": 128, "spsa_iters": 1, "early_stop_loss_threshold": None}
     if name in ("bb_pgd1", "bb_pgd2"):
         scale = 1 if name == "bb_pgd1" else 2
-        return {"eps": eps, "start": name[3:], "start_eps": scale * eps, "start_eps_iter": eps_iter,
+        return {"eps": eps, "start": name[3:], "start_eps": scale * eps, "start_eps_iter": step,
                 "start_nb_iter": 20, "steps": 100, "repeats": 3}
     return {"eps": eps, "version": "standard", "seed": 0}  # autoattack
 

@@ -26,7 +26,8 @@ The shared flags (``SHARED``) mean the same in every tool that takes them:
     --seed        the random seed
     --eps         the L∞ radius ε in [0, 1] pixel units, a number or a fraction like 8/255;
                   omitted: the data set's (attacks.settings; for training cce_tf.config)
-    --eps_iter    the step η, like --eps; omitted: the data set's η/ε ratio times ε
+    --eps_iter    the step η, like --eps; omitted: the data set's η/ε ratio times ε (at a k shorter
+                  than the default, at least 2.5 ε / k)
     --nb_iter     the attack's steps k
     --force       recompute results that eval.reuse would reuse
     --verbose     0 quiet, 1 a progress bar with an ETA, 2 a line per finished stage (for log files)
@@ -137,7 +138,8 @@ SHARED: dict[str, tuple[Callable, Any, str]] = {
     "seed": (lambda fv, n, d, h: _integer(fv, n, d, h, 0, 2 ** 31 - 1), 0, "Random seed."),
     "eps": (define_fraction, None, "L∞ radius ε in [0, 1] pixel units, e.g. 8/255 or 0.0314 (omit for "
             "the data set's)."),
-    "eps_iter": (define_fraction, None, "Step size η, e.g. 2/255 (omit: the data set's η/ε ratio times ε)."),
+    "eps_iter": (define_fraction, None, "Step size η, e.g. 2/255 (omit: the data set's η/ε ratio times ε, "
+                 "raised to 2.5 ε / k when --nb_iter is shorter than the default: Madry et al.'s rule)."),
     "nb_iter": (lambda fv, n, d, h: _integer(fv, n, d, h, 1, 100_000), None, "Attack steps k."),
     "force": (lambda fv, n, d, h: flags.DEFINE_bool(n, d, h, flag_values=fv), False,
               "Recompute results even when they were computed on the same weights (SHA-256) with the "

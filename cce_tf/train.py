@@ -206,9 +206,10 @@ def settings() -> dict:
     p = d["pgd"]
     eps = p.eps if FLAGS.eps is None else FLAGS.eps
     eps_max = p.eps_max if FLAGS.eps_max is None else FLAGS.eps_max
-    eps_iter = FLAGS.eps_iter if FLAGS.eps_iter is not None else config.scaled_step(eps, p.eps, p.eps_iter)
-    pgd = PGDConfig(eps=eps, eps_iter=eps_iter, nb_iter=p.nb_iter if FLAGS.nb_iter is None else FLAGS.nb_iter,
-                    eps_max=eps_max)
+    nb_iter = p.nb_iter if FLAGS.nb_iter is None else FLAGS.nb_iter
+    eps_iter = FLAGS.eps_iter if FLAGS.eps_iter is not None else config.converging_step(
+        eps, config.scaled_step(eps, p.eps, p.eps_iter), nb_iter, p.nb_iter)
+    pgd = PGDConfig(eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, eps_max=eps_max)
     try:
         pgd.validate()
     except ValueError as e:

@@ -45,7 +45,7 @@ import numpy as np
 from absl import flags
 
 from cce_tf import cli_flags
-from cce_tf.config import scaled_step
+from cce_tf.config import converging_step, scaled_step
 from eval import common, reuse
 
 JSON_NAME = "detection.json"
@@ -122,7 +122,8 @@ def attack_settings(dataset: str, eps: Optional[float] = None, eps_iter: Optiona
     The default sweep scales with ``eps``."""
     s = common.settings(dataset)
     eps = s.eps if eps is None else float(eps)
-    eps_iter = scaled_step(eps, s.eps, s.detection_eps_iter) if eps_iter is None else float(eps_iter)
+    eps_iter = (converging_step(eps, scaled_step(eps, s.eps, s.detection_eps_iter), int(nb_iter), s.nb_iter)
+                if eps_iter is None else float(eps_iter))
     common.check_pgd([eps], eps_iter, nb_iter)
     sweep = [eps * f for f in s.sweep_factors] if not sweep_eps else [float(e) for e in sweep_eps]
     for e in sweep:

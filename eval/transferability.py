@@ -43,7 +43,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from cce_tf import cli_flags
-from cce_tf.config import scaled_step
+from cce_tf.config import converging_step, scaled_step
 from eval import common, reuse
 
 JSON_NAME = "transferability.json"
@@ -115,7 +115,8 @@ def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[
     without η keeps the data set's η/ε ratio)."""
     s = common.settings(dataset)
     eps = s.eps if eps is None else float(eps)
-    eps_iter = scaled_step(eps, s.eps, s.eps_iter) if eps_iter is None else float(eps_iter)
+    eps_iter = (converging_step(eps, scaled_step(eps, s.eps, s.eps_iter), int(nb_iter), s.nb_iter)
+                if eps_iter is None else float(eps_iter))
     params = dict(eps=eps, eps_iter=eps_iter, nb_iter=int(nb_iter))
     common.check_pgd([params["eps"]], params["eps_iter"], params["nb_iter"])
     return params

@@ -1,0 +1,194 @@
+"""CLI: which training budget has converged; the measurement behind the ``standard`` scale.
+
+    python -m studies.convergence --budgets 10000x5,10000x10 --out_dir results/convergence --max_parallel 2
+
+A budget is TRAIN_IMAGESxEPOCHS (or TRAIN_IMAGESxEPOCHSxK with K the training PGD's steps; default
+the data set's, η by Madry's rule when K is shorter). For every budget, every method of --methods
+is trained at N = --members on Fashion-MNIST (seed --seed) and measured by the attack suite: natural
+accuracy and PGD (k = --nb_iter, η by the same rule) on the first --n_samples test images, with the
+suite's sanity report (k-doubling among its checks). The table gives, per method, natural and PGD
+accuracy at each budget and the change from a budget to the listed budget with the same images and
+twice its epochs. A budget passes when every method changes by less than ``TOLERANCE`` points on
+both: doubling the epochs no longer buys accuracy. Each budget is a study of its own under
+OUT_DIR/BUDGET (its runs, job markers and logs), so an interrupted measurement resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from absl import flags
+
+from cce_tf import cli_flags
+from eval import common
+
+TOLERANCE = 1.5   # percentage points: the issue's "doubling the epochs changes ... by less than 1.5"
+HEADLINE_METHODS = ("nat", "adv-en", "adp", "cce-base", "cce-rm", "cce-dm")
+LABELS = {"nat": "NAT", "adv-en": "ADV-EN", "adp": "ADP", "cce-base": "CCE-Base", "cce-rm": "CCE-RM",
+          "cce-dm": "CCE-DM", "adv": "ADV", "gal": "GAL", "dverge": "DVERGE", "trs": "TRS", "cce": "CCE"}
+
+FLAGS = cli_flags.new_flags()
+flags.DEFINE_list("budgets", ["10000x5", "10000x10"], "Budgets TRAIN_IMAGESxEPOCHS[xK] to train.",
+                  flag_values=FLAGS)
+flags.DEFINE_list("methods", list(HEADLINE_METHODS), "Methods (or CCE presets) to train at each budget.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("members", 2, "Ensemble size N.", lower_bound=1, upper_bound=16, flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Training seed.", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_integer("nb_iter", 20, "k of the measuring PGD.", lower_bound=1, upper_bound=10_000, flag_values=FLAGS)
+flags.DEFINE_integer("n_samples", 2000, "Test images the accuracies are measured on.", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_string("out_dir", "results/convergence", "Output folder.", flag_values=FLAGS)
+flags.DEFINE_integer("max_parallel", 1, "Jobs at a time (worker processes sharing the cores).",
+                     lower_bound=1, upper_bound=64, flag_values=FLAGS)
+flags.DEFINE_string("page", None, "Also write the Markdown table here.", flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the plan and its estimated time, run nothing.", flag_values=FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    train_subset: int
+    epochs: int
+    train_nb_iter: int | None = None    # None: the data set's
+
+    @property
+    def name(self) -> str:
+        k = "" if self.train_nb_iter is None else f"x{self.train_nb_iter}"
+        return f"{self.train_subset}x{self.epochs}{k}"
+
+
+def parse_budget(text: str) -> Budget:
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3) or min(parts) < 1:
+        raise common.UsageError(f"--budgets: {text!r} is not TRAIN_IMAGESxEPOCHS[xK] with positive integers")
+    return Budget(*parts)
+
+
+def study(methods: list[str], members: int):
+    """The runs measured: one per method at N = ``members``, scored by the attack suite's PGD."""
+    from cce_tf import config
+    from studies.spec import RunSpec, Study
+
+    runs = []
+    for m in methods:
+        if m not in config.METHOD_CHOICES:
+            raise common.UsageError(f"--methods: {m!r} is not one of {', '.join(config.METHOD_CHOICES)}")
+        runs.append(RunSpec(label=f"{LABELS.get(m, m)}_{members}", method=m, members=members, arch="cnn"))
+    return Study(name="convergence", title="Convergence of the training budget", source="", dataset="fashion_mnist",
+                 arch="cnn", layout="attacks", evaluations=("attack_suite",), attacks=("pgd",), runs=tuple(runs),
+                 paper={}, claims=(), full_evaluation=True)
+
+
+def scale_of(budget: Budget, nb_iter: int, n_samples: int):
+    from studies.scale import Scale
+
+    return Scale(name=budget.name, dataset="fashion_mnist", archs=("cnn",), train_subset=budget.train_subset,
+                 epochs=budget.epochs, train_nb_iter=budget.train_nb_iter, attacks=("pgd",),
+                 attack_nb_iter=nb_iter, n_samples=n_samples, sanity=True)
+
+
+def table(measured: dict[str, dict[str, dict]], budgets: list[Budget], labels: list[str]) -> str:
+    """Markdown: per run, natural / PGD per budget and the change at twice the epochs; then the verdict
+    per budget. ``measured[budget][label]`` = {"natural": %, "pgd": %, "k_doubling": points}."""
+    head = "| run | " + " | ".join(f"{b.name}: natural / PGD" for b in budgets) + " |"
+    lines = [head, "|---|" + "---:|" * len(budgets)]
+    for label in labels:
+        cells = []
+        for b in budgets:
+            m = measured[b.name].get(label)
+            cells.append("–" if m is None else f"{m['natural']:.1f} / {m['pgd']:.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    out = ["\n".join(lines), ""]
+    for b in budgets:
+        twice = next((d for d in budgets if (d.train_subset, d.epochs, d.train_nb_iter)
+                      == (b.train_subset, 2 * b.epochs, b.train_nb_iter)), None)
+        if twice is None:
+            continue
+        changes, missing = [], []
+        for label in labels:
+            m, m2 = measured[b.name].get(label), measured[twice.name].get(label)
+            if m is None or m2 is None:
+                missing.append(label)
+                continue
+            changes.append((label, m2["natural"] - m["natural"], m2["pgd"] - m["pgd"]))
+        worst = max((max(abs(n), abs(p)) for _, n, p in changes), default=float("nan"))
+        verdict = ("not measured yet" if missing else
+                   "passes" if worst < TOLERANCE else "does not pass")
+        detail = ", ".join(f"{label} {n:+.1f} / {p:+.1f}" for label, n, p in changes)
+        out.append(f"- {b.name} → {twice.name} (natural / PGD change): {detail or '–'}; largest "
+                   f"{worst:.1f} points: **{verdict}** (tolerance {TOLERANCE} points)")
+    ks = [f"{label} at {b.name}: {m['k_doubling']:+.1f}" for b in budgets for label, m in measured[b.name].items()
+          if m.get("k_doubling") is not None]
+    if ks:
+        out += ["", "PGD k → 2k (sanity check 2, 500 images), points: " + "; ".join(ks)]
+    return "\n".join(out)
+
+
+def measurements(plan) -> dict[str, dict]:
+    """{label: {"natural", "pgd", "k_doubling"}} in percent, from the plan's finished results."""
+    from eval import attack_suite, reuse
+
+    out = {}
+    for cell in plan.cells:
+        try:
+            fp = reuse.fingerprint(cell.run_dir)
+        except OSError:
+            continue
+        r = common.read_json(os.path.join(cell.run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
+        pgd = reuse.same_weights(r.get("attacks", {}), fp).get("pgd") if r.get(reuse.KEY) == fp else None
+        if not pgd:
+            continue
+        steps = r.get("sanity", {}).get("double_steps", {}).get("robust_accuracy")
+        out[cell.run.label] = {"natural": 100 * r["natural_accuracy"], "pgd": 100 * pgd["robust_accuracy"],
+                               "k_doubling": 100 * (steps[1] - steps[0]) if steps else None}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    cli_flags.parse(FLAGS, argv)
+    budgets = [parse_budget(b) for b in FLAGS.budgets]
+    from studies import costs, executors, jobs, plan
+    from studies.reproduce import describe
+
+    common.quiet_tf()
+    s = study(FLAGS.methods, FLAGS.members)
+    plans = [plan.make(s, scale_of(b, FLAGS.nb_iter, FLAGS.n_samples), (FLAGS.seed,),
+                       os.path.join(FLAGS.out_dir, b.name)) for b in budgets]
+    failed = 0
+    for p in plans:
+        done = {j.id for j in p.jobs if jobs.is_done(j, p.out_dir)}
+        todo = [j for j in p.jobs if j.id not in done]
+        model = costs.load(p.out_dir, threads=max(1, (os.cpu_count() or 1) // FLAGS.max_parallel))
+        print(describe(p, done, todo, model, FLAGS.max_parallel), flush=True)
+        if FLAGS.dry_run or not todo:
+            continue
+        os.makedirs(p.out_dir, exist_ok=True)
+        pool = executors.make_pool("local", p.out_dir, FLAGS.max_parallel)
+        outcomes = executors.execute(todo, p.out_dir, pool, FLAGS.max_parallel,
+                                     eta=lambda left, m=model: m.total(left, FLAGS.max_parallel), done_before=done)
+        for o in outcomes:
+            if not o["ok"]:
+                failed += 1
+                print(f"failed: {o['id']}: {o['error']} (log: {o['log']})", file=sys.stderr)
+    measured = {b.name: measurements(p) for b, p in zip(budgets, plans)}
+    command = "python -m studies.convergence " + " ".join(argv[1:])
+    md = (f"Generated by `{command}` (Fashion-MNIST, N = {FLAGS.members}, seed {FLAGS.seed}; natural and PGD "
+          f"k = {FLAGS.nb_iter} accuracy on the first {FLAGS.n_samples} test images, percent).\n\n"
+          + table(measured, budgets, [r.label for r in s.runs]))
+    print(md)
+    if FLAGS.page:
+        with open(FLAGS.page, "w") as f:
+            f.write(md + "\n")
+    return 1 if failed else 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """python -m studies.convergence: 0 done, 1 some job failed, 2 bad input."""
+    return cli_flags.run(main, FLAGS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
