@@ -482,6 +482,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
         "n_samples": {name: n}, "any_attack", "warnings": [...], "sanity_ran": bool} for the table.
     """
     from attacks.errors import AttackUnavailable
+    from eval import sanity
 
     precomputed, precomputed_seconds = precomputed or {}, precomputed_seconds or {}
     seed, batch_size = opts.seed, opts.batch_size
@@ -576,13 +577,25 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
 
     if opts.sanity:
         results["sanity"] = run_sanity(model, plan, x, y, results, masks, opts, fp)
-        save()
+    results["sanity"] = sanity.with_canaries(results["sanity"], canary_checks(plan, attacks, masks))
+    save()
     return {"run_dir": plan.run_dir, "natural_accuracy": natural, "n_test": int(len(x)), "attacks": outcomes,
             "params": {k: p for k, (p, _) in plan.attacks.items()},
             "n_samples": {k: n for k, (_, n) in plan.attacks.items()},
             "any_attack": results.get("any_attack"),
             "stages": {k: e["stages"] for k, e in attacks.items() if "stages" in e},
             "warnings": list(results["sanity"].get("warnings", [])), "sanity_ran": opts.sanity}
+
+
+def canary_checks(plan: RunPlan, attacks: dict, masks: dict) -> dict:
+    """eval/sanity.py's canaries on the flags of the attacks run: single-step against iterative, and,
+    for an undefended run (method NAT), PGD at the data set's ε must leave it below 10 %."""
+    from eval import sanity
+
+    done = {n: masks[n] for n, e in attacks.items() if n in masks and "robust_accuracy" in e}
+    pgd = attacks.get("pgd", {}).get("params")
+    at_eps = pgd is not None and pgd["eps"] == paper_settings.EPSILONS[plan.config["dataset"]]["eps"]
+    return sanity.canaries(done, undefended=plan.config.get("method") == "nat" and at_eps, pgd_params=pgd)
 
 
 def _any_vs_restarts(model: Callable, worst: Optional[dict], masks: dict, x: np.ndarray,

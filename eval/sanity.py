@@ -31,6 +31,19 @@ evaluating adversarial robustness"):
    loss from ``attacks.registry.RESTARTS`` random starts, on the same samples: a worst case that a
    restarted PGD beats was built from too weak a set of attacks.
 
+Two canaries cost no extra attack, so the suite runs them on every evaluation, sanity sweep or not
+(``canaries``): an evaluation that fails them cannot rank defences.
+
+7. ``single_step``: single-step FGSM does not find more adversarial examples than its iterative
+   counterpart (PGD, else BIM) beyond the sampling noise: the paired 95 % interval of
+   (iterative − FGSM) robust accuracy on the same samples must not lie wholly above 0. An
+   iterative attack is a superset of FGSM's search; losing to it means k or η is too small, or the
+   gradients are masked.
+8. ``undefended``: an undefended (naturally trained) model falls below ``UNDEFENDED_MAX_ACCURACY``
+   under white-box PGD at the data set's ε. The paper's NAT_2 keeps 9.2 % under its own PGD on
+   CIFAR-10 (Table 12's diagonal; 13.0 % on CIFAR-100 at its small ε = 0.01, Table 13); an
+   undefended model that keeps more says the attack is too weak to tell defences apart.
+
 Each check returns its numbers and ``passed``; ``report`` gathers them with one warning string per
 failed check.
 """
@@ -47,6 +60,8 @@ SPSA_MARGIN = 0.02
 ATTACK_MARGIN = 0.02
 STRONGER = ("pgd_margin", "mul_pgd", "mul_bim", "mul_mim", "autoattack")  # what check 5 compares
 SUBSET = 500  # samples the PGD checks run on (the first ones of the attacked set)
+SINGLE_STEP = {"fgsm": ("pgd", "bim")}   # a single-step attack -> its iterative counterparts, first found
+UNDEFENDED_MAX_ACCURACY = 0.10
 
 RobustFn = Callable[[dict], np.ndarray]
 
@@ -130,6 +145,48 @@ def check_any_vs_restarts(any_mask: np.ndarray, restarts_mask: np.ndarray,
             "passed": not acc > restarts + margin + 1e-9}
 
 
+def check_single_step(masks: dict[str, np.ndarray]) -> dict:
+    """Check 7 for every single-step attack of ``masks`` whose iterative counterpart is there too."""
+    from eval import stats
+
+    out = {}
+    for single, iterative in SINGLE_STEP.items():
+        other = next((a for a in iterative if a in masks), None)
+        if single not in masks or other is None:
+            continue
+        n = min(len(masks[single]), len(masks[other]))
+        d = stats.paired_difference(masks[other][:n], masks[single][:n])
+        out[single] = {"iterative": other, "n_samples": n, "single_accuracy": float(np.mean(masks[single][:n])),
+                       "iterative_accuracy": float(np.mean(masks[other][:n])), "ci": [d["ci_low"], d["ci_high"]],
+                       "passed": not d["ci_low"] > 0}
+    return out
+
+
+def check_undefended(pgd_mask: np.ndarray, params: dict,
+                     max_accuracy: float = UNDEFENDED_MAX_ACCURACY) -> dict:
+    """Check 8 on an undefended model's PGD flags (``params``: that PGD's settings)."""
+    acc = float(np.mean(pgd_mask))
+    return {"robust_accuracy": acc, "n_samples": int(len(pgd_mask)), "params": dict(params),
+            "max_accuracy": max_accuracy, "passed": acc < max_accuracy}
+
+
+def canaries(masks: dict[str, np.ndarray], undefended: bool, pgd_params: Optional[dict]) -> dict:
+    """Checks 7 and 8 from the suite's per-sample flags: ``undefended`` says the model was trained
+    without any defence (method NAT), ``pgd_params`` the settings of ``masks["pgd"]``."""
+    out = {"single_step": check_single_step(masks)}
+    if undefended and "pgd" in masks and pgd_params is not None:
+        out["undefended"] = check_undefended(masks["pgd"], pgd_params)
+    return out
+
+
+def with_canaries(report: dict, checks: dict) -> dict:
+    """``report`` with the canaries ``checks`` put in (replacing older ones) and its warnings redone."""
+    merged = {k: v for k, v in report.items() if k not in ("single_step", "undefended")}
+    merged.update(checks)
+    merged["warnings"] = warnings_for(merged)
+    return merged
+
+
 def warnings_for(checks: dict) -> list[str]:
     """One line per failed check, saying what it suggests."""
     out = []
@@ -158,6 +215,18 @@ def warnings_for(checks: dict) -> list[str]:
                        f"cross-entropy PGD ({c['pgd']:.3f}) on the same {c['n_samples']} samples (threshold "
                        f"{c['margin']:g}): PGD overstates robustness here; trust {name} or the any-attack "
                        f"row (Carlini et al. 2019)")
+    for name, c in checks.get("single_step", {}).items():
+        if c.get("passed") is False:
+            out.append(f"canary: single-step {name} ({c['single_accuracy']:.3f}) finds more adversarial examples "
+                       f"than {c['iterative']} ({c['iterative_accuracy']:.3f}) on the same {c['n_samples']} samples, "
+                       f"beyond the sampling noise (95 % interval of the gap [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]): "
+                       f"{c['iterative']} has too few or too small steps here, or the gradients are masked")
+    c = checks.get("undefended", {})
+    if c.get("passed") is False:
+        p = c["params"]
+        out.append(f"canary: an undefended model keeps {c['robust_accuracy']:.3f} under PGD (eps={p.get('eps', 0):.4g}, "
+                   f"eta={p.get('eps_iter', 0):.4g}, k={p.get('nb_iter')}) on {c['n_samples']} samples "
+                   f"(must be < {c['max_accuracy']:g}): this attack is too weak to rank defences")
     c = checks.get("any_vs_restarts", {})
     if c.get("passed") is False:
         out.append(f"any attack ({c['any_attack']:.3f}) is {c['any_attack'] - c['pgd_margin_restarts']:.3f} above "

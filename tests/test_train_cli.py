@@ -20,7 +20,8 @@ def test_run_folder_holds_what_contract_5_lists(tiny_run):
     for key in ("dataset", "arch", "method", "members", "lambda_pm", "lambda_dm", "pgd", "seed", "versions"):
         assert key in cfg, key
     assert (cfg["method"], cfg["preset"], cfg["lambda_pm"], cfg["lambda_dm"]) == ("cce", "cce-rm", 1.0, 1.0)
-    assert cfg["pgd"] == {"eps": 0.1, "eps_iter": 0.025, "nb_iter": 3, "eps_max": None}
+    # k = 3 is shorter than the data set's 10: Madry's rule raises η to 2.5 ε / k.
+    assert cfg["pgd"] == {"eps": 0.1, "eps_iter": pytest.approx(0.25 / 3), "nb_iter": 3, "eps_max": None}
     assert {"tensorflow", "keras", "cleverhans"} <= set(cfg["versions"])
     assert "train-images-idx3-ubyte.gz" in cfg["data_source"]["files"]
     assert cfg["lr_milestones"] == [1]     # the paper's 50, 75 of 100 epochs, scaled to 2 (75 -> 2: never)
