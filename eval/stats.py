@@ -3,6 +3,11 @@
 Pure numpy/scipy (no TensorFlow), shared by the attack suite's per-run tables and the study tables.
 Proportions come in as fractions in [0, 1]; the formatters print percentages like ``common.pct``.
 
+Two questions, two units (DESIGN.md, contract 11). "Does this trained model beat that one on these
+test images?" has the test sample as its unit: ``paired_difference``, McNemar, ``combine_seeds``.
+"Does method A beat method B?" is replicated by training runs, so its unit is the seed:
+``seed_interval`` over the per-seed differences, ``holm`` across claims.
+
 Usage::
 
     from eval import stats
@@ -13,6 +18,8 @@ Usage::
     stats.verdict(d["ci_low"], d["ci_high"], ">")     # stats.HOLDS / stats.FAILS / stats.UNDECIDED
     c = stats.combine_seeds([d_seed0, d_seed1, d_seed2])
     u = stats.unpaired_difference(56, 70, 48, 80)     # independent proportions (Newcombe)
+    s = stats.seed_interval([0.05, 0.03, 0.04])       # a method claim: t interval over seeds
+    stats.holm([s["p"], 0.2, 0.01])                   # [True, False, True]: which hold family-wise
 
 Parts, top to bottom:
 
@@ -21,7 +28,9 @@ Parts, top to bottom:
 3. Two models on the same samples: ``paired_difference`` (bootstrap CI + exact McNemar test),
    ``combine_seeds`` across seeds.
 4. Two proportions on different samples: ``unpaired_difference`` (Newcombe's hybrid score).
-5. ``verdict`` and its three strings ``HOLDS``, ``FAILS``, ``UNDECIDED``.
+5. Methods over seeds: ``seed_interval``, ``t_half_width``; across claims: ``holm``.
+6. ``verdict`` (from an interval), ``significance_verdict`` (from a test) and their three strings
+   ``HOLDS``, ``FAILS``, ``UNDECIDED``.
 """
 from __future__ import annotations
 
@@ -181,7 +190,8 @@ def _paired_from_counts(n10: int, n01: int, n: int, confidence: float, n_boot: i
 
 
 def combine_seeds(per_seed: list[dict], confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> dict:
-    """One claim over several seeds, from the per-seed ``paired_difference`` outputs.
+    """Several seeds' trained model pairs as one pool of test pairs, from their ``paired_difference``
+    outputs. Not the interval of a method claim: that is ``seed_interval`` (see below).
 
     Each seed's model pair is evaluated on its own test set; the seeds' sample pairs are pooled into
     one sample of size N = Σ n_s with N10 = Σ n10_s and N01 = Σ n01_s, and treated as in
@@ -192,8 +202,10 @@ def combine_seeds(per_seed: list[dict], confidence: float = 0.95, n_boot: int = 
     which is the average of the per-seed differences when every seed has the same n (otherwise the
     n-weighted average), so the bootstrap CI and the pooled exact McNemar test (a sum of per-seed
     Bin(d_s, 1/2) is Bin(Σ d_s, 1/2) under the null) describe the same number. The interval covers
-    test-sample noise only: the seeds count as extra samples, not as a sample of training runs, so
-    read it together with ``per_seed_sign`` (+1 / 0 / -1 per seed) for seed-to-seed consistency.
+    test-sample noise only: the seeds count as extra samples, not as a sample of training runs (and
+    where every seed is evaluated on the same first test images, not even as independent samples),
+    so it says nothing about another training run of the same method. Read it together with
+    ``per_seed_sign`` (+1 / 0 / -1 per seed) for seed-to-seed consistency.
 
     Returns the keys of ``paired_difference`` for the pooled counts, plus "n_seeds",
     "per_seed_diff" and "per_seed_sign".
@@ -242,7 +254,74 @@ def unpaired_difference(k_a: int, n_a: int, k_b: int, n_b: int, confidence: floa
 
 
 # --------------------------------------------------------------------------------------------------
-# 5. Verdicts
+# 5. Methods over seeds, and many claims at once
+
+
+def t_half_width(sd: float, n_seeds: int, confidence: float = 0.95) -> float:
+    """Half-width t_{(1+confidence)/2, n-1} · sd / √n of the t interval of a mean over n seeds; nan
+    for fewer than two seeds (no degree of freedom)."""
+    _z(confidence)  # rejects a confidence outside (0, 1)
+    if n_seeds < 2:
+        return float("nan")
+    return float(_sps.t.ppf(0.5 + confidence / 2.0, n_seeds - 1) * sd / math.sqrt(n_seeds))
+
+
+def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confidence: float = 0.95) -> dict:
+    """The interval of a method claim: the seed is the unit (DESIGN.md, contract 11).
+
+    ``per_seed_diffs``: one difference per training seed, a_s - b_s (for a threshold claim
+    a_s - threshold). With m their mean, sd their sample sd and n their count::
+
+        ci = m ± t_{(1+confidence)/2, n-1} · sd / √n
+        p  = 2 · P(T_{n-1} > |m - margin| / (sd / √n))     two-sided p of "diff = margin"
+
+    the one-sample (paired) t interval and test. Each d_s already carries its seed's test-sample
+    noise, so the interval covers both the training-run and the test-sample variance. A two-level
+    (cluster) bootstrap over seeds then test images would resample only n = 3-5 clusters, and its
+    percentile interval under-covers badly at such n; the t interval is the small-n choice.
+    The interval excludes ``margin`` exactly when p < 1 - confidence. Identical d_s (sd = 0) give a
+    zero-width interval and p = 0 (p = 1 if they equal the margin). One seed has no spread to
+    estimate: ``ci_low``, ``ci_high``, ``p`` and ``sd`` are None.
+
+    Returns {"diff", "ci_low", "ci_high", "p", "sd", "n_seeds"}.
+    """
+    d = np.asarray(per_seed_diffs, dtype=float)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError("seed_interval needs a non-empty 1-D sequence of per-seed differences")
+    n, mean = int(d.size), float(d.mean())
+    out = {"diff": mean, "ci_low": None, "ci_high": None, "p": None, "sd": None, "n_seeds": n}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    half = t_half_width(sd, n, confidence)
+    if sd > 0:
+        p = float(2 * _sps.t.sf(abs(mean - margin) / (sd / math.sqrt(n)), n - 1))
+    else:
+        p = 1.0 if mean == margin else 0.0
+    return dict(out, ci_low=mean - half, ci_high=mean + half, p=p, sd=sd)
+
+
+def holm(pvalues: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down test of m hypotheses at family-wise error rate ``alpha`` (Holm 1979, Scand.
+    J. Statist. 6:65): sort the p-values, p_(1) <= ... <= p_(m); reject H_(1), ..., H_(k) for the
+    largest k with p_(j) <= alpha / (m - j + 1) for every j <= k, keep the rest. Returns, in the
+    input's order, True for each rejected hypothesis."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+        raise ValueError("holm needs a 1-D sequence of p-values in [0, 1]")
+    m = p.size
+    rejected = [False] * m
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        if p[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Verdicts
 
 
 def verdict(ci_low: float, ci_high: float, direction: str = ">", margin: float = 0.0) -> str:
@@ -260,3 +339,10 @@ def verdict(ci_low: float, ci_high: float, direction: str = ">", margin: float =
     if direction == "<":
         above, below = below, above
     return HOLDS if above else FAILS if below else UNDECIDED
+
+
+def significance_verdict(diff: float, significant: bool, direction: str = ">", margin: float = 0.0) -> str:
+    """Verdict on "diff <direction> margin" from a test of diff = margin (e.g. after ``holm``): a
+    significant difference holds or fails by its side of the margin; otherwise ``UNDECIDED``."""
+    side = verdict(diff, diff, direction, margin)  # diff's side of the margin
+    return side if significant else UNDECIDED

@@ -41,7 +41,8 @@ flags.DEFINE_integer("max_parallel", 1, "Jobs at a time (local: worker processes
                      lower_bound=1, upper_bound=4096, flag_values=FLAGS)
 flags.DEFINE_string("page", None, "Also write the Markdown page here (e.g. docs/results.md), with its "
                     "figures copied into a figures/ folder beside it.", flag_values=FLAGS)
-flags.DEFINE_bool("dry_run", False, "Print the plan and its estimated time, run nothing.", flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the plan, its estimated time and the smallest difference its "
+                  "claims resolve (from the seed spread measured so far); run nothing.", flag_values=FLAGS)
 
 
 def seeds() -> tuple[int, ...]:
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> int:
     todo = [j for j in p.jobs if j.id not in done]
     parallel = FLAGS.max_parallel
     model = costs.load(out_dir, threads=max(1, (os.cpu_count() or 1) // parallel))
-    print(describe(p, done, todo, model, parallel))
+    print(describe(p, done, todo, model, parallel, results.collect(p)))
     if FLAGS.dry_run:
         return 0
 
@@ -124,8 +125,10 @@ def write_page(p, rows: list[dict], header: str, page: str) -> None:
     print(f"wrote {page}")
 
 
-def describe(p, done: set[str], todo: list, model, parallel: int) -> str:
-    """The plan: runs to train, evaluations to do, what is done, the estimated time."""
+def describe(p, done: set[str], todo: list, model, parallel: int, rows: list[dict]) -> str:
+    """The plan: runs to train, evaluations to do, what is done, the estimated time, and the claims'
+    seeds and resolution from ``rows``, the results so far (studies.results.resolution)."""
+    from studies import results
     from studies.plan import TRAIN
 
     kinds: dict[str, list[int]] = {}
@@ -151,7 +154,7 @@ def describe(p, done: set[str], todo: list, model, parallel: int) -> str:
         lines.append(f"estimate ({model.source}, {parallel} worker(s) of {model.threads} thread(s)): "
                      f"training {train_s / 3600:.2f} h, evaluation {eval_s / 3600:.2f} h of job time; "
                      f"wall clock about {wall / 3600:.2f} h")
-    return "\n".join(lines)
+    return "\n".join(lines + results.resolution(p, rows))
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """What a study measured: results.jsonl in long format, the tables beside the paper's numbers, and
-the verdict on each of the paper's claims (DESIGN.md, contract 10).
+the verdict on each claim of the studies (DESIGN.md, contracts 10 and 11).
 
 Usage::
 
@@ -7,21 +7,22 @@ Usage::
     rows = results.collect(plan)                          # one dict per (run, seed, evaluation, metric)
     results.write_jsonl(rows, "results/table4/results.jsonl")
     md, csv = results.render(plan, rows)                  # Markdown page and CSV table
+    checked = results.check_claims(plan, rows)            # every claim's verdict, by part
 
 Only results computed on the weights each run holds now are collected (eval.reuse): a table never
 mixes weights. Cells: mean ± sd over seeds (one seed: its 95 % Wilson interval) and the paper's
-value in brackets. Claims: per seed, the difference a - b; over seeds, a 95 % interval from the
-samples themselves when per-sample flags exist (paired bootstrap over the pooled test samples of
-every seed, eval.stats.combine_seeds; exact McNemar p), else from the seeds (t interval of the
-per-seed differences, which needs two seeds or more); and a verdict: holds, does not hold, or cannot
-be told apart at this sample size.
+value in brackets. Claims: the seed is the unit. Per seed, the difference a - b; over the plan's
+seeds, their mean with its 95 % t interval (eval.stats.seed_interval; one seed: no interval); a
+verdict: holds, does not hold, or cannot be told apart at this sample size; beside it the paper's
+own a - b, whether the size the paper states meets our interval, and the verdict after Holm's
+adjustment over the page's distinct claims. Claims on the same runs (claim_identity) get one
+verdict, counted once. ``resolution`` is what the dry run says of the claims before anything runs.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import os
 from typing import Callable, Optional
 
@@ -295,87 +296,197 @@ def study_csv(part: Study, rows: list[dict]) -> list[list]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Claims
+# Claims (DESIGN.md, contract 11: the seed is the unit of a method claim)
 # --------------------------------------------------------------------------------------------------
+
+NOT_MEASURED = "not measured"
+NOT_AT_SCALE = "not measured at this scale"
+HOLM_ALPHA = 0.05
+
+
+def _parts(plan: Plan) -> tuple[Study, ...]:
+    return plan.study.parts or (plan.study,)
 
 
 def _values(rows: list[dict], part: Study, key: str, label: str) -> dict[int, dict]:
     return {r["seed"]: r for r in rows if r["study"] == part.name and r["key"] == key and r["cell"] == label}
 
 
-def _mask(plan: Plan, part: Study, label: str, seed: int, key: str) -> Optional[np.ndarray]:
-    cell = next((c for c in plan.cells if c.study == part.name and c.run.label == label and c.seed == seed), None)
-    if cell is None:
-        return None
-    try:
-        masks = suite_masks(cell.run_dir, reuse.fingerprint(cell.run_dir))
-    except OSError:
-        return None
-    if key == "any_attack":  # the same worst case as the table's row, per sample
-        names = [a for a in plan.scale.attacks_for(part.attacks, part.full_evaluation) if a in masks]
-        return attack_suite.worst_case(masks, names) if names else None
-    return masks.get(key)
+def claim_identity(plan: Plan, part: Study, claim: Claim) -> tuple:
+    """What makes two claims one: the metric, run a and run b as training jobs (RunSpec.key on the
+    part's data set in this plan) or b's threshold, the direction and the margin; for the any-attack
+    row also the attacks its worst case is over, which differ from part to part. At the
+    Fashion-MNIST scales Tables 4 and 5 (10a and 10b) train the same runs, so each claim of Table 5
+    is one of Table 4's."""
+    ds = next((c.dataset for c in plan.cells if c.study == part.name), plan.scale.dataset_for(part.dataset))
+    b = float(claim.b) if claim.threshold else part.run(claim.b).key(ds)
+    over = plan.scale.attacks_for(part.attacks, part.full_evaluation) if claim.metric == "any_attack" else ()
+    return claim.metric, part.run(claim.a).key(ds), b, claim.direction, claim.margin, over
+
+
+def _left_out(plan: Plan, part: Study, claim: Claim) -> Optional[str]:
+    """Why this plan's scale cannot measure the claim at all, or None."""
+    sides = (claim.a,) if claim.threshold else (claim.a, claim.b)
+    archs = sorted({part.run(s).arch for s in sides if not plan.scale.keeps(part.run(s))})
+    if archs:
+        return f"{', '.join(archs)} members are not trained at scale {plan.scale.name}"
+    if claim.metric in part.attacks and claim.metric not in plan.scale.attacks_for(part.attacks,
+                                                                                   part.full_evaluation):
+        return f"scale {plan.scale.name} does not run {claim.metric}"
+    return None
 
 
 def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict:
-    """Per-seed outcomes, the mean difference a - b (fractions for percentages), its 95 % interval
-    and the verdict."""
+    """One claim on the plan's seeds. ``per_seed``: a - b per seed (fractions for percentages; a -
+    threshold for a threshold claim); ``diff``, ``ci_low``, ``ci_high``, ``p``: their mean, its 95 %
+    t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval); the
+    verdict from that interval (one seed: no interval, cannot be told apart); ``paper_diff``: the
+    paper's own a - b where it prints both (in its printed unit); ``size_in_interval``: whether the size
+    the paper's text states meets our interval ("yes" / "no" / "–")."""
     a_rows = _values(rows, part, claim.metric, claim.a)
     scale = _scale_of(next(iter(a_rows.values()))["metric"]) if a_rows else 100.0
     if claim.threshold:
         b_rows = {s: {"value": float(claim.b) / scale} for s in a_rows}
     else:
         b_rows = _values(rows, part, claim.metric, claim.b)
-    seeds = sorted(set(a_rows) & set(b_rows))
+    seeds = sorted(set(a_rows) & set(b_rows) & set(plan.seeds))
+    paper = part.paper.get(claim.metric, {})
+    paper_b = claim.b if claim.threshold else paper.get(claim.b)
     out = dict(text=claim.text, metric=claim.metric, a=claim.a, b=claim.b, direction=claim.direction,
-               seeds=seeds, per_seed=[a_rows[s]["value"] - b_rows[s]["value"] for s in seeds])
+               margin=claim.margin, size=claim.size, scale=scale, seeds=seeds,
+               per_seed=[a_rows[s]["value"] - b_rows[s]["value"] for s in seeds],
+               paper_diff=None if claim.a not in paper or paper_b is None else paper[claim.a] - paper_b,
+               diff=None, ci_low=None, ci_high=None, p=None, sd=None, size_in_interval="–")
     if not seeds:
-        return dict(out, diff=None, ci_low=None, ci_high=None, method="no results", verdict="not measured")
-    margin = claim.margin / scale
-    paired = []
-    if not claim.threshold:
-        for s in seeds:
-            ma, mb = _mask(plan, part, claim.a, s, claim.metric), _mask(plan, part, claim.b, s, claim.metric)
-            if ma is None or mb is None or len(ma) != len(mb):
-                paired = []
-                break
-            paired.append(stats.paired_difference(ma, mb))
-    if paired:
-        comb = stats.combine_seeds(paired)
-        out.update(diff=comb["diff"], ci_low=comb["ci_low"], ci_high=comb["ci_high"], p=comb["mcnemar_p"],
-                   method=f"paired bootstrap over {comb['n']} test samples of {len(seeds)} seed(s); McNemar p")
-    elif claim.threshold and all(a_rows[s].get("n") for s in seeds) and a_rows[seeds[0]]["metric"] in _PROPORTIONS:
-        k = sum(round(a_rows[s]["value"] * a_rows[s]["n"]) for s in seeds)
-        n = sum(a_rows[s]["n"] for s in seeds)
-        lo, hi = stats.wilson_interval(k, n)
-        out.update(diff=k / n - float(claim.b) / scale, ci_low=lo - float(claim.b) / scale,
-                   ci_high=hi - float(claim.b) / scale, method=f"Wilson interval over {n} pooled samples")
-    else:
-        d = np.asarray(out["per_seed"], float)
-        if len(d) < 2:
-            return dict(out, diff=float(d.mean()), ci_low=None, ci_high=None,
-                        method="one seed and no per-sample flags: no interval",
-                        verdict=stats.UNDECIDED)
-        from scipy import stats as sps
-        half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        out.update(diff=float(d.mean()), ci_low=float(d.mean() - half), ci_high=float(d.mean() + half),
-                   method=f"t interval over {len(d)} seeds")
-    out["verdict"] = stats.verdict(out["ci_low"], out["ci_high"], claim.direction, margin)
+        why = _left_out(plan, part, claim)
+        return dict(out, method=why or "no results yet", verdict=NOT_AT_SCALE if why else NOT_MEASURED)
+    s = stats.seed_interval(out["per_seed"], claim.margin / scale)
+    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"])
+    if s["p"] is None:
+        return dict(out, method="one seed: no seed-level interval", verdict=stats.UNDECIDED)
+    if claim.size:
+        meets = claim.size[0] <= scale * s["ci_high"] and scale * s["ci_low"] <= claim.size[1]
+        out["size_in_interval"] = "yes" if meets else "no"
+    return dict(out, method=f"t interval over {len(seeds)} seeds",
+                verdict=stats.verdict(s["ci_low"], s["ci_high"], claim.direction, claim.margin / scale))
+
+
+def check_claims(plan: Plan, rows: list[dict]) -> dict[str, list[dict]]:
+    """Every claim of every part of the plan (parts this scale does not reproduce included), by part
+    name, each ``check_claim``'s dict plus ``by`` (the study's claims_by), ``where`` (its part's
+    source) and ``holm``.
+
+    One verdict per distinct claim (``claim_identity``): of the claims that are one, the first with
+    the most seeds measured is counted; the others get ``same_as`` (its ``where``) and its verdict.
+    ``holm``: the verdict after Holm's adjustment (eval.stats.holm, alpha = HOLM_ALPHA) over the
+    family of every distinct claim of the plan with a seed-level test (two seeds or more), from the
+    p of each; None for a claim outside that family."""
+    out, groups = {}, {}
+    for part in _parts(plan):
+        out[part.name] = []
+        for claim in part.claims:
+            c = dict(check_claim(plan, part, claim, rows), by=part.claims_by, where=part.source or part.name,
+                     same_as=None, holm=None)
+            out[part.name].append(c)
+            groups.setdefault(claim_identity(plan, part, claim), []).append(c)
+    counted = [max(g, key=lambda c: len(c["seeds"])) for g in groups.values()]
+    family = [c for c in counted if c["p"] is not None]
+    for c, significant in zip(family, stats.holm([c["p"] for c in family], HOLM_ALPHA)):
+        c["holm"] = stats.significance_verdict(c["diff"], significant, c["direction"], c["margin"] / c["scale"])
+    for group, first in zip(groups.values(), counted):
+        for c in group:
+            if c is not first:
+                c.update(same_as=first["where"], verdict=first["verdict"], holm=first["holm"])
     return out
 
 
-def claims_table(checked: list[dict], scale: float = 100.0) -> str:
-    lines = ["| Claim | per seed (a − b) | mean a − b [95 % CI] | verdict |", "|---|---|---|---|"]
+def claims_summary(checked: dict[str, list[dict]]) -> str:
+    """The page's count of distinct claims, the paper's and this package's apart: verdicts, and how
+    many hold / do not hold after Holm's adjustment."""
+    every = [c for cs in checked.values() for c in cs]
+    counted = [c for c in every if c["same_as"] is None]
+    family = sum(c["holm"] is not None for c in counted)
+    lines = [f"**Claims:** {len(counted)} distinct ({len(every)} in the studies' files, "
+             f"{len(every) - len(counted)} of them repeating a claim of another table on the same runs); "
+             "the seed is the unit of each verdict (95 % t interval of the per-seed differences)."]
+    groups = [(whose, mine) for by, whose in (("paper", "the paper's"), ("package", "this package's"))
+              if (mine := [c for c in counted if c["by"] == by])]
+    for whose, mine in groups:
+        n = {v: sum(c["verdict"] == v for c in mine) for v in (stats.HOLDS, stats.FAILS, stats.UNDECIDED,
+                                                                NOT_MEASURED, NOT_AT_SCALE)}
+        holm = {v: sum(c["holm"] == v for c in mine) for v in (stats.HOLDS, stats.FAILS)}
+        counts = [f"{n[stats.HOLDS]} hold ({holm[stats.HOLDS]} after Holm's adjustment)",
+                  f"{n[stats.FAILS]} do not hold ({holm[stats.FAILS]} after Holm's adjustment)",
+                  f"{n[stats.UNDECIDED]} {stats.UNDECIDED}"]
+        counts += [f"{n[v]} {v}" for v in (NOT_MEASURED, NOT_AT_SCALE) if n[v]]
+        lines.append(f"- {whose} {len(mine)}: " + ", ".join(counts) + ".")
+    lines.append(f"- Holm's adjustment (α = {HOLM_ALPHA}) is over the {family} distinct claims of this page "
+                 "measured on two seeds or more" + (", the paper's and this package's together." if len(groups) > 1
+                                                     else "."))
+    return "\n".join(lines)
+
+
+def scale_note(plan: Plan) -> str:
+    """Once per page: the runs this scale does not train, and the tables that lose them."""
+    dropped = {p.name: [r for r in p.runs if not plan.scale.keeps(r)] for p in _parts(plan)}
+    archs = sorted({r.arch for runs in dropped.values() for r in runs})
+    if not archs:
+        return ""
+    whole = [p.source or p.name for p in _parts(plan) if p.runs and len(dropped[p.name]) == len(p.runs)]
+    some = [p.source or p.name for p in _parts(plan) if 0 < len(dropped[p.name]) < len(p.runs)]
+    said = ([f"does not reproduce {_listed(whole)}"] if whole else []) + (
+        [f"leaves those columns out of {_listed(some)}"] if some else [])
+    return (f"Runs with {', '.join(archs)} members are trained at the paper scale only (`--scale paper`), so "
+            f"scale {plan.scale.name} {' and '.join(said)}; their claims count as not measured at this scale.")
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def claims_table(checked: list[dict]) -> str:
+    """Differences in the metric's printed unit (percentage points; seconds for training time)."""
+    lines = ["| Claim | per seed (a − b) | mean a − b [95 % CI] | method | verdict | paper's a − b "
+             "| paper's size in our interval? | Holm |", "|---|---|---|---|---|---:|---|---|"]
     for c in checked:
-        per = ", ".join(f"{scale * d:+.1f}" for d in c["per_seed"]) or "–"
+        k = c["scale"]
+        per = ", ".join(f"{k * d:+.1f}" for d in c["per_seed"]) or "–"
         if c["diff"] is None:
             mid = "–"
         elif c["ci_low"] is None:
-            mid = f"{scale * c['diff']:+.1f}"
+            mid = f"{k * c['diff']:+.1f}"
         else:
-            mid = f"{scale * c['diff']:+.1f} [{scale * c['ci_low']:+.1f}, {scale * c['ci_high']:+.1f}]"
-        lines.append(f"| {c['text']} | {per} | {mid} | **{c['verdict']}** |")
+            mid = f"{k * c['diff']:+.1f} [{k * c['ci_low']:+.1f}, {k * c['ci_high']:+.1f}]"
+        verdict = f"**{c['verdict']}**"
+        if c["same_as"]:
+            verdict = f"same claim as {c['same_as']}'s: {verdict}"
+        paper = "–" if c["paper_diff"] is None else f"{c['paper_diff']:+.1f}"
+        size = c["size_in_interval"] + (f" ({c['size'][0]:g} to {c['size'][1]:g})" if c["size"] else "")
+        lines.append(f"| {c['text']} | {per} | {mid} | {c['method']} | {verdict} | {paper} | {size} "
+                     f"| {c['holm'] or '–'} |")
     return "\n".join(lines)
+
+
+def resolution(plan: Plan, rows: list[dict]) -> list[str]:
+    """The dry run's word on the claims, before anything runs: how many distinct claims the plan
+    checks on how many seeds, and the smallest difference those seeds resolve, the half-width
+    t_{0.975, n-1} · sd / √n of a claim's interval with n the plan's seed count and sd the median sd
+    of the per-seed differences (percentage points) of the distinct claims measured so far on two
+    seeds or more (``rows``: results.collect(plan))."""
+    counted = [c for cs in check_claims(plan, rows).values() for c in cs if c["same_as"] is None]
+    n = len(plan.seeds)
+    if n < 2:
+        return [f"claims: {len(counted)} distinct, checked on the plan's one seed: one seed gives no "
+                f"seed-level interval, so none can hold or fail (--seeds 0,1,2 gives three)"]
+    sds = [c["scale"] * c["sd"] for c in counted if c["sd"] is not None and c["scale"] == 100.0]  # points
+    if sds:
+        sd = float(np.median(sds))
+        smallest = (f"±{stats.t_half_width(sd, n):.1f} points (t_0.975,{n - 1} × {sd:.1f} / √{n}: the median "
+                    f"sd of the per-seed differences of the {len(sds)} claims measured so far)")
+    else:
+        smallest = "unknown until two seeds of a claim are measured"
+    return [f"claims: {len(counted)} distinct, each checked on the plan's {n} seeds (t interval over seeds)",
+            f"  smallest difference a claim resolves with {n} seeds: {smallest}"]
 
 
 def sanity_lines(plan: Plan, part: Study) -> list[str]:
@@ -429,8 +540,8 @@ def render(plan: Plan, rows: list[dict], header: str = "",
     w = csv.writer(buf)
     w.writerow(["study", "key", "cell", "n_seeds", "mean", "sd", "wilson_low", "wilson_high", "paper",
                 "per_seed"])
-    summary = {stats.HOLDS: 0, stats.FAILS: 0, stats.UNDECIDED: 0, "not measured": 0}
-    for part in plan.study.parts or (plan.study,):
+    checked = check_claims(plan, rows)
+    for part in _parts(plan):
         md += [f"## {part.title}", ""]
         if part.source:
             md += [f"Source: {part.source}. Runs on {', '.join(sorted({c.dataset for c in plan.cells if c.study == part.name})) or '–'}; "
@@ -448,13 +559,10 @@ def render(plan: Plan, rows: list[dict], header: str = "",
         if drawn:
             md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]
         if part.claims:
-            checked = [check_claim(plan, part, c, rows) for c in part.claims]
-            for c in checked:
-                summary[c["verdict"]] = summary.get(c["verdict"], 0) + 1
-            md += ["Claims (differences in percentage points; a claim holds when its whole 95 % interval is "
-                   "on the claimed side):", "", claims_table(checked), ""]
-    head = (f"**Claims:** {summary[stats.HOLDS]} hold, {summary[stats.FAILS]} do not hold, "
-            f"{summary[stats.UNDECIDED]} cannot be told apart at this sample size"
-            + (f", {summary['not measured']} not measured" if summary["not measured"] else "") + ".")
+            md += ["Claims (differences in percentage points, seconds for training time; the seed is the unit: "
+                   "a claim holds when the whole 95 % t interval of its per-seed differences is on the claimed "
+                   "side; Holm: the same verdict after Holm's adjustment over the page's distinct claims):", "",
+                   claims_table(checked[part.name]), ""]
+    head = "\n\n".join(t for t in (claims_summary(checked), scale_note(plan)) if t)
     md.insert(1 if header else 0, head + "\n")
     return "\n".join(md), buf.getvalue()

@@ -20,6 +20,9 @@ A study file holds:
     full_evaluation           optional, default false: a scale may shrink the attacks' k and sample
                               count but not drop any of them nor the sanity checks (a study of the
                               evaluation itself, where the dropped attack would be the finding)
+    claims_by                 optional, "paper" (default: the claims are the paper's) or "package"
+                              (this package's own claims, in the studies that go past the paper);
+                              the results page counts the two apart
     [[runs]]                  label (the paper's column name), method (a method or preset of
                               cce_tf.config), members, and optionally lambda_pm, lambda_dm, arch
     [paper.METRIC]            the paper's numbers in percent (seconds for training_time), keyed by run
@@ -32,7 +35,10 @@ A study file holds:
                               "detection_aware" (eval/adaptive_detection.py)
     [[claims]]                the paper's qualitative claims, each checkable: text, metric, a, b (run
                               labels, or b = a number in percent for a threshold), direction (">" or
-                              "<"), margin (percent points, default 0)
+                              "<"), margin (percent points, default 0: a margin the paper states as
+                              part of the claim, which the verdict tests), and optionally size =
+                              [low, high] (percent points: the range of a - b the paper's text states,
+                              e.g. "a gap of 2%~3%" = [2, 3]; shown beside the verdict, not tested by it)
 
 The paper's numbers live only here (DESIGN.md: one home per paper object).
 """
@@ -45,6 +51,7 @@ from typing import Optional, Union
 
 SPEC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 LAYOUTS = ("attacks", "natural", "transferability", "blackbox", "detection", "training_time")
+CLAIMS_BY = ("paper", "package")
 EVALUATIONS = ("attack_suite", "transferability", "detection", "adaptive_detection", "blackbox",
                "training_time")
 PAPER = "paper"
@@ -83,7 +90,8 @@ class Claim:
     a: str
     b: Union[str, float]   # a run label, or a threshold in percent
     direction: str = ">"
-    margin: float = 0.0    # percent points
+    margin: float = 0.0    # percent points; part of the claim: the verdict is on a - b vs margin
+    size: Optional[tuple[float, float]] = None   # percent points: the a - b the paper's text states
 
     @property
     def threshold(self) -> bool:
@@ -105,6 +113,7 @@ class Study:
     claims: tuple[Claim, ...]
     parts: tuple["Study", ...] = ()   # the studies a composite ("paper") is made of
     full_evaluation: bool = False
+    claims_by: str = "paper"   # whose claims: the paper's, or this package's (CLAIMS_BY)
 
     def run(self, label: str) -> RunSpec:
         for r in self.runs:
@@ -186,16 +195,28 @@ def _parse(raw: dict, path: str) -> Study:
     paper = {str(m): {str(k): float(v) for k, v in cells.items()} for m, cells in raw.get("paper", {}).items()}
     claims = []
     for i, c in enumerate(raw.get("claims", [])):
+        size = c.get("size")
+        if size is not None:
+            if (not isinstance(size, list) or len(size) != 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in size)):
+                raise SpecError(f"{path}: claims[{i}] size must be [low, high] in percent points")
+            if size[0] > size[1]:
+                raise SpecError(f"{path}: claims[{i}] size {size} has low > high")
+            size = (float(size[0]), float(size[1]))
         claim = Claim(text=need(c, "text", f"claims[{i}]"), metric=need(c, "metric", f"claims[{i}]"),
                       a=need(c, "a", f"claims[{i}]"), b=need(c, "b", f"claims[{i}]"),
-                      direction=c.get("direction", ">"), margin=float(c.get("margin", 0.0)))
+                      direction=c.get("direction", ">"), margin=float(c.get("margin", 0.0)), size=size)
         if claim.direction not in (">", "<"):
             raise SpecError(f"{path}: claims[{i}] direction must be '>' or '<'")
         for side in (claim.a,) + ((claim.b,) if not claim.threshold else ()):
             if side not in labels:
                 raise SpecError(f"{path}: claims[{i}] names run {side!r}, not one of {labels}")
         claims.append(claim)
+    claims_by = raw.get("claims_by", "paper")
+    if claims_by not in CLAIMS_BY:
+        raise SpecError(f"{path}: claims_by {claims_by!r} is not one of {CLAIMS_BY}")
     return Study(name=need(raw, "name", "the study"), title=need(raw, "title", "the study"),
                  source=raw.get("source", ""), dataset=dataset, arch=arch, layout=layout,
                  evaluations=evaluations, attacks=attacks, runs=tuple(runs), paper=paper,
-                 claims=tuple(claims), full_evaluation=bool(raw.get("full_evaluation", False)))
+                 claims=tuple(claims), full_evaluation=bool(raw.get("full_evaluation", False)),
+                 claims_by=claims_by)

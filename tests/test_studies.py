@@ -102,7 +102,7 @@ def test_paper_scale_dry_run_needs_no_data(tmp_path):
 
 
 def _hand_made(values_a, values_b, n=1000):
-    """A plan-free check: rows of two runs over seeds, no per-sample flags (t interval)."""
+    """A plan-free check: rows of two runs over seeds (the t interval over seeds, DESIGN.md contract 11)."""
     study = spec._parse(__import__("tomllib").loads(STUDY), "mini.toml")
     rows = []
     for seed, (a, b) in enumerate(zip(values_a, values_b)):
@@ -120,7 +120,7 @@ def test_claim_checker_on_hand_made_results():
     assert noisy["verdict"] == stats.UNDECIDED
     assert noisy["per_seed"] == pytest.approx([0.05, -0.04, 0.01])
     assert noisy["diff"] == pytest.approx(np.mean([0.05, -0.04, 0.01]))
-    assert _hand_made([0.45], [0.40])["verdict"] == stats.UNDECIDED  # one seed, no flags: no interval
+    assert _hand_made([0.45], [0.40])["verdict"] == stats.UNDECIDED  # one seed: no seed-level interval
 
 
 def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_run, tmp_path):

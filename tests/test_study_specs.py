@@ -1,6 +1,8 @@
 """studies/specs/*.toml: every paper table and figure as a study (studies/spec.py), the one home of
 the paper's numbers. Each file loads, its cells and claims name its runs, and its claims hold on the
 paper's own numbers wherever the paper prints both sides."""
+import os
+
 import pytest
 
 from studies import spec
@@ -122,6 +124,36 @@ def test_claims_hold_on_the_papers_own_numbers(studies):
             assert holds, f"{name}: {c.a} {c.direction} {c.b} on {c.metric} fails on the paper's {a} vs {b}"
             checked += 1
     assert checked > 150
+
+
+def test_claims_by_and_stated_sizes(studies):
+    """The studies past the paper hold this package's claims; a size is the gap the paper's text states
+    ("a gap of 2%~3%" = [2, 3]), observations (i), (ii) and (iv) of Tables 3-5."""
+    for name, s in studies.items():
+        assert s.claims_by == ("package" if name in NOT_PAPER else "paper"), name
+        for c in s.claims:
+            if c.size is not None:
+                low, high = c.size
+                assert low <= high and f"gap of {low:g}%" in c.text, f"{name}: size {c.size} of {c.text!r}"
+        assert sum(c.size is not None for c in s.claims) == (4 if name in ("table3", "table4", "table5") else 0), name
+
+
+def _table4_raw(replace: str = "") -> dict:
+    import tomllib
+    with open(os.path.join(spec.SPEC_DIR, "table4.toml")) as f:
+        return tomllib.loads(f.read().replace("size = [2.0, 3.0]", replace or "size = [2.0, 3.0]"))
+
+
+@pytest.mark.parametrize("line, error", [("size = [3.0, 2.0]", "low > high"), ("size = [3.0]", "size must be"),
+                                         ('size = "2-3"', "size must be")])
+def test_bad_sizes_are_refused(line, error):
+    with pytest.raises(spec.SpecError, match=error):
+        spec._parse(_table4_raw(line), "table4.toml")
+
+
+def test_unknown_claims_by_is_refused():
+    with pytest.raises(spec.SpecError, match="claims_by"):
+        spec._parse(dict(_table4_raw(), claims_by="nobody"), "table4.toml")
 
 
 def test_claim_counts(studies):
