@@ -123,6 +123,7 @@ class SuiteOptions:
     sanity: bool = True
     dataset: Optional[str] = None
     verbose: int = 1
+    subsets: tuple[tuple[str, int], ...] = ()   # (attack, at most this many samples): a scale's cut
 
     @classmethod
     def from_flags(cls) -> "SuiteOptions":
@@ -186,10 +187,12 @@ def attack_params(name: str, dataset: str, arch: str, opts: SuiteOptions) -> dic
 
 def attack_samples(name: str, n_test: int, opts: SuiteOptions) -> int:
     """How many of the first test samples attack ``name`` runs on: the paper's count for it
-    (attacks.registry.default_n_samples; None is the whole test set), capped by --n_samples."""
+    (attacks.registry.default_n_samples; None is the whole test set), capped by --n_samples and by
+    the options' subset for that attack."""
     from attacks import registry
 
-    return min(n_test, opts.n_samples or n_test, registry.default_n_samples(name) or n_test)
+    return min(n_test, opts.n_samples or n_test, dict(opts.subsets).get(name, n_test),
+               registry.default_n_samples(name) or n_test)
 
 
 def run_header(config: dict) -> str:

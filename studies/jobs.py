@@ -70,7 +70,8 @@ def suite_options(job: Job):
 
     o = job.options
     return attack_suite.SuiteOptions(attacks=tuple(o["attacks"]), n_samples=o["n_samples"], seed=o["seed"],
-                                     nb_iter=o["nb_iter"], mul_nb_iter=o["mul_nb_iter"], sanity=o["sanity"])
+                                     nb_iter=o["nb_iter"], mul_nb_iter=o["mul_nb_iter"], sanity=o["sanity"],
+                                     subsets=tuple(sorted(o.get("subsets", {}).items())))
 
 
 def _run(job: Job, out_dir: str, precomputed: Optional[dict] = None,

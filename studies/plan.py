@@ -64,6 +64,14 @@ class Plan:
     cells: list[Cell]
     jobs: list[Job]                 # dependencies first
     left_out: list[str]             # what this scale does not reproduce, one line each
+    canaries: list[Cell] = dataclasses.field(default_factory=list)   # see CANARY
+
+
+# Every study that runs the attack suite also trains an undefended NAT_2 per data set and member
+# architecture (first seed) and attacks it with the gradient attacks its runs get: eval/sanity.py's
+# canary says whether those attacks, at this scale's k, could tell a defence from none at all.
+CANARY = RunSpec(label="NAT_2 (canary)", method="nat", members=2, arch="cnn")
+CANARY_ATTACKS = ("fgsm", "pgd", "pgd_margin", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
 
 
 def run_folder(run: RunSpec, dataset: str, seed: int) -> str:
@@ -138,12 +146,14 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                                 cost=_blackbox_cost(len(part_dirs), scale))
         if not kept:
             left_out.append(f"{part.name}: not reproduced at scale {scale.name} (no run left)")
-    seeds_of = {c.run_dir: c.seed for c in cells}
+    canaries = _add_canaries(jobs, cells, suite_attacks, scale, seeds, runs_dir)
+    seeds_of = {c.run_dir: c.seed for c in cells + canaries}
     for run_dir, names in suite_attacks.items():
+        subsets = {a: n for a, n in scale.subsets if a in names}
         _add_eval(jobs, ATTACK_SUITE, run_dir,
                   dict(attacks=names, n_samples=scale.n_samples, seed=seeds_of[run_dir],
                        nb_iter=scale.attack_nb_iter, mul_nb_iter=scale.mul_nb_iter,
-                       sanity=scale.sanity or run_dir in sanity_runs))
+                       sanity=scale.sanity or run_dir in sanity_runs, **({"subsets": subsets} if subsets else {})))
     for run_dir in transfer_runs:
         _add_eval(jobs, TRANSFER, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
                                                 nb_iter=scale.analysis_nb_iter))
@@ -154,7 +164,30 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
         _add_eval(jobs, ADAPTIVE, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
                                                 nb_iter=scale.analysis_nb_iter))
     ordered = [j for j in jobs.values() if j.kind == TRAIN] + [j for j in jobs.values() if j.kind != TRAIN]
-    return Plan(study, scale, tuple(seeds), out_dir, cells, ordered, left_out)
+    return Plan(study, scale, tuple(seeds), out_dir, cells, ordered, left_out, canaries)
+
+
+def _add_canaries(jobs: dict, cells: list[Cell], suite_attacks: dict, scale: Scale, seeds, runs_dir: str
+                  ) -> list[Cell]:
+    """The CANARY run of every (data set, arch) whose runs the suite attacks, with the gradient
+    attacks those runs get (a study that already trains NAT_2 shares its run folder)."""
+    attacked = [c for c in cells if c.run_dir in suite_attacks]
+    out = []
+    for ds, arch in dict.fromkeys((c.dataset, c.run.arch) for c in attacked):
+        names = [a for c in attacked if (c.dataset, c.run.arch) == (ds, arch) for a in suite_attacks[c.run_dir]
+                 if a in CANARY_ATTACKS]
+        if "pgd" not in names:
+            continue
+        run = dataclasses.replace(CANARY, arch=arch)
+        cell = Cell("canary", run, ds, seeds[0], os.path.join(runs_dir, run_folder(run, ds, seeds[0])))
+        tid = f"{TRAIN}/{os.path.basename(cell.run_dir)}"
+        if tid not in jobs:
+            opts = train_options(run, ds, seeds[0], scale)
+            jobs[tid] = Job(tid, TRAIN, (cell.run_dir,), opts, cost=train_cost(opts))
+        have = suite_attacks.setdefault(cell.run_dir, [])
+        have += [a for a in dict.fromkeys(names) if a not in have]
+        out.append(cell)
+    return out
 
 
 def _add_eval(jobs: dict, kind: str, run_dir: str, options: dict) -> None:
@@ -228,7 +261,7 @@ def eval_cost(kind: str, options: dict, train_opts: dict) -> float:
                 k *= 9
             if name.startswith("bb_"):
                 k = p["start_nb_iter"] + p["steps"] * p["repeats"]
-            steps += k * min(_test_size(ds, options.get("n_samples")),
+            steps += k * min(_test_size(ds, options.get("n_samples")), options.get("subsets", {}).get(name, 10 ** 9),
                              registry.default_n_samples(name) or 10 ** 9)
         if options.get("sanity"):  # PGD at each radius of the sweep, at 2k, and restarted margin PGD
             from eval import sanity

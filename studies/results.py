@@ -253,8 +253,18 @@ def study_table(part: Study, rows: list[dict]) -> str:
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for key in row_keys:
         cells = [cell_text(by.get((key, c), []), part.paper.get(key, {}).get(c)) for c in cols]
-        lines.append(f"| {_row_label(key)} | " + " | ".join(cells) + " |")
+        ran = [r for c in cols for r in by.get((key, c), [])]
+        lines.append(f"| {_row_label(key)}{settings_text(ran)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def settings_text(rows: list[dict]) -> str:
+    """" (k = 20, ε = 0.1, η = 0.0125)": what the rows' attack ran with (the paper's rows say k = 100;
+    ours say what they ran); several settings are listed apart, none gives ""."""
+    seen = dict.fromkeys((r["nb_iter"], r["eps"], r["eps_iter"]) for r in rows if r["eps"] is not None)
+    texts = [", ".join(t for t in (f"k = {k}" if k else "", f"ε = {e:.4g}", f"η = {h:.4g}" if h else "") if t)
+             for k, e, h in seen]
+    return f" ({'; '.join(texts)})" if texts else ""
 
 
 def _row_label(key: str) -> str:
@@ -489,18 +499,46 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
             f"  smallest difference a claim resolves with {n} seeds: {smallest}"]
 
 
+def _sanity_report(run_dir: str) -> Optional[dict]:
+    """The sanity report (with its canaries) of a run's attack suite on the weights it holds now."""
+    try:
+        fp = reuse.fingerprint(run_dir)
+    except OSError:
+        return None
+    r = common.read_json(os.path.join(run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
+    return r.get("sanity", {}) if r.get(reuse.KEY) == fp else None
+
+
+def canary_lines(plan: Plan) -> list[str]:
+    """The undefended canary of each data set and arch (studies.plan.CANARY, eval/sanity.py check 8):
+    does this scale's PGD break a model with no defence? Put at the top of every attack table."""
+    out = []
+    for cell in plan.canaries:
+        c = (_sanity_report(cell.run_dir) or {}).get("undefended")
+        if not c:
+            out.append(f"Canary ({cell.dataset}, {cell.run.arch}): the undefended {cell.run.label} is not "
+                       "measured yet.")
+            continue
+        p = c["params"]
+        how = (f"PGD with k = {p['nb_iter']}, ε = {p['eps']:.4g}, η = {p['eps_iter']:.4g} on {c['n_samples']} "
+               f"test images leaves the undefended NAT_2 (seed {cell.seed}) {100 * c['robust_accuracy']:.1f} %")
+        out.append(f"Canary ({cell.dataset}, {cell.run.arch}): {how}: passes (< {100 * c['max_accuracy']:g} %)."
+                   if c["passed"] else
+                   f"**Canary fails ({cell.dataset}, {cell.run.arch}): {how} (it must fall below "
+                   f"{100 * c['max_accuracy']:g} %). At this scale the attacks cannot rank defences: read "
+                   "every robustness number and verdict below as an upper bound from too weak an attack, "
+                   "on models that are not trained to convergence.**")
+    return out
+
+
 def sanity_lines(plan: Plan, part: Study) -> list[str]:
-    """One Markdown bullet per run and seed of a full_evaluation part: the any-attack row against
-    restarted margin PGD (sanity check 6) and every masking warning of its sanity report."""
+    """One Markdown bullet per run and seed of the part whose attack-suite sanity report warns (every
+    run of a full_evaluation part, warnings or not): the any-attack row against restarted margin PGD
+    (sanity check 6) and every masking warning and failed canary of its report."""
     out = []
     for cell in (c for c in plan.cells if c.study == part.name):
-        try:
-            fp = reuse.fingerprint(cell.run_dir)
-        except OSError:
-            continue
-        r = common.read_json(os.path.join(cell.run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
-        report = r.get("sanity", {})
-        if r.get(reuse.KEY) != fp or report.get(reuse.KEY) != fp:
+        report = _sanity_report(cell.run_dir)
+        if not report or not (part.full_evaluation or report.get("warnings")):
             continue
         c = report.get("any_vs_restarts")
         versus = (f"any attack {100 * c['any_attack']:.1f} vs margin PGD with random restarts "
@@ -550,11 +588,15 @@ def render(plan: Plan, rows: list[dict], header: str = "",
         if not any(c.study == part.name for c in plan.cells):
             md += ["Not reproduced at this scale.", ""]
             continue
+        suite = "attack_suite" in part.evaluations
+        if suite:
+            md += [*canary_lines(plan), ""]
         md += [study_table(part, rows), ""]
         w.writerows(study_csv(part, rows))
-        checks = sanity_lines(plan, part) if part.full_evaluation else []
+        checks = sanity_lines(plan, part) if suite else []
         if checks:
-            md += ["Sanity checks (eval/sanity.py; thresholds in each line, Carlini et al. 2019):", "", *checks, ""]
+            md += ["Sanity checks and canaries of these runs (eval/sanity.py; thresholds in each line, "
+                   "Carlini et al. 2019):", "", *checks, ""]
         drawn = figures(plan, part)
         if drawn:
             md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]

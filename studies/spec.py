@@ -33,6 +33,9 @@ A study file holds:
                               (Fig 4, ε × {1,2,4,8,12,16,20,24}/8), "seconds_per_epoch", or from
                               adaptive_detection "adaptive_auc_ATTACK", "evaded_robust_ATTACK" and
                               "detection_aware" (eval/adaptive_detection.py)
+    parts, keep               instead of all of the above but name and title: a study made of other
+                              studies (their file names, in order), each kept to the run labels of
+                              ``keep`` and the claims between them (e.g. headline.toml)
     [[claims]]                the paper's qualitative claims, each checkable: text, metric, a, b (run
                               labels, or b = a number in percent for a threshold), direction (">" or
                               "<"), margin (percent points, default 0: a margin the paper states as
@@ -141,7 +144,7 @@ def load(name: str) -> Study:
     """The study called ``name`` (or in the file ``name``.toml); ``paper`` is every study. SpecError
     for a bad file, KeyError for an unknown name."""
     if name == PAPER:
-        parts = tuple(load(n) for n in names() if n != PAPER)
+        parts = tuple(p for p in (load(n) for n in names() if n != PAPER) if not p.parts)
         return Study(name=PAPER, title="Every table and figure of the paper, and the studies that go past it",
                      source="all",
                      dataset=parts[0].dataset, arch=parts[0].arch, layout="attacks", evaluations=(),
@@ -154,7 +157,33 @@ def load(name: str) -> Study:
             raw = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise SpecError(f"{path}: {e}") from None
-    return _parse(raw, path)
+    return _composite(raw, path) if "parts" in raw else _parse(raw, path)
+
+
+def _composite(raw: dict, path: str) -> Study:
+    """A study made of other studies' files (``parts``), each kept to the run labels of ``keep`` and
+    the claims between kept runs: the paper's own tables, claims and numbers, one home each."""
+    keep = raw.get("keep")
+    parts = []
+    for n in raw["parts"]:
+        try:
+            part = load(n)
+        except KeyError:
+            raise SpecError(f"{path}: part {n!r} is not a study") from None
+        if part.parts:
+            raise SpecError(f"{path}: part {n!r} is itself made of parts")
+        if keep is not None:
+            runs = tuple(r for r in part.runs if r.label in keep)
+            labels = {r.label for r in runs}
+            claims = tuple(c for c in part.claims if c.a in labels and (c.threshold or c.b in labels))
+            part = dataclasses.replace(part, runs=runs, claims=claims)
+        parts.append(part)
+    for key in ("name", "title"):
+        if key not in raw:
+            raise SpecError(f"{path}: the study lacks {key!r}")
+    return Study(name=raw["name"], title=raw["title"], source=raw.get("source", ""), dataset=parts[0].dataset,
+                 arch=parts[0].arch, layout="attacks", evaluations=(), attacks=(), runs=(), paper={}, claims=(),
+                 parts=tuple(parts))
 
 
 def _parse(raw: dict, path: str) -> Study:
