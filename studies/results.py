@@ -81,15 +81,15 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
             rows.append(_row(base, evaluation="attack_suite", attack="natural", n=r["n_test"],
                              metric="natural_accuracy", value=r["natural_accuracy"], key="natural"))
             entries = reuse.same_weights(r.get("attacks", {}), fp)
-            for name in attacks:
-                e = entries.get(name)
-                if e and "robust_accuracy" in e:
-                    p = e["params"]
-                    rows.append(_row(base, evaluation="attack_suite", attack=name, eps=p.get("eps"),
-                                     eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=e["n_samples"],
-                                     metric="robust_accuracy", value=e["robust_accuracy"], key=name))
-            worst = attack_suite.any_attack({a: entries[a] for a in attacks if a in entries},
-                                            suite_masks(cell.run_dir, fp))
+            # Every attack on file for these weights, not only this part's: a run's worst case is one
+            # number wherever the run appears, and an attack another study ran on it is shown too.
+            on_file = [a for a in [*attacks, *entries] if "robust_accuracy" in entries.get(a, {})]
+            for name in dict.fromkeys(on_file):
+                e, p = entries[name], entries[name]["params"]
+                rows.append(_row(base, evaluation="attack_suite", attack=name, eps=p.get("eps"),
+                                 eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=e["n_samples"],
+                                 metric="robust_accuracy", value=e["robust_accuracy"], key=name))
+            worst = attack_suite.any_attack({a: entries[a] for a in on_file}, suite_masks(cell.run_dir, fp))
             if worst:
                 rows.append(_row(base, evaluation="attack_suite", attack="any_attack", n=worst["n_samples"],
                                  metric="robust_accuracy", value=worst["robust_accuracy"], key="any_attack"))
@@ -226,7 +226,9 @@ def _grid(part: Study, rows: list[dict]) -> tuple[list[str], list[str], dict]:
         return keys, [f"{a}>{b}" for a in labels for b in labels], by
     row_keys = list(dict.fromkeys([*part.paper, *(r["key"] for r in mine)]))
     if part.layout == "attacks":
-        order = ["natural", *part.attacks, "any_attack"]
+        # This part's attacks, then those other studies ran on the same weights, then the worst case.
+        order = ["natural", *part.attacks, *(a for a in attack_suite.paper_settings.ATTACK_NAMES if a not in part.attacks),
+                 "any_attack"]
         # Beside the attacks, the detection AUCs this table's paper numbers or claims name (not the
         # ε sweep of Fig 4, which is its own study's).
         named = {*part.paper, *(c.metric for c in part.claims)}
@@ -261,7 +263,7 @@ def study_table(part: Study, rows: list[dict]) -> str:
 def settings_text(rows: list[dict]) -> str:
     """" (k = 20, ε = 0.1, η = 0.0125)": what the rows' attack ran with (the paper's rows say k = 100;
     ours say what they ran); several settings are listed apart, none gives ""."""
-    seen = dict.fromkeys((r["nb_iter"], r["eps"], r["eps_iter"]) for r in rows if r["eps"] is not None)
+    seen = dict.fromkeys((r.get("nb_iter"), r["eps"], r.get("eps_iter")) for r in rows if r.get("eps") is not None)
     texts = [", ".join(t for t in (f"k = {k}" if k else "", f"ε = {e:.4g}", f"η = {h:.4g}" if h else "") if t)
              for k, e, h in seen]
     return f" ({'; '.join(texts)})" if texts else ""
@@ -271,7 +273,7 @@ def _row_label(key: str) -> str:
     if key == "natural":
         return attack_suite.NAT_ROW
     if key == "any_attack":
-        return f"**{attack_suite.ANY_ROW}**"
+        return f"**{attack_suite.ANY_ROW} over every attack row of its column**"
     if key == "detection_aware":
         return "**Detection-aware robust accuracy (no adaptive attack evades at 5 % FPR)**"
     if key.startswith("adaptive_auc_"):
@@ -324,14 +326,13 @@ def _values(rows: list[dict], part: Study, key: str, label: str) -> dict[int, di
 
 def claim_identity(plan: Plan, part: Study, claim: Claim) -> tuple:
     """What makes two claims one: the metric, run a and run b as training jobs (RunSpec.key on the
-    part's data set in this plan) or b's threshold, the direction and the margin; for the any-attack
-    row also the attacks its worst case is over, which differ from part to part. At the
+    part's data set in this plan) or b's threshold, the direction and the margin (a run's any-attack
+    row is over every attack on file for its weights, whichever part shows it). At the
     Fashion-MNIST scales Tables 4 and 5 (10a and 10b) train the same runs, so each claim of Table 5
     is one of Table 4's."""
     ds = next((c.dataset for c in plan.cells if c.study == part.name), plan.scale.dataset_for(part.dataset))
     b = float(claim.b) if claim.threshold else part.run(claim.b).key(ds)
-    over = plan.scale.attacks_for(part.attacks, part.full_evaluation) if claim.metric == "any_attack" else ()
-    return claim.metric, part.run(claim.a).key(ds), b, claim.direction, claim.margin, over
+    return claim.metric, part.run(claim.a).key(ds), b, claim.direction, claim.margin
 
 
 def _left_out(plan: Plan, part: Study, claim: Claim) -> Optional[str]:
