@@ -11,6 +11,7 @@ STUDIES = ("fig2", "fig3", "fig4", "table3", "table4", "table5", "table6", "tabl
            "table10a", "table10b", "table11a", "table11b", "table12", "table13", "adaptive", "baselines",
            "baselines_blackbox")
 NOT_PAPER = ("adaptive", "baselines", "baselines_blackbox")   # studies of the evaluation itself: no paper table to fill
+COMPOSITES = ("headline",)   # made of the files above (parts, keep)
 TABLE6 = ("a_en_en", "a11", "a22", "S11", "S01", "S10", "S00", "T", "nT", "a_single")
 # The metric names of spec.py's docstring, attacks aside.
 METRICS = {"natural", "any_attack", *TABLE6, "blackbox_eps0", "blackbox_eps1",
@@ -34,10 +35,11 @@ def labels(s):
 
 
 def test_every_paper_object_has_a_study(studies):
-    assert sorted(spec.names()) == sorted([*STUDIES, "paper"])
+    assert sorted(spec.names()) == sorted([*STUDIES, *COMPOSITES, "paper"])
     # The paper's order: tables by number, then figures.
     assert spec.names()[:3] == ["table3", "table4", "table5"]
-    assert spec.names()[-7:] == ["fig2", "fig3", "fig4", "adaptive", "baselines", "baselines_blackbox", "paper"]
+    assert spec.names()[-8:] == ["fig2", "fig3", "fig4", "adaptive", "baselines", "baselines_blackbox", "headline",
+                                 "paper"]
     assert spec.names().index("table9") < spec.names().index("table10a")
     for name, s in studies.items():
         assert s.name == name and s.title and s.source, name
@@ -46,8 +48,19 @@ def test_every_paper_object_has_a_study(studies):
 
 def test_paper_is_every_study():
     whole = spec.load("paper")
-    assert [p.name for p in whole.parts] == spec.names()[:-1]
+    assert [p.name for p in whole.parts] == [n for n in spec.names()[:-1] if n not in COMPOSITES]
     assert sum(len(p.claims) for p in whole.parts) > 0
+
+
+def test_headline_is_the_paper_files_kept_to_its_runs():
+    headline, table4 = spec.load("headline"), spec.load("table4")
+    assert [p.name for p in headline.parts] == ["table4", "table6", "fig2", "fig3", "adaptive"]
+    t4 = headline.parts[0]
+    assert [r.label for r in t4.runs] == ["ADV-EN_2", "ADP_2", "CCE-RM_2"]
+    assert t4.paper == table4.paper and t4.attacks == table4.attacks
+    # Only the claims between kept runs, unchanged.
+    kept = [c for c in table4.claims if {c.a, c.b} <= {"ADV-EN_2", "ADP_2", "CCE-RM_2"}]
+    assert t4.claims == tuple(kept) and kept
 
 
 def test_layout_and_evaluations_agree(studies):
