@@ -157,7 +157,11 @@ def test_detection_and_black_box_on_a_model_file(exported, tiny_run, tmp_path, c
     path = str(exported / "ens.keras")
     kw = dict(n_samples=32, batch_size=32, nb_iter=2, dataset="fashion_mnist", verbose=0)
     d = detection.evaluate(path, attacks=("pgd",), sweep=False, **kw)
-    assert d["members"] == 1 and d["attacks"]["pgd"]["auc"] is not None
+    m = d["attacks"]["pgd"]
+    # The AUC is defined exactly when the tiny model leaves both classes (clean right, and fooled),
+    # which the last bits of a convolution decide on 32 samples: assert the rule, not the score.
+    assert d["members"] == 1 and (m["auc"] is None) == (m["n_pos"] == 0 or m["n_neg"] == 0)
+    assert m["auc"] is None or 0 <= m["auc"] <= 1
     assert os.path.isfile(exported / "ens.keras.eval" / detection.JSON_NAME)
     a = adaptive_detection.evaluate(path, betas=(1.0,), **kw)
     assert a["weights_sha256"] == model_file_fingerprint(path)

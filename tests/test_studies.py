@@ -157,7 +157,9 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     rows = {r["key"]: r for r in results._cell_rows(study, cell, ())}
     r = adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, verbose=False)  # reused
     assert rows["detection_aware"]["value"] == r["detection_aware_robust_accuracy"]
-    assert rows["adaptive_auc_two_stage"]["value"] == r["attacks"]["two_stage"]["auc"]
+    # An AUC is a row only where it is defined (both classes among 32 samples: the tiny model's last
+    # bits decide, so the test asserts the rule, not the score).
+    assert rows.get("adaptive_auc_two_stage", {}).get("value") == r["attacks"]["two_stage"]["auc"]
     assert rows["evaded_robust_mul_pgd_confident"]["n"] == 32
     assert all(row["weights_sha256"] == reuse.fingerprint(run_dir) for row in rows.values())
     assert results._row_label("detection_aware").startswith("**Detection-aware")
