@@ -192,6 +192,8 @@ _PERCENT = ("robust_accuracy", "natural_accuracy", "auc", "accuracy") + TRANSFER
 # Shares of the n samples (a Wilson interval applies); T, nT and a_single are sums of such shares.
 _PROPORTIONS = ("robust_accuracy", "natural_accuracy", "accuracy", "a_en_en", "a11", "a22", "S11", "S01",
                 "S10", "S00")
+# The paper's names of the data sets, for the page.
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 def _scale_of(metric: str) -> float:
@@ -550,6 +552,23 @@ def sanity_lines(plan: Plan, part: Study) -> list[str]:
     return out
 
 
+def _dataset_name(name: str) -> str:
+    return DATASET_NAMES.get(name, name)
+
+
+def source_line(plan: Plan, part: Study) -> str:
+    """Under a table's heading: the paper object it reproduces and the scale it ran at (a page may
+    mix studies), our data set beside the paper's, the seeds, and how a cell reads."""
+    head = f"Source: {part.source or part.name}. Scale {plan.scale.name}"
+    ours = sorted({_dataset_name(c.dataset) for c in plan.cells if c.study == part.name})
+    if not ours:
+        return f"{head}: not reproduced at this scale."
+    theirs = _dataset_name(part.dataset)
+    differs = "" if ours == [theirs] else f", not the paper's {theirs}"
+    return (f"{head}: runs on {', '.join(ours)}{differs}; seeds {', '.join(map(str, plan.seeds))}; cells: ours, "
+            "mean ± sd over the seeds (one seed: its 95 % Wilson interval), and the paper's value in brackets.")
+
+
 def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
     """(caption, PNG path) of the figures this part drew for its first seed: the detection figures
     (Figs 2-4) of every run, the black-box heatmaps (Tables 12-13)."""
@@ -581,13 +600,8 @@ def render(plan: Plan, rows: list[dict], header: str = "",
                 "per_seed"])
     checked = check_claims(plan, rows)
     for part in _parts(plan):
-        md += [f"## {part.title}", ""]
-        if part.source:
-            md += [f"Source: {part.source}. Runs on {', '.join(sorted({c.dataset for c in plan.cells if c.study == part.name})) or '–'}; "
-                   f"cells: ours, mean ± sd over seeds {', '.join(map(str, plan.seeds))} (one seed: its 95 % "
-                   "Wilson interval), and the paper's value in brackets.", ""]
+        md += [f"## {part.title}", "", source_line(plan, part), ""]
         if not any(c.study == part.name for c in plan.cells):
-            md += ["Not reproduced at this scale.", ""]
             continue
         suite = "attack_suite" in part.evaluations
         if suite:
