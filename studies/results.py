@@ -10,20 +10,22 @@ Usage::
     checked = results.check_claims(plan, rows)            # every claim's verdict, by part
 
 Only results computed on the weights each run holds now are collected (eval.reuse): a table never
-mixes weights. Cells: mean ± sd over seeds (one seed: its 95 % Wilson interval) and the paper's
-value in brackets. Parts whose cells are the same training runs (Tables 4 and 5 at the
-Fashion-MNIST scales: shared_tables) are one table, each cell with every part's paper value by its
-label; every table names the scale it ran at (source_line). Claims: the seed is the unit. Per seed,
-the difference a - b; over the plan's seeds, their mean with its 95 % t interval
-(eval.stats.seed_interval; one seed: no interval); a verdict: holds, does not hold, or cannot be
-told apart at this sample size; beside it the paper's own a - b, whether the size the paper states
-meets our interval, and the verdict after Holm's adjustment over the page's distinct claims. Claims
-on the same runs (claim_identity) get one verdict, counted once. ``resolution`` is what the dry run
-says of the claims before anything runs.
+mixes weights. The page opens with the paper's main claims (summary: MAIN_CLAIMS, each with its
+worst case over every attack and the paper's difference), then one section per part. Cells: mean ±
+sd over seeds (one seed: its 95 % Wilson interval) and the paper's value in brackets. Parts whose
+cells are the same training runs (Tables 4 and 5 at the Fashion-MNIST scales: shared_tables) are
+one table, each cell with every part's paper value by its label; every table names the scale it
+ran at (source_line). Claims: the seed is the unit. Per seed, the difference a - b; over the plan's
+seeds, their mean with its 95 % t interval (eval.stats.seed_interval; one seed: no interval); a
+verdict: holds, does not hold, or cannot be told apart at this sample size; beside it the paper's
+own a - b, whether the size the paper states meets our interval, and the verdict after Holm's
+adjustment over the page's distinct claims. Claims on the same runs (claim_identity) get one
+verdict, counted once. ``resolution`` is what the dry run says of the claims before anything runs.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -479,22 +481,84 @@ def claims_table(checked: list[dict]) -> str:
     lines = ["| Claim | per seed (a − b) | mean a − b [95 % CI] | method | verdict | paper's a − b "
              "| paper's size in our interval? | Holm |", "|---|---|---|---|---|---:|---|---|"]
     for c in checked:
-        k = c["scale"]
-        per = ", ".join(f"{k * d:+.1f}" for d in c["per_seed"]) or "–"
-        if c["diff"] is None:
-            mid = "–"
-        elif c["ci_low"] is None:
-            mid = f"{k * c['diff']:+.1f}"
-        else:
-            mid = f"{k * c['diff']:+.1f} [{k * c['ci_low']:+.1f}, {k * c['ci_high']:+.1f}]"
+        per = ", ".join(f"{c['scale'] * d:+.1f}" for d in c["per_seed"]) or "–"
         verdict = f"**{c['verdict']}**"
         if c["same_as"]:
             verdict = f"same claim as {c['same_as']}'s: {verdict}"
-        paper = "–" if c["paper_diff"] is None else f"{c['paper_diff']:+.1f}"
         size = c["size_in_interval"] + (f" ({c['size'][0]:g} to {c['size'][1]:g})" if c["size"] else "")
-        lines.append(f"| {c['text']} | {per} | {mid} | {c['method']} | {verdict} | {paper} | {size} "
-                     f"| {c['holm'] or '–'} |")
+        lines.append(f"| {c['text']} | {per} | {_difference_text(c)} | {c['method']} | {verdict} "
+                     f"| {_paper_diff_text(c)} | {size} | {c['holm'] or '–'} |")
     return "\n".join(lines)
+
+
+def _difference_text(c: dict) -> str:
+    """"+1.7 [+0.3, +3.0]": a check_claim's mean a − b and its 95 % t interval, in the metric's unit."""
+    k = c["scale"]
+    if c["diff"] is None:
+        return "–"
+    if c["ci_low"] is None:
+        return f"{k * c['diff']:+.1f}"
+    return f"{k * c['diff']:+.1f} [{k * c['ci_low']:+.1f}, {k * c['ci_high']:+.1f}]"
+
+
+def _paper_diff_text(c: dict) -> str:
+    return "–" if c["paper_diff"] is None else f"{c['paper_diff']:+.1f}"
+
+
+# The paper's main claims, the rows of the page's summary, each the (metric, a, b) of a claim in the
+# study files: (a) CCE-RM beats ADV-EN and ADP at equal N under PGD (Tables 3-5, observation iii);
+# (b) a third member helps CCE-RM (observation iv; that its gain exceeds ADV-EN's and ADP's compares
+# two gaps, which no claim can state); (c) adversarial examples transfer less among its members
+# (Table 6's T); (d) CCE-DM detects them by the ensemble's entropy (Fig 2: above CCE-RM's AUC, and
+# above 90). A plan that does not train a row's runs has no such row.
+MAIN_CLAIMS = (("pgd", "CCE-RM_2", "ADV-EN_2"), ("pgd", "CCE-RM_2", "ADP_2"), ("pgd", "CCE-RM_3", "ADV-EN_3"),
+               ("pgd", "CCE-RM_3", "ADP_3"), ("pgd", "CCE-RM_3", "CCE-RM_2"), ("T", "CCE-RM_2", "ADV-EN_2"),
+               ("T", "CCE-RM_2", "ADP_2"), ("auc_pgd", "CCE-DM_2", "CCE-RM_2"), ("auc_pgd", "CCE-DM_2", 90.0))
+_SAID = {"pgd": "under PGD", "T": "in transferability T", "auc_pgd": "in entropy-detection AUC under PGD"}
+
+
+def main_claims(plan: Plan, checked: dict[str, list[dict]]) -> list[tuple[Study, Claim, dict]]:
+    """(part, claim, its check_claims entry) of each of MAIN_CLAIMS the plan measures: the first part,
+    in the plan's order, with that claim and cells for its runs (at the small scale, Table 4's: Table
+    3's ResNet-20 runs are not trained there)."""
+    trained = {(c.study, c.run.label) for c in plan.cells}
+    candidates = [(p, claim, entry) for p in _parts(plan) for claim, entry in zip(p.claims, checked[p.name])
+                  if (p.name, claim.a) in trained and (claim.threshold or (p.name, claim.b) in trained)]
+    found = []
+    for triple in MAIN_CLAIMS:
+        found += [c for c in candidates if (c[1].metric, c[1].a, c[1].b) == triple][:1]
+    return found
+
+
+def worst_case(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> Optional[dict]:
+    """check_claim of the same runs on the any-attack row (each run's per-sample worst case over every
+    attack on file for its weights), for a claim on an attack's robust accuracy; None otherwise."""
+    if claim.threshold or claim.metric not in attack_suite.paper_settings.ATTACK_NAMES:
+        return None
+    return check_claim(plan, part, dataclasses.replace(claim, metric="any_attack", size=None), rows)
+
+
+def summary(plan: Plan, rows: list[dict], checked: dict[str, list[dict]]) -> str:
+    """The page's first table, one row per main_claims claim: our mean a − b with its 95 % t interval
+    over seeds and the verdict (check_claims), the same comparison on the worst case over every
+    attack (worst_case), and the paper's a − b. "" when the plan measures none of them."""
+    found = main_claims(plan, checked)
+    if not found:
+        return ""
+    lines = [f"**The paper's main claims** at scale {plan.scale.name}, seeds {', '.join(map(str, plan.seeds))}: "
+             "a − b in percentage points, the mean over the seeds [its 95 % t interval over seeds], and the "
+             "verdict; the tables below give every claim.", "",
+             "| Claim | ours | ours, worst case over every attack | paper's a − b |", "|---|---|---|---:|"]
+    for part, claim, c in found:
+        b = f"{claim.b:g}" if claim.threshold else claim.b
+        worst = worst_case(plan, part, claim, rows)
+        lines.append(f"| {claim.a} {claim.direction} {b} {_SAID[claim.metric]} ({c['where']}) "
+                     f"| {_verdict_text(c)} | {_verdict_text(worst) if worst else '–'} | {_paper_diff_text(c)} |")
+    return "\n".join(lines)
+
+
+def _verdict_text(c: dict) -> str:
+    return f"{_difference_text(c)} **{c['verdict']}**"
 
 
 def resolution(plan: Plan, rows: list[dict]) -> list[str]:
@@ -701,6 +765,6 @@ def render(plan: Plan, rows: list[dict], header: str = "",
         md += _section(plan, part, shared[part.name], rows, checked[part.name], link)
         if any(c.study == part.name for c in plan.cells):
             w.writerows(study_csv(part, rows))   # every part's rows, shared or not: the CSV is data
-    head = "\n\n".join(t for t in (claims_summary(checked), scale_note(plan)) if t)
+    head = "\n\n".join(t for t in (summary(plan, rows, checked), claims_summary(checked), scale_note(plan)) if t)
     md.insert(1 if header else 0, head + "\n")
     return "\n".join(md), buf.getvalue()

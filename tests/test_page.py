@@ -2,6 +2,7 @@
 named under every table, the summary of the paper's main claims at the top. Hand-made plans and
 rows, as in tests/test_verdicts.py: no TensorFlow, no training."""
 import csv
+import dataclasses
 import io
 
 from eval import stats
@@ -16,7 +17,7 @@ SEEDS = (0, 1, 2)
 
 def part(name, dataset, paper, runs=(ADV_EN, CCE_RM), claims=(PGD_CLAIM,), layout="attacks",
          evaluations=("attack_suite",)):
-    return spec.Study(name=name, title=f"{name} on {dataset}", source=name.replace("table", "Table "),
+    return spec.Study(name=name, title=f"{name} on {dataset}", source=name.replace("table", "Table ").replace("fig", "Figure "),
                       dataset=dataset, arch="cnn", layout=layout, evaluations=evaluations, attacks=("fgsm", "pgd"),
                       runs=tuple(runs), paper=paper, claims=tuple(claims))
 
@@ -83,3 +84,40 @@ def test_parts_with_other_runs_keep_their_own_tables():
     assert "shown with" not in md
     for source, data in (("Table 4", "CIFAR-10"), ("Table 5", "CIFAR-100"), ("Table 6", "CIFAR-10")):
         assert f"Source: {source}. Scale paper: runs on {data}; seeds 0, 1, 2;" in md
+
+
+def test_the_summary_gives_each_main_claim_with_its_worst_case_and_the_papers_difference():
+    adp = spec.RunSpec("ADP_2", "adp", 2, "cnn")
+    cce_dm = spec.RunSpec("CCE-DM_2", "cce-dm", 2, "cnn")
+    detects = spec.Claim(text="CCE-DM detects better", metric="auc_pgd", a="CCE-DM_2", b="CCE-RM_2")
+    t4 = part("table4", "cifar10", T4_PAPER, runs=(ADV_EN, adp, CCE_RM))
+    fig2 = part("fig2", "cifar10", {}, runs=(cce_dm, CCE_RM), claims=(detects,), layout="detection",
+                evaluations=("detection",))
+    p = make_plan([t4, fig2])
+    rows = (rows_of("table4", [3.0, 3.5, 2.5]) + rows_of("table4", [1.0, -1.0, 0.5], key="any_attack")
+            + rows_of("fig2", [5.0, 6.0, 7.0], key="auc_pgd", metric="auc", a="CCE-DM_2", b="CCE-RM_2"))
+    md, _ = results.render(p, rows, header="HEADER")
+    head = "**The paper's main claims** at scale small, seeds 0, 1, 2: "
+    assert md.index("HEADER") < md.index(head) < md.index("**Claims:**")
+    # Ours: +3.0 ± t_0.975,2 × 0.5 / √3; the worst case: per seed +1.0, -1.0, +0.5; the paper: 44.7 - 39.7.
+    assert ("| CCE-RM_2 > ADV-EN_2 under PGD (Table 4) | +3.0 [+1.8, +4.2] **holds** "
+            f"| +0.2 [-2.4, +2.8] **{stats.UNDECIDED}** | +5.0 |") in md
+    # A claim that is not on an attack's accuracy has no worst case; the paper prints no AUC.
+    assert "| CCE-DM_2 > CCE-RM_2 in entropy-detection AUC under PGD (Figure 2) | +6.0 [+3.5, +8.5] **holds** | – | – |" in md
+    # Only the main claims this plan states and trains: no CCE-RM_2 > ADP_2 claim, no N = 3 runs.
+    summary = results.summary(p, rows, results.check_claims(p, rows))
+    assert [line.split(" (")[0] for line in summary.splitlines()[4:]] == [
+        "| CCE-RM_2 > ADV-EN_2 under PGD", "| CCE-DM_2 > CCE-RM_2 in entropy-detection AUC under PGD"]
+
+
+def test_no_summary_without_the_main_claims_runs():
+    """Table 3's CCE-RM_2 > ADV-EN_2 runs ResNet-20 members, which the small scale does not train."""
+    resnet = tuple(dataclasses.replace(r, arch="resnet20") for r in (ADV_EN, CCE_RM))
+    adv1, adv_en3 = spec.RunSpec("ADV_1", "adv", 1, "cnn"), spec.RunSpec("ADV-EN_3", "adv-en", 3, "cnn")
+    capacity = spec.Claim(text="ADV-EN_3 > ADV_1", metric="pgd", a="ADV-EN_3", b="ADV_1")
+    p = make_plan([part("table3", "cifar10", T4_PAPER, runs=resnet),
+                   part("table4", "cifar10", {}, runs=(adv1, adv_en3), claims=(capacity,))])
+    rows = rows_of("table4", [3.0, 3.5, 2.5], a="ADV-EN_3", b="ADV_1")
+    assert results.summary(p, rows, results.check_claims(p, rows)) == ""
+    md, _ = results.render(p, rows)
+    assert "main claims" not in md and md.startswith("**Claims:**")
