@@ -692,7 +692,7 @@ def source_line(plan: Plan, group: tuple[Study, ...]) -> str:
     else:
         differs = f", not the paper's {_listed([f'{d} ({_source(p)})' for d, p in zip(theirs, group)])}"
     paper = ("the paper's value in brackets" if len(group) == 1 else
-             f"in brackets the paper's value in each table, labelled {_listed(list(_paper_labels(group)))}")
+             f"in brackets the paper's value of each, labelled {_listed(list(_paper_labels(group)))}")
     return (f"{head}: runs on {', '.join(ours)}{differs}; seeds {', '.join(map(str, plan.seeds))}; cells: ours, "
             f"mean ± sd over the seeds (one seed: its 95 % Wilson interval), and {paper}.")
 

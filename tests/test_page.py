@@ -59,7 +59,7 @@ def test_parts_that_share_runs_show_one_table_with_both_papers_numbers():
     assert "## Tables 4 and 5: table4 on cifar10; table5 on cifar100" in md
     assert ("Source: Tables 4 and 5, one table: at this scale their cells are the same training runs. Scale small: "
             "runs on Fashion-MNIST, not the paper's CIFAR-10 (Table 4) and CIFAR-100 (Table 5); seeds 0, 1, 2;") in md
-    assert "in brackets the paper's value in each table, labelled CIFAR-10 and CIFAR-100." in md
+    assert "in brackets the paper's value of each, labelled CIFAR-10 and CIFAR-100." in md
     # Table 5's own section says where its table is and keeps its claims, counted once.
     assert ("## table5 on cifar100\n\nSource: Table 5. Scale small: shown with Table 4 above (same runs), "
             "the paper's values labelled CIFAR-100.") in md
