@@ -417,7 +417,7 @@ def check_claims(plan: Plan, rows: list[dict]) -> dict[str, list[dict]]:
     for part in _parts(plan):
         out[part.name] = []
         for claim in part.claims:
-            c = dict(check_claim(plan, part, claim, rows), by=part.claims_by, where=part.source or part.name,
+            c = dict(check_claim(plan, part, claim, rows), by=part.claims_by, where=_source(part),
                      same_as=None, holm=None)
             out[part.name].append(c)
             groups.setdefault(claim_identity(plan, part, claim), []).append(c)
@@ -464,8 +464,8 @@ def scale_note(plan: Plan) -> str:
     archs = sorted({r.arch for runs in dropped.values() for r in runs})
     if not archs:
         return ""
-    whole = [p.source or p.name for p in _parts(plan) if p.runs and len(dropped[p.name]) == len(p.runs)]
-    some = [p.source or p.name for p in _parts(plan) if 0 < len(dropped[p.name]) < len(p.runs)]
+    whole = [_source(p) for p in _parts(plan) if p.runs and len(dropped[p.name]) == len(p.runs)]
+    some = [_source(p) for p in _parts(plan) if 0 < len(dropped[p.name]) < len(p.runs)]
     said = ([f"does not reproduce {_listed(whole)}"] if whole else []) + (
         [f"leaves those columns out of {_listed(some)}"] if some else [])
     return (f"Runs with {', '.join(archs)} members are trained at the paper scale only (`--scale paper`), so "
