@@ -17,7 +17,8 @@ SEEDS = (0, 1, 2)
 
 def part(name, dataset, paper, runs=(ADV_EN, CCE_RM), claims=(PGD_CLAIM,), layout="attacks",
          evaluations=("attack_suite",)):
-    return spec.Study(name=name, title=f"{name} on {dataset}", source=name.replace("table", "Table ").replace("fig", "Figure "),
+    source = name.replace("table", "Table ").replace("fig", "Figure ")
+    return spec.Study(name=name, title=f"{name} on {dataset}", source=source,
                       dataset=dataset, arch="cnn", layout=layout, evaluations=evaluations, attacks=("fgsm", "pgd"),
                       runs=tuple(runs), paper=paper, claims=tuple(claims))
 
@@ -55,7 +56,8 @@ def test_parts_that_share_runs_show_one_table_with_both_papers_numbers():
     md, table_csv = results.render(p, rows)
 
     assert md.count("| | ADV-EN_2 | CCE-RM_2 |") == 1
-    assert "| PGD | 50.0 ± 0.0 (CIFAR-10: 39.7; CIFAR-100: 29.7) | 53.0 ± 0.5 (CIFAR-10: 44.7; CIFAR-100: 35.3) |" in md
+    assert ("| PGD | 50.0 ± 0.0 (CIFAR-10: 39.7; CIFAR-100: 29.7) "
+            "| 53.0 ± 0.5 (CIFAR-10: 44.7; CIFAR-100: 35.3) |") in md
     assert "## Tables 4 and 5: table4 on cifar10; table5 on cifar100" in md
     assert ("Source: Tables 4 and 5, one table: at this scale their cells are the same training runs. Scale small: "
             "runs on Fashion-MNIST, not the paper's CIFAR-10 (Table 4) and CIFAR-100 (Table 5); seeds 0, 1, 2;") in md
@@ -103,7 +105,8 @@ def test_the_summary_gives_each_main_claim_with_its_worst_case_and_the_papers_di
     assert ("| CCE-RM_2 > ADV-EN_2 under PGD (Table 4) | +3.0 [+1.8, +4.2] **holds** "
             f"| +0.2 [-2.4, +2.8] **{stats.UNDECIDED}** | +5.0 |") in md
     # A claim that is not on an attack's accuracy has no worst case; the paper prints no AUC.
-    assert "| CCE-DM_2 > CCE-RM_2 in entropy-detection AUC under PGD (Figure 2) | +6.0 [+3.5, +8.5] **holds** | – | – |" in md
+    assert ("| CCE-DM_2 > CCE-RM_2 in entropy-detection AUC under PGD (Figure 2) | +6.0 [+3.5, +8.5] **holds** "
+            "| – | – |") in md
     # Only the main claims this plan states and trains: no CCE-RM_2 > ADP_2 claim, no N = 3 runs.
     summary = results.summary(p, rows, results.check_claims(p, rows))
     assert [line.split(" (")[0] for line in summary.splitlines()[4:]] == [
