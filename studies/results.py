@@ -10,8 +10,12 @@ Usage::
     checked = results.check_claims(plan, rows)            # every claim's verdict, by part
 
 Only results computed on the weights each run holds now are collected (eval.reuse): a table never
-mixes weights. Cells: mean ± sd over seeds (one seed: its 95 % Wilson interval) and the paper's
-value in brackets. Claims: the seed is the unit. Per seed, the difference a - b; over the plan's
+mixes weights. The page opens with the paper's main claims (summary: MAIN_CLAIMS, each with its
+worst case over every attack and the paper's difference), then one section per part. Cells: mean ±
+sd over seeds (one seed: its 95 % Wilson interval) and the paper's value in brackets. Parts whose
+cells are the same training runs (Tables 4 and 5 at the Fashion-MNIST scales: shared_tables) are
+one table, each cell with every part's paper value by its label; every table names the scale it
+ran at (source_line). Claims: the seed is the unit. Per seed, the difference a - b; over the plan's
 seeds, their mean with its 95 % t interval (eval.stats.seed_interval; one seed: no interval); a
 verdict: holds, does not hold, or cannot be told apart at this sample size; beside it the paper's
 own a - b, whether the size the paper states meets our interval, and the verdict after Holm's
@@ -21,10 +25,11 @@ verdict, counted once. ``resolution`` is what the dry run says of the claims bef
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -192,15 +197,21 @@ _PERCENT = ("robust_accuracy", "natural_accuracy", "auc", "accuracy") + TRANSFER
 # Shares of the n samples (a Wilson interval applies); T, nT and a_single are sums of such shares.
 _PROPORTIONS = ("robust_accuracy", "natural_accuracy", "accuracy", "a_en_en", "a11", "a22", "S11", "S01",
                 "S10", "S00")
+# The paper's names of the data sets, for the page.
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 def _scale_of(metric: str) -> float:
     return 100.0 if metric in _PERCENT else 1.0
 
 
-def cell_text(rows: list[dict], paper: Optional[float]) -> str:
-    """"45.1 ± 1.2 (44.7)": our mean ± sd over seeds (one seed: its Wilson interval), the paper's."""
-    paper_txt = "" if paper is None else f" ({paper:.1f})"
+def cell_text(rows: list[dict], paper: Union[None, float, dict[str, Optional[float]]]) -> str:
+    """"45.1 ± 1.2 (44.7)": our mean ± sd over seeds (one seed: its Wilson interval), the paper's. A
+    table of shared runs gives each part's paper number by its label: "45.1 ± 1.2 (CIFAR-10: 44.7;
+    CIFAR-100: 35.3)"."""
+    given = paper.items() if isinstance(paper, dict) else [("", paper)]
+    texts = [f"{label}: {v:.1f}" if label else f"{v:.1f}" for label, v in given if v is not None]
+    paper_txt = f" ({'; '.join(texts)})" if texts else ""
     if not rows:
         return "–" + paper_txt
     scale = _scale_of(rows[0]["metric"])
@@ -214,32 +225,43 @@ def cell_text(rows: list[dict], paper: Optional[float]) -> str:
     return stats.format_mean_sd(values, scale=scale) + paper_txt
 
 
-def _grid(part: Study, rows: list[dict]) -> tuple[list[str], list[str], dict]:
-    """(row keys, column keys, {(row, col): [rows over seeds]}) of one study's table."""
+def _grid(part: Study, rows: list[dict], others: tuple[Study, ...] = ()) -> tuple[list[str], list[str], dict]:
+    """(row keys, column keys, {(row, col): [rows over seeds]}) of one study's table; ``others``: the
+    parts it also shows (the same runs, shared_tables), whose paper numbers and claims name rows too."""
+    shown = (part, *others)
+    paper_keys = [k for p in shown for k in p.paper]
     mine = [r for r in rows if r["study"] == part.name]
     by: dict[tuple[str, str], list[dict]] = {}
     for r in mine:
         by.setdefault((r["key"], r["cell"]), []).append(r)
     labels = [run.label for run in part.runs]
     if part.layout == "blackbox":
-        keys = sorted({r["key"] for r in mine} | set(part.paper))
+        keys = sorted({r["key"] for r in mine} | set(paper_keys))
         return keys, [f"{a}>{b}" for a in labels for b in labels], by
-    row_keys = list(dict.fromkeys([*part.paper, *(r["key"] for r in mine)]))
+    row_keys = list(dict.fromkeys([*paper_keys, *(r["key"] for r in mine)]))
     if part.layout == "attacks":
         # This part's attacks, then those other studies ran on the same weights, then the worst case.
         order = ["natural", *part.attacks, *(a for a in attack_suite.paper_settings.ATTACK_NAMES if a not in part.attacks),
                  "any_attack"]
         # Beside the attacks, the detection AUCs this table's paper numbers or claims name (not the
         # ε sweep of Fig 4, which is its own study's).
-        named = {*part.paper, *(c.metric for c in part.claims)}
+        named = {*paper_keys, *(c.metric for p in shown for c in p.claims)}
         row_keys = [k for k in row_keys if not k.startswith("auc_") or k in named]
         row_keys = sorted(row_keys, key=lambda k: order.index(k) if k in order else len(order))
     return row_keys, labels, by
 
 
-def study_table(part: Study, rows: list[dict]) -> str:
-    """One Markdown table: rows = metrics, columns = runs (the black box: one table per ε)."""
-    row_keys, cols, by = _grid(part, rows)
+def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]] = None) -> str:
+    """One Markdown table: rows = metrics, columns = runs (the black box: one table per ε). ``shared``:
+    {label: part} of every part whose runs this table shows, ``part`` first (shared_tables): each
+    cell then carries every part's paper number by its label."""
+    row_keys, cols, by = _grid(part, rows, tuple(shared.values())[1:] if shared else ())
+
+    def paper(key: str, col: str):
+        if not shared:
+            return part.paper.get(key, {}).get(col)
+        return {label: p.paper.get(key, {}).get(col) for label, p in shared.items()}
+
     if part.layout == "blackbox":
         labels = [run.label for run in part.runs]
         out = []
@@ -247,14 +269,13 @@ def study_table(part: Study, rows: list[dict]) -> str:
             lines = [f"**{key}** (rows: source, columns: target)", "",
                      "| source \\ target | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
             for a in labels:
-                cells = [cell_text(by.get((key, f"{a}>{b}"), []), part.paper.get(key, {}).get(f"{a}>{b}"))
-                         for b in labels]
+                cells = [cell_text(by.get((key, f"{a}>{b}"), []), paper(key, f"{a}>{b}")) for b in labels]
                 lines.append(f"| {a} | " + " | ".join(cells) + " |")
             out.append("\n".join(lines))
         return "\n\n".join(out)
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for key in row_keys:
-        cells = [cell_text(by.get((key, c), []), part.paper.get(key, {}).get(c)) for c in cols]
+        cells = [cell_text(by.get((key, c), []), paper(key, c)) for c in cols]
         ran = [r for c in cols for r in by.get((key, c), [])]
         lines.append(f"| {_row_label(key)}{settings_text(ran)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -396,7 +417,7 @@ def check_claims(plan: Plan, rows: list[dict]) -> dict[str, list[dict]]:
     for part in _parts(plan):
         out[part.name] = []
         for claim in part.claims:
-            c = dict(check_claim(plan, part, claim, rows), by=part.claims_by, where=part.source or part.name,
+            c = dict(check_claim(plan, part, claim, rows), by=part.claims_by, where=_source(part),
                      same_as=None, holm=None)
             out[part.name].append(c)
             groups.setdefault(claim_identity(plan, part, claim), []).append(c)
@@ -443,8 +464,8 @@ def scale_note(plan: Plan) -> str:
     archs = sorted({r.arch for runs in dropped.values() for r in runs})
     if not archs:
         return ""
-    whole = [p.source or p.name for p in _parts(plan) if p.runs and len(dropped[p.name]) == len(p.runs)]
-    some = [p.source or p.name for p in _parts(plan) if 0 < len(dropped[p.name]) < len(p.runs)]
+    whole = [_source(p) for p in _parts(plan) if p.runs and len(dropped[p.name]) == len(p.runs)]
+    some = [_source(p) for p in _parts(plan) if 0 < len(dropped[p.name]) < len(p.runs)]
     said = ([f"does not reproduce {_listed(whole)}"] if whole else []) + (
         [f"leaves those columns out of {_listed(some)}"] if some else [])
     return (f"Runs with {', '.join(archs)} members are trained at the paper scale only (`--scale paper`), so "
@@ -460,22 +481,84 @@ def claims_table(checked: list[dict]) -> str:
     lines = ["| Claim | per seed (a − b) | mean a − b [95 % CI] | method | verdict | paper's a − b "
              "| paper's size in our interval? | Holm |", "|---|---|---|---|---|---:|---|---|"]
     for c in checked:
-        k = c["scale"]
-        per = ", ".join(f"{k * d:+.1f}" for d in c["per_seed"]) or "–"
-        if c["diff"] is None:
-            mid = "–"
-        elif c["ci_low"] is None:
-            mid = f"{k * c['diff']:+.1f}"
-        else:
-            mid = f"{k * c['diff']:+.1f} [{k * c['ci_low']:+.1f}, {k * c['ci_high']:+.1f}]"
+        per = ", ".join(f"{c['scale'] * d:+.1f}" for d in c["per_seed"]) or "–"
         verdict = f"**{c['verdict']}**"
         if c["same_as"]:
             verdict = f"same claim as {c['same_as']}'s: {verdict}"
-        paper = "–" if c["paper_diff"] is None else f"{c['paper_diff']:+.1f}"
         size = c["size_in_interval"] + (f" ({c['size'][0]:g} to {c['size'][1]:g})" if c["size"] else "")
-        lines.append(f"| {c['text']} | {per} | {mid} | {c['method']} | {verdict} | {paper} | {size} "
-                     f"| {c['holm'] or '–'} |")
+        lines.append(f"| {c['text']} | {per} | {_difference_text(c)} | {c['method']} | {verdict} "
+                     f"| {_paper_diff_text(c)} | {size} | {c['holm'] or '–'} |")
     return "\n".join(lines)
+
+
+def _difference_text(c: dict) -> str:
+    """"+1.7 [+0.3, +3.0]": a check_claim's mean a − b and its 95 % t interval, in the metric's unit."""
+    k = c["scale"]
+    if c["diff"] is None:
+        return "–"
+    if c["ci_low"] is None:
+        return f"{k * c['diff']:+.1f}"
+    return f"{k * c['diff']:+.1f} [{k * c['ci_low']:+.1f}, {k * c['ci_high']:+.1f}]"
+
+
+def _paper_diff_text(c: dict) -> str:
+    return "–" if c["paper_diff"] is None else f"{c['paper_diff']:+.1f}"
+
+
+# The paper's main claims, the rows of the page's summary, each the (metric, a, b) of a claim in the
+# study files: (a) CCE-RM beats ADV-EN and ADP at equal N under PGD (Tables 3-5, observation iii);
+# (b) a third member helps CCE-RM (observation iv; that its gain exceeds ADV-EN's and ADP's compares
+# two gaps, which no claim can state); (c) adversarial examples transfer less among its members
+# (Table 6's T); (d) CCE-DM detects them by the ensemble's entropy (Fig 2: above CCE-RM's AUC, and
+# above 90). A plan that does not train a row's runs has no such row.
+MAIN_CLAIMS = (("pgd", "CCE-RM_2", "ADV-EN_2"), ("pgd", "CCE-RM_2", "ADP_2"), ("pgd", "CCE-RM_3", "ADV-EN_3"),
+               ("pgd", "CCE-RM_3", "ADP_3"), ("pgd", "CCE-RM_3", "CCE-RM_2"), ("T", "CCE-RM_2", "ADV-EN_2"),
+               ("T", "CCE-RM_2", "ADP_2"), ("auc_pgd", "CCE-DM_2", "CCE-RM_2"), ("auc_pgd", "CCE-DM_2", 90.0))
+_SAID = {"pgd": "under PGD", "T": "in transferability T", "auc_pgd": "in entropy-detection AUC under PGD"}
+
+
+def main_claims(plan: Plan, checked: dict[str, list[dict]]) -> list[tuple[Study, Claim, dict]]:
+    """(part, claim, its check_claims entry) of each of MAIN_CLAIMS the plan measures: the first part,
+    in the plan's order, with that claim and cells for its runs (at the small scale, Table 4's: Table
+    3's ResNet-20 runs are not trained there)."""
+    trained = {(c.study, c.run.label) for c in plan.cells}
+    candidates = [(p, claim, entry) for p in _parts(plan) for claim, entry in zip(p.claims, checked[p.name])
+                  if (p.name, claim.a) in trained and (claim.threshold or (p.name, claim.b) in trained)]
+    found = []
+    for triple in MAIN_CLAIMS:
+        found += [c for c in candidates if (c[1].metric, c[1].a, c[1].b) == triple][:1]
+    return found
+
+
+def worst_case(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> Optional[dict]:
+    """check_claim of the same runs on the any-attack row (each run's per-sample worst case over every
+    attack on file for its weights), for a claim on an attack's robust accuracy; None otherwise."""
+    if claim.threshold or claim.metric not in attack_suite.paper_settings.ATTACK_NAMES:
+        return None
+    return check_claim(plan, part, dataclasses.replace(claim, metric="any_attack", size=None), rows)
+
+
+def summary(plan: Plan, rows: list[dict], checked: dict[str, list[dict]]) -> str:
+    """The page's first table, one row per main_claims claim: our mean a − b with its 95 % t interval
+    over seeds and the verdict (check_claims), the same comparison on the worst case over every
+    attack (worst_case), and the paper's a − b. "" when the plan measures none of them."""
+    found = main_claims(plan, checked)
+    if not found:
+        return ""
+    lines = [f"**The paper's main claims** at scale {plan.scale.name}, seeds {', '.join(map(str, plan.seeds))}: "
+             "a − b in percentage points, the mean over the seeds [its 95 % t interval over seeds], and the "
+             "verdict; the tables below give every claim.", "",
+             "| Claim | ours | ours, worst case over every attack | paper's a − b |", "|---|---|---|---:|"]
+    for part, claim, c in found:
+        b = f"{claim.b:g}" if claim.threshold else claim.b
+        worst = worst_case(plan, part, claim, rows)
+        lines.append(f"| {claim.a} {claim.direction} {b} {_SAID[claim.metric]} ({c['where']}) "
+                     f"| {_verdict_text(c)} | {_verdict_text(worst) if worst else '–'} | {_paper_diff_text(c)} |")
+    return "\n".join(lines)
+
+
+def _verdict_text(c: dict) -> str:
+    return f"{_difference_text(c)} **{c['verdict']}**"
 
 
 def resolution(plan: Plan, rows: list[dict]) -> list[str]:
@@ -550,6 +633,70 @@ def sanity_lines(plan: Plan, part: Study) -> list[str]:
     return out
 
 
+def _dataset_name(name: str) -> str:
+    return DATASET_NAMES.get(name, name)
+
+
+def _source(part: Study) -> str:
+    return part.source or part.name
+
+
+def _sources(parts: tuple[Study, ...]) -> str:
+    """"Tables 4 and 5" for Table 4 and Table 5; other sources listed as they are."""
+    names = [_source(p) for p in parts]
+    words = [n.split(" ") for n in names]
+    if len(names) > 1 and all(len(w) == 2 and w[0] == words[0][0] for w in words):
+        return f"{words[0][0]}s {_listed([w[1] for w in words])}"
+    return _listed(names)
+
+
+def shared_tables(plan: Plan) -> dict[str, tuple[Study, ...]]:
+    """Each part's name -> the parts whose table is one with its own, in the plan's order: the first
+    shows it. Parts are one table when their cells are the same training runs (the same run labels
+    in the same run folders for every seed) shown the same way (layout, evaluations, full_evaluation
+    and the attacks this scale runs), so that the first part's rows are every row of the others: at
+    the Fashion-MNIST scales, Tables 4 and 5, 10a and 10b, 12 and 13; at every scale, Figs 3 and 4
+    (CCE-RM_2's entropy detection). A part with no cells at this scale is alone."""
+    groups: dict = {}
+    for part in _parts(plan):
+        runs = frozenset((c.run.label, c.seed, c.run_dir) for c in plan.cells if c.study == part.name)
+        shown = (part.layout, part.evaluations, part.full_evaluation,
+                 plan.scale.attacks_for(part.attacks, part.full_evaluation), runs)
+        groups.setdefault(shown if runs else part.name, []).append(part)
+    return {p.name: tuple(g) for g in groups.values() for p in g}
+
+
+def _paper_labels(group: tuple[Study, ...]) -> dict[str, Study]:
+    """{label: part} of a table of shared runs, for each part's paper numbers: the paper's data set
+    where the parts' differ (CIFAR-10, CIFAR-100), else the source, else the study's name."""
+    for labels in ([_dataset_name(p.dataset) for p in group], [_source(p) for p in group]):
+        if len(set(labels)) == len(group):
+            return dict(zip(labels, group))
+    return {p.name: p for p in group}
+
+
+def source_line(plan: Plan, group: tuple[Study, ...]) -> str:
+    """Under a table's heading: the paper objects it reproduces and the scale it ran at (a page may
+    mix studies), our data set beside the paper's, the seeds, and how a cell reads. ``group``: the
+    parts the table shows (shared_tables)."""
+    shared = ", one table: at this scale their cells are the same training runs" if len(group) > 1 else ""
+    head = f"Source: {_sources(group)}{shared}. Scale {plan.scale.name}"
+    ours = sorted({_dataset_name(c.dataset) for c in plan.cells if c.study == group[0].name})
+    if not ours:
+        return f"{head}: not reproduced at this scale."
+    theirs = [_dataset_name(p.dataset) for p in group]
+    if set(theirs) == set(ours):
+        differs = ""
+    elif len(set(theirs)) == 1:
+        differs = f", not the paper's {theirs[0]}"
+    else:
+        differs = f", not the paper's {_listed([f'{d} ({_source(p)})' for d, p in zip(theirs, group)])}"
+    paper = ("the paper's value in brackets" if len(group) == 1 else
+             f"in brackets the paper's value of each, labelled {_listed(list(_paper_labels(group)))}")
+    return (f"{head}: runs on {', '.join(ours)}{differs}; seeds {', '.join(map(str, plan.seeds))}; cells: ours, "
+            f"mean ± sd over the seeds (one seed: its 95 % Wilson interval), and {paper}.")
+
+
 def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
     """(caption, PNG path) of the figures this part drew for its first seed: the detection figures
     (Figs 2-4) of every run, the black-box heatmaps (Tables 12-13)."""
@@ -570,6 +717,40 @@ def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
     return found
 
 
+def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict], checked: list[dict],
+             link: Callable[[str, str], str]) -> list[str]:
+    """A part's Markdown: heading, Source line, its table with the canaries, sanity checks and
+    figures of its runs (``group``'s table, where it shows several parts: shared_tables), or where
+    an earlier part's table shows its runs; then its claims."""
+    if part is not group[0]:
+        label = next(label for label, p in _paper_labels(group).items() if p is part)
+        md = [f"## {part.title}", "", f"Source: {_source(part)}. Scale {plan.scale.name}: shown with "
+              f"{_source(group[0])} above (same runs), the paper's values labelled {label}.", ""]
+    else:
+        title = part.title if len(group) == 1 else f"{_sources(group)}: {'; '.join(p.title for p in group)}"
+        md = [f"## {title}", "", source_line(plan, group), ""]
+        if not any(c.study == part.name for c in plan.cells):
+            return md
+        suite = "attack_suite" in part.evaluations
+        canaries = canary_lines(plan) if suite else []
+        if canaries:
+            md += [*canaries, ""]
+        md += [study_table(part, rows, _paper_labels(group) if len(group) > 1 else None), ""]
+        checks = sanity_lines(plan, part) if suite else []
+        if checks:
+            md += ["Sanity checks and canaries of these runs (eval/sanity.py; thresholds in each line, "
+                   "Carlini et al. 2019):", "", *checks, ""]
+        drawn = figures(plan, part)
+        if drawn:
+            md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]
+    if part.claims:
+        md += ["Claims (differences in percentage points, seconds for training time; the seed is the unit: "
+               "a claim holds when the whole 95 % t interval of its per-seed differences is on the claimed "
+               "side; Holm: the same verdict after Holm's adjustment over the page's distinct claims):", "",
+               claims_table(checked), ""]
+    return md
+
+
 def render(plan: Plan, rows: list[dict], header: str = "",
            link: Callable[[str, str], str] = lambda study, path: path) -> tuple[str, str]:
     """(Markdown page, CSV text) of every part of the plan's study. ``link(study, png)`` gives the
@@ -579,33 +760,11 @@ def render(plan: Plan, rows: list[dict], header: str = "",
     w = csv.writer(buf)
     w.writerow(["study", "key", "cell", "n_seeds", "mean", "sd", "wilson_low", "wilson_high", "paper",
                 "per_seed"])
-    checked = check_claims(plan, rows)
+    checked, shared = check_claims(plan, rows), shared_tables(plan)
     for part in _parts(plan):
-        md += [f"## {part.title}", ""]
-        if part.source:
-            md += [f"Source: {part.source}. Runs on {', '.join(sorted({c.dataset for c in plan.cells if c.study == part.name})) or '–'}; "
-                   f"cells: ours, mean ± sd over seeds {', '.join(map(str, plan.seeds))} (one seed: its 95 % "
-                   "Wilson interval), and the paper's value in brackets.", ""]
-        if not any(c.study == part.name for c in plan.cells):
-            md += ["Not reproduced at this scale.", ""]
-            continue
-        suite = "attack_suite" in part.evaluations
-        if suite:
-            md += [*canary_lines(plan), ""]
-        md += [study_table(part, rows), ""]
-        w.writerows(study_csv(part, rows))
-        checks = sanity_lines(plan, part) if suite else []
-        if checks:
-            md += ["Sanity checks and canaries of these runs (eval/sanity.py; thresholds in each line, "
-                   "Carlini et al. 2019):", "", *checks, ""]
-        drawn = figures(plan, part)
-        if drawn:
-            md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]
-        if part.claims:
-            md += ["Claims (differences in percentage points, seconds for training time; the seed is the unit: "
-                   "a claim holds when the whole 95 % t interval of its per-seed differences is on the claimed "
-                   "side; Holm: the same verdict after Holm's adjustment over the page's distinct claims):", "",
-                   claims_table(checked[part.name]), ""]
-    head = "\n\n".join(t for t in (claims_summary(checked), scale_note(plan)) if t)
+        md += _section(plan, part, shared[part.name], rows, checked[part.name], link)
+        if any(c.study == part.name for c in plan.cells):
+            w.writerows(study_csv(part, rows))   # every part's rows, shared or not: the CSV is data
+    head = "\n\n".join(t for t in (summary(plan, rows, checked), claims_summary(checked), scale_note(plan)) if t)
     md.insert(1 if header else 0, head + "\n")
     return "\n".join(md), buf.getvalue()
