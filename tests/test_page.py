@@ -124,3 +124,32 @@ def test_no_summary_without_the_main_claims_runs():
     assert results.summary(p, rows, results.check_claims(p, rows)) == ""
     md, _ = results.render(p, rows)
     assert "main claims" not in md and md.startswith("**Claims:**")
+
+
+def test_a_runs_worst_case_is_one_number_in_every_table_that_shows_it(tmp_path):
+    """Table 4 attacks with PGD only; the adaptive study ran mul-PGD on the same weights. Both tables
+    show mul-PGD and the same worst case, over every attack on file for those weights."""
+    import numpy as np
+
+    from eval import attack_suite, reuse
+
+    run_dir = str(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "ensemble.weights.h5").write_bytes(b"weights of a hand-made run")
+    fp = reuse.fingerprint(run_dir)
+    flags = {"pgd": np.array([1, 1, 0, 1], bool), "mul_pgd": np.array([1, 0, 0, 1], bool)}
+    entries, masks = {}, {}
+    for name, mask in flags.items():
+        params = {"eps": 0.1, "eps_iter": 0.0125, "nb_iter": 20}
+        settings = attack_suite.attack_settings(params, len(mask), 0)
+        entries[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": len(mask),
+                         "seconds": 1.0, **reuse.stamp(settings, fp)}
+        masks[name], masks[name + "__key"] = mask, np.array(attack_suite._signature(settings, fp))
+    attack_suite.write_results(run_dir, {reuse.KEY: fp, "natural_accuracy": 1.0, "n_test": 4, "attacks": entries},
+                               masks)
+    t4 = dataclasses.replace(part("table4", "cifar10", {}), attacks=("pgd",))
+    adaptive = dataclasses.replace(t4, name="adaptive", attacks=("pgd", "mul_pgd"), full_evaluation=True)
+    for p in (t4, adaptive):
+        rows = {r["key"]: r for r in results._cell_rows(p, plan.Cell(p.name, CCE_RM, "fashion_mnist", 0, run_dir),
+                                                         p.attacks)}
+        assert rows["any_attack"]["value"] == 0.5 and rows["mul_pgd"]["value"] == 0.5 and rows["pgd"]["value"] == 0.75
