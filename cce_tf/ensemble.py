@@ -18,6 +18,9 @@ Parts:
     check_keras_file / load_run   a run's ensemble: ensemble.keras (safe_mode=True) when present and
                     consistent, else config.json + ensemble.weights.h5 (runs older than the .keras file)
 
+The run folder's file names and the reader of its config.json are cce_tf.run_files' (also importable
+from here: CONFIG_FILE, WEIGHTS_FILE, KERAS_FILE, read_config).
+
 Because `ens(x)` returns log f^en(x), any attack that wants logits attacks the whole ensemble:
 the paper's adaptive attack.
 
@@ -30,7 +33,6 @@ member with the run's fingerprint (cce_tf.fingerprint, cached) and refuses a mis
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zipfile
 
@@ -39,10 +41,8 @@ import tensorflow as tf
 
 from cce_tf.fingerprint import weights_fingerprint
 from cce_tf.models import build_member
+from cce_tf.run_files import CONFIG_FILE, KERAS_FILE, WEIGHTS_FILE, read_config
 
-WEIGHTS_FILE = "ensemble.weights.h5"
-KERAS_FILE = "ensemble.keras"
-CONFIG_FILE = "config.json"
 _KERAS_WEIGHTS = "model.weights.h5"  # the weights member of a .keras zip (keras.src.saving.saving_lib)
 
 
@@ -95,12 +95,6 @@ def build_ensemble(arch: str, input_shape: tuple[int, int, int], num_classes: in
     ensemble = Ensemble(members, name="ensemble")
     ensemble(tf.zeros((1, *input_shape)))  # build, so weights can be loaded and counted
     return ensemble
-
-
-def read_config(run_dir: str) -> dict:
-    """A run's config.json as a dict."""
-    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
-        return json.load(f)
 
 
 def save_keras_file(ensemble: keras.Model, weights_path: str, out_path: str) -> None:

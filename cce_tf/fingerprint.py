@@ -17,8 +17,9 @@ import hashlib
 import json
 import os
 
-WEIGHTS_FILE = "ensemble.weights.h5"
-CACHE_FILE = os.path.join("eval", "weights_sha256.json")
+from cce_tf.run_files import EVAL_DIR, WEIGHTS_FILE
+
+CACHE_FILE = os.path.join(EVAL_DIR, "weights_sha256.json")
 
 _memo: dict[tuple, str] = {}
 

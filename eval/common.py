@@ -40,7 +40,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from attacks import settings as attack_settings
-from cce_tf import cli_flags
+from cce_tf import cli_flags, run_files
+from cce_tf.run_files import CONFIG_FILE, KERAS_FILE, WEIGHTS_FILE
 
 # --------------------------------------------------------------------------------------------------
 # 1. Errors
@@ -136,7 +137,7 @@ def check_run_dir(run_dir: str) -> None:
         raise UsageError("--run_dir is required")
     if not os.path.isdir(run_dir):
         raise UsageError(f"--run_dir {run_dir}: no such folder")
-    for name in ("config.json", "ensemble.weights.h5"):
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not os.path.isfile(os.path.join(run_dir, name)):
             raise UsageError(f"--run_dir {run_dir} is not a trained run: {name} is missing "
                              f"(train one with python -m cce_tf.train --out_dir {run_dir})")
@@ -149,10 +150,9 @@ def read_run_config(run_dir: str) -> dict:
     """A trained run's config.json; UsageError naming the file if it is missing, unreadable or
     lacks a setting the tools need."""
     check_run_dir(run_dir)
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, CONFIG_FILE)
     try:
-        with open(path) as f:
-            cfg = json.load(f)
+        cfg = run_files.read_config(run_dir)
     except (OSError, ValueError) as e:
         raise UsageError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
     missing = [k for k in _CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
@@ -165,7 +165,7 @@ def load_run_checked(run_dir: str):
     """(Ensemble, config dict) of a trained run; UsageError naming the file for a folder that is
     not one, a corrupt config.json or a truncated or corrupt weights file."""
     cfg = read_run_config(run_dir)
-    from cce_tf.ensemble import KERAS_FILE, WEIGHTS_FILE, InconsistentRun, load_run
+    from cce_tf.ensemble import InconsistentRun, load_run
 
     try:
         return load_run(run_dir), cfg
