@@ -59,7 +59,7 @@ import time
 
 from absl import flags, logging
 
-from cce_tf import cli_flags, run_files
+from cce_tf import atomic, cli_flags, run_files
 from cce_tf.config import ARCHS, DVERGE_VARIANTS, METHOD_CHOICES
 from cce_tf.data import DATASETS
 from cce_tf.run_files import CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, KERAS_FILE, LOG_DIR, WEIGHTS_FILE
@@ -393,11 +393,8 @@ def _writing(path: str):
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with _writing(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)  # readers never see a half-written file
+    with _writing(path):
+        atomic.write_json(path, obj)
 
 
 def _restore(manager, ckpt, ckpt_dir: str, run_dir: str) -> None:

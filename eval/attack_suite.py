@@ -53,7 +53,7 @@ import numpy as np
 from absl import flags
 
 from attacks import settings as paper_settings
-from cce_tf import cli_flags
+from cce_tf import atomic, cli_flags
 from eval import common, reuse
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
@@ -382,20 +382,12 @@ def _signature(settings: dict, fp: str) -> str:
     return json.dumps(reuse.stamp(settings, fp), sort_keys=True)
 
 
-def _replace(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
-    tmp = path + ".tmp"
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
     (flags first: a flag set names the weights and settings it belongs to, see ``_signature``)."""
     out = common.results_dir(run_dir)
-    os.makedirs(out, exist_ok=True)
-    _replace(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
-    _replace(os.path.join(out, RESULTS_FILE), lambda f: json.dump(results, f, indent=2))
+    atomic.write_file(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
+    atomic.write_json(os.path.join(out, RESULTS_FILE), results)
 
 
 def read_masks(run_dir: str) -> dict[str, np.ndarray]:
@@ -419,12 +411,10 @@ def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray,
     """
     from attacks import autoattack
 
-    out = os.path.join(common.results_dir(run_dir), ADVERSARIAL_DIR)
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, f"{name}.npz")
+    path = os.path.join(common.results_dir(run_dir), ADVERSARIAL_DIR, f"{name}.npz")
     arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
               "key": np.array(_signature(settings, fp))}
-    _replace(path, lambda f: np.savez_compressed(f, **arrays), "wb")
+    atomic.write_file(path, lambda f: np.savez_compressed(f, **arrays), "wb")
     entry = {"adversarial_examples": os.path.abspath(path)}
     if "broken_by" in keep:
         entry["stages"] = autoattack.robust_after_each(keep["broken_by"])

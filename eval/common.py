@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from attacks import settings as attack_settings
-from cce_tf import cli_flags, run_files
+from cce_tf import atomic, cli_flags, run_files
 from cce_tf.run_files import CONFIG_FILE, KERAS_FILE, WEIGHTS_FILE
 
 # --------------------------------------------------------------------------------------------------
@@ -522,14 +522,9 @@ def jsonable(obj):
 
 
 def write_json(path: str, obj: dict) -> str:
-    """Writes obj (numpy values converted, NaN as null) atomically; returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(jsonable(obj), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Writes obj (numpy values converted, floats rounded, NaN as null: ``jsonable``) atomically
+    (cce_tf.atomic); returns the path."""
+    return atomic.write_json(path, jsonable(obj), newline=True)
 
 
 def read_json(path: str) -> Optional[dict]:
