@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -137,11 +138,12 @@ def check_keras_file(run_dir: str) -> None:
                               f"delete {KERAS_FILE} to load from {WEIGHTS_FILE}, or re-save both")
 
 
-def load_run(run_dir: str) -> Ensemble:
+def load_run(run_dir: str, config: Optional[dict] = None) -> Ensemble:
     """The ensemble of a run folder written by `python -m cce_tf.train` (DESIGN.md, contract 5):
     ensemble.keras, loaded with safe_mode=True (no code runs), after checking it holds the run's
-    ensemble.weights.h5; runs written before ensemble.keras existed are rebuilt from config.json.
-    Raises InconsistentRun when the two files disagree."""
+    ensemble.weights.h5; runs written before ensemble.keras existed are rebuilt from config.json
+    (``config``, when the caller has read it already). Raises InconsistentRun when the two files
+    disagree."""
     weights = os.path.join(run_dir, WEIGHTS_FILE)
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)) or not os.path.exists(weights):
         raise FileNotFoundError(f"{run_dir} is not a trained run: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
@@ -152,7 +154,7 @@ def load_run(run_dir: str) -> Ensemble:
             raise InconsistentRun(f"{os.path.join(run_dir, KERAS_FILE)} is a {type(ensemble).__name__}, "
                                   f"not a cce_tf Ensemble")
         return ensemble
-    cfg = read_config(run_dir)
+    cfg = config if config is not None else read_config(run_dir)
     ensemble = build_ensemble(cfg["arch"], tuple(cfg["input_shape"]), cfg["num_classes"],
                               cfg["members"])
     ensemble.load_weights(weights)

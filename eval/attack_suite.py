@@ -55,6 +55,7 @@ from absl import flags
 from attacks import settings as paper_settings
 from cce_tf import atomic, cli_flags
 from eval import common, reuse
+from eval.target import Target
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
 
@@ -107,7 +108,7 @@ class SuiteOptions:
     attacks: names of ``attacks.registry.ATTACKS`` (None: the paper's list); n_samples: at most the
     first N test samples per attack (None: the paper's counts); eps / eps_iter / nb_iter: overrides
     as ``attacks.registry.default_params`` applies them; force: recompute reusable results;
-    dataset: the data set of model files given in place of run folders (eval.common.load_target);
+    dataset: the data set of model files given in place of run folders (eval.target.Target);
     verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack.
     """
 
@@ -160,14 +161,21 @@ class SuiteOptions:
 class RunPlan:
     """One run folder and everything to do on it."""
 
-    run_dir: str                      # a run folder, or a model file (eval.common.is_model_file)
-    config: dict
+    target: Target                    # a run folder or a model file, its config read once
     header: str                       # the table column, e.g. "CCE-RM_2"
     attacks: dict[str, tuple[dict, int]]  # name -> (params, n_samples)
     sanity_params: dict               # PGD's params, for the sanity checks
     sanity_n: int
     existing: dict                    # the run's attack_suite.json so far ({} if none)
     model: Any = None                 # the loaded Ensemble
+
+    @property
+    def run_dir(self) -> str:
+        return self.target.path
+
+    @property
+    def config(self) -> dict:
+        return self.target.config
 
 
 def attack_params(name: str, dataset: str, arch: str, opts: SuiteOptions) -> dict:
@@ -234,9 +242,11 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
     for run_dir in run_dirs:
         run_dir = os.path.normpath(run_dir)
         try:
-            model, config = common.load_target(run_dir, opts.dataset)
+            target = Target(run_dir, opts.dataset)
+            model = target.load()
         except common.UsageError as e:
             raise UsageError(str(e)) from None
+        config = target.config
         dataset, arch = config["dataset"], config["arch"]
         if dataset not in test_sets:
             try:
@@ -246,7 +256,7 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
         n_test = len(test_sets[dataset][0])
         attacks = {name: (attack_params(name, dataset, arch, opts), attack_samples(name, n_test, opts))
                    for name in names}
-        plans.append(RunPlan(run_dir=run_dir, config=config, header=run_header(config),
+        plans.append(RunPlan(target=target, header=run_header(config),
                              attacks=attacks, sanity_params=attack_params("pgd", dataset, arch, opts),
                              sanity_n=min(sanity.SUBSET, n_test, opts.n_samples or n_test),
                              existing=read_results(run_dir),
@@ -481,8 +491,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     seed, batch_size = opts.seed, opts.batch_size
     print(f"== {plan.header}: {plan.run_dir} ({plan.config['dataset']}, {plan.config['arch']})", flush=True)
     model = plan.model
-    fp = reuse.fingerprint(plan.run_dir)
-    path = os.path.join(common.results_dir(plan.run_dir), RESULTS_FILE)
+    fp = plan.target.fingerprint
+    path = os.path.join(plan.target.results_dir, RESULTS_FILE)
 
     t0 = time.time()
     correct = predict(model, x, batch_size) == y

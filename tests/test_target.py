@@ -1,13 +1,99 @@
-"""The package's one atomic writer (cce_tf.atomic): a reader sees the old file or the new one,
-and each writer keeps its bytes."""
+"""The run folder's one home (eval.target.Target, cce_tf.run_files) and the package's one atomic
+writer (cce_tf.atomic). Fast: the run folders are built here from freshly initialised weights,
+nothing is trained."""
+import builtins
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
-from cce_tf import atomic, train
+from cce_tf import atomic, run_files, train
+from cce_tf.ensemble import Ensemble, build_ensemble, save_keras_file
+from cce_tf.fingerprint import file_sha256
+from cce_tf.models import build_member
 from eval import attack_suite, common
+from eval.target import MODEL_FILE, RUN, Target
+
+SUITE = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=32, batch_size=32, sanity=False)
+CONFIG = dict(dataset="fashion_mnist", arch="cnn", method="cce", preset="cce-rm", members=2,
+              input_shape=[28, 28, 1], num_classes=10, seed=0)
+
+
+def make_run(folder, keras_file=True) -> str:
+    """A run folder as cce_tf.train leaves it (config.json, the weights, ensemble.keras unless
+    ``keras_file`` is off: a run older than that file), with untrained weights."""
+    keras.utils.set_random_seed(0)
+    os.makedirs(folder)
+    ens = build_ensemble("cnn", (28, 28, 1), 10, 2)
+    weights = os.path.join(folder, run_files.WEIGHTS_FILE)
+    ens.save_weights(weights)
+    if keras_file:
+        save_keras_file(ens, weights, os.path.join(folder, run_files.KERAS_FILE))
+    with open(os.path.join(folder, run_files.CONFIG_FILE), "w") as f:
+        json.dump(CONFIG, f)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("target") / "run")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """One member saved alone: a classifier of (28, 28, 1) images, which fits two data sets."""
+    path = tmp_path_factory.mktemp("model") / "member.keras"
+    build_member("cnn", (28, 28, 1), 10).save(path)
+    return str(path)
+
+
+def test_a_run_folder(run):
+    t = Target(run)
+    assert (t.path, t.kind, t.config) == (run, RUN, CONFIG)
+    assert t.results_dir == os.path.join(run, "eval") == common.results_dir(run)
+    assert t.fingerprint == file_sha256(os.path.join(run, "ensemble.weights.h5"))
+    ens = t.load()
+    assert isinstance(ens, Ensemble) and len(ens.members) == 2
+    with pytest.raises(common.UsageError, match="trained on fashion_mnist"):
+        Target(run, "mnist")
+    with pytest.raises(common.UsageError, match="config.json is missing"):
+        Target(os.path.dirname(run))
+
+
+def test_a_model_file(model_file):
+    t = Target(model_file, "fashion_mnist")
+    assert t.kind == MODEL_FILE and t.path == model_file
+    assert (t.config["dataset"], t.config["members"], t.config["label"]) == ("fashion_mnist", 1, "member.keras")
+    assert t.results_dir == model_file + ".eval" == common.results_dir(model_file)
+    assert t.fingerprint == file_sha256(model_file)
+    assert t.load() is t.load()   # loaded once, when opened
+    assert t.load()(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+    with pytest.raises(common.UsageError, match="give --dataset"):
+        Target(model_file)
+
+
+def count_opens(monkeypatch, name):
+    """A list that gets one entry each time a file called ``name`` is opened from now on."""
+    opened, real = [], builtins.open
+
+    def counting(file, *args, **kwargs):
+        if os.path.basename(str(file)) == name:
+            opened.append(file)
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    return opened
+
+
+@pytest.mark.parametrize("keras_file", [True, False], ids=["ensemble.keras", "weights only"])
+def test_a_suite_plan_reads_config_json_once(tmp_path, monkeypatch, keras_file):
+    folder = make_run(tmp_path / "run", keras_file)
+    opened = count_opens(monkeypatch, run_files.CONFIG_FILE)
+    plans, _ = attack_suite.plan_runs([folder], SUITE)
+    assert len(opened) == 1
+    assert plans[0].config == CONFIG and plans[0].run_dir == folder and isinstance(plans[0].model, Ensemble)
 
 
 def test_atomic_write_leaves_the_file_and_nothing_else(tmp_path):
