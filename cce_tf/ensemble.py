@@ -18,6 +18,9 @@ Parts:
     check_keras_file / load_run   a run's ensemble: ensemble.keras (safe_mode=True) when present and
                     consistent, else config.json + ensemble.weights.h5 (runs older than the .keras file)
 
+The run folder's file names and the reader of its config.json are cce_tf.run_files' (also importable
+from here: CONFIG_FILE, WEIGHTS_FILE, KERAS_FILE, read_config).
+
 Because `ens(x)` returns log f^en(x), any attack that wants logits attacks the whole ensemble:
 the paper's adaptive attack.
 
@@ -30,19 +33,17 @@ member with the run's fingerprint (cce_tf.fingerprint, cached) and refuses a mis
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zipfile
+from typing import Optional
 
 import keras
 import tensorflow as tf
 
 from cce_tf.fingerprint import weights_fingerprint
 from cce_tf.models import build_member
+from cce_tf.run_files import CONFIG_FILE, KERAS_FILE, WEIGHTS_FILE, read_config
 
-WEIGHTS_FILE = "ensemble.weights.h5"
-KERAS_FILE = "ensemble.keras"
-CONFIG_FILE = "config.json"
 _KERAS_WEIGHTS = "model.weights.h5"  # the weights member of a .keras zip (keras.src.saving.saving_lib)
 
 
@@ -97,12 +98,6 @@ def build_ensemble(arch: str, input_shape: tuple[int, int, int], num_classes: in
     return ensemble
 
 
-def read_config(run_dir: str) -> dict:
-    """A run's config.json as a dict."""
-    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
-        return json.load(f)
-
-
 def save_keras_file(ensemble: keras.Model, weights_path: str, out_path: str) -> None:
     """Write ``out_path`` (a .keras file) for ``ensemble`` whose weights member is a copy of
     ``weights_path``, the ensemble's weights just saved with ``save_weights``. Atomic: written under
@@ -143,11 +138,12 @@ def check_keras_file(run_dir: str) -> None:
                               f"delete {KERAS_FILE} to load from {WEIGHTS_FILE}, or re-save both")
 
 
-def load_run(run_dir: str) -> Ensemble:
+def load_run(run_dir: str, config: Optional[dict] = None) -> Ensemble:
     """The ensemble of a run folder written by `python -m cce_tf.train` (DESIGN.md, contract 5):
     ensemble.keras, loaded with safe_mode=True (no code runs), after checking it holds the run's
-    ensemble.weights.h5; runs written before ensemble.keras existed are rebuilt from config.json.
-    Raises InconsistentRun when the two files disagree."""
+    ensemble.weights.h5; runs written before ensemble.keras existed are rebuilt from config.json
+    (``config``, when the caller has read it already). Raises InconsistentRun when the two files
+    disagree."""
     weights = os.path.join(run_dir, WEIGHTS_FILE)
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)) or not os.path.exists(weights):
         raise FileNotFoundError(f"{run_dir} is not a trained run: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
@@ -158,7 +154,7 @@ def load_run(run_dir: str) -> Ensemble:
             raise InconsistentRun(f"{os.path.join(run_dir, KERAS_FILE)} is a {type(ensemble).__name__}, "
                                   f"not a cce_tf Ensemble")
         return ensemble
-    cfg = read_config(run_dir)
+    cfg = config if config is not None else read_config(run_dir)
     ensemble = build_ensemble(cfg["arch"], tuple(cfg["input_shape"]), cfg["num_classes"],
                               cfg["members"])
     ensemble.load_weights(weights)

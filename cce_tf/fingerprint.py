@@ -17,8 +17,10 @@ import hashlib
 import json
 import os
 
-WEIGHTS_FILE = "ensemble.weights.h5"
-CACHE_FILE = os.path.join("eval", "weights_sha256.json")
+from cce_tf import atomic
+from cce_tf.run_files import EVAL_DIR, WEIGHTS_FILE
+
+CACHE_FILE = os.path.join(EVAL_DIR, "weights_sha256.json")
 
 _memo: dict[tuple, str] = {}
 
@@ -51,11 +53,7 @@ def weights_fingerprint(run_dir: str) -> str:
     if not (isinstance(digest, str) and len(digest) == 64):
         digest = file_sha256(path)
         try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            tmp = cache + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}, f)
-            os.replace(tmp, cache)
+            atomic.write_json(cache, {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}, indent=None)
         except OSError:
             pass  # a read-only run folder still gets its fingerprint, only uncached on disk
     _memo[key] = digest

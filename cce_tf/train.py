@@ -59,9 +59,10 @@ import time
 
 from absl import flags, logging
 
-from cce_tf import cli_flags
+from cce_tf import atomic, cli_flags, run_files
 from cce_tf.config import ARCHS, DVERGE_VARIANTS, METHOD_CHOICES
 from cce_tf.data import DATASETS
+from cce_tf.run_files import CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, KERAS_FILE, LOG_DIR, WEIGHTS_FILE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress output
 
@@ -126,8 +127,6 @@ MAX_EPOCHS = 100_000
 _INT_RANGES = dict(members=(1, 16), epochs=(1, MAX_EPOCHS), batch_size=(1, 65_536), train_subset=(0, 10**7),
                    test_subset=(0, 10**7), backup_every_steps=(0, 10**9), cpu_devices=(0, 256))
 _FLOAT32_MAX = 3.4028234663852886e38  # these numbers become float32 tensors
-# cce_tf.ensemble's names for these; importing it would import TensorFlow before the checks are done.
-CONFIG_FILE, WEIGHTS_FILE, KERAS_FILE = "config.json", "ensemble.weights.h5", "ensemble.keras"
 
 
 UsageError = cli_flags.UsageError   # bad input: one line, exit code 2
@@ -288,8 +287,7 @@ def check_init_from(s: dict) -> str | None:
         if not os.path.isfile(os.path.join(src, name)):
             raise UsageError(f"--init_from {src} is not a trained run: it has no {name}")
     try:
-        with open(os.path.join(src, CONFIG_FILE)) as f:
-            cfg = json.load(f)
+        cfg = run_files.read_config(src)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"--init_from {src}: unreadable {CONFIG_FILE} ({_one_line(e)})") from None
     if not isinstance(cfg, dict):
@@ -322,11 +320,11 @@ def default_out_dir(s: dict) -> str:
     return os.path.join("runs", f"{s['dataset']}_{name}_{s['arch']}_n{s['members']}_s{s['seed']}")
 
 
-def _read_json(path: str, kind: type):
-    """The JSON object or list in `path`; UsageError naming the file if it is unreadable."""
+def _read_json(path: str, kind: type, read=run_files.read_json):
+    """The JSON object or list in `path`, read by ``read(path)``; UsageError naming the file if it
+    is unreadable."""
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        obj = read(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: unreadable ({_one_line(e)}): use another --out_dir") from None
     if not isinstance(obj, kind):
@@ -358,7 +356,7 @@ def check_resume(run_dir: str, s: dict) -> tuple[dict | None, list[dict]]:
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise UsageError(f"--out_dir {run_dir} exists and is not a run folder (no config.json): choose another")
         return None, []
-    old = _read_json(path, dict)
+    old = _read_json(path, dict, lambda _: run_files.read_config(run_dir))
     for key, value in s.items():
         if key not in _RESUME_FREE and old.get(key) != value:
             raise UsageError(f"--out_dir {run_dir} was made with {key}={old.get(key)!r}, not {value!r}: "
@@ -366,7 +364,7 @@ def check_resume(run_dir: str, s: dict) -> tuple[dict | None, list[dict]]:
     stored = old.get("lr_milestones")
     if not (isinstance(stored, list) and all(isinstance(m, int) for m in stored)):
         raise UsageError(f"{path}: lr_milestones is not a list of epochs: use another --out_dir")
-    history_path = os.path.join(run_dir, "history.json")
+    history_path = os.path.join(run_dir, HISTORY_FILE)
     history = _read_json(history_path, list) if os.path.exists(history_path) else []
     if not all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in history):
         raise UsageError(f"{history_path}: not a list of epochs: use another --out_dir")
@@ -395,11 +393,8 @@ def _writing(path: str):
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with _writing(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)  # readers never see a half-written file
+    with _writing(path):
+        atomic.write_json(path, obj)
 
 
 def _restore(manager, ckpt, ckpt_dir: str, run_dir: str) -> None:
@@ -469,7 +464,7 @@ def main(argv: list[str]) -> None:
 
     keras.utils.set_random_seed(s["seed"])
     strategy = tf.distribute.MirroredStrategy() if s["strategy"] == "mirrored" else tf.distribute.get_strategy()
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
     with strategy.scope():
         ensemble = build_ensemble(s["arch"], tuple(s["input_shape"]), s["num_classes"], s["members"])
         trainer = make_trainer(s["method"], ensemble, PGDConfig(**s["pgd"]), lambda_pm=s["lambda_pm"] or 0.0,
@@ -558,7 +553,7 @@ def main(argv: list[str]) -> None:
                 save_keras_file(ensemble, os.path.join(run_dir, WEIGHTS_FILE), os.path.join(run_dir, KERAS_FILE))
             lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             history.append({"epoch": e + 1, **{k: float(v) for k, v in logs.items()}, "learning_rate": lr})
-            _write_json(os.path.join(run_dir, "history.json"), history)
+            _write_json(os.path.join(run_dir, HISTORY_FILE), history)
             self.save(e + 1, 0)
 
         def save(self, e, done):
@@ -572,7 +567,7 @@ def main(argv: list[str]) -> None:
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.LearningRateScheduler(
                      lambda e, _lr: config.learning_rate(e, s["learning_rate"], s["lr_milestones"])),
-                 backup, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))]
+                 backup, keras.callbacks.TensorBoard(os.path.join(run_dir, LOG_DIR))]
     test_ds = data.eval_dataset(x_test, y_test, max(s["batch_size"], 256))
 
     def fit(start: int, end: int, skip: int) -> None:

@@ -10,5 +10,6 @@ Parts:
     adaptive_detection  the same detector against detector-aware attackers: adaptive_detection.json
     reuse            the one rule for reusing a result: same weights (SHA-256), same settings
     stats            Wilson / Newcombe intervals, paired bootstrap and McNemar, verdicts
+    target           what is evaluated: a run folder or a model file (config, results folder, fingerprint)
     common           glue shared by the analyses
 """

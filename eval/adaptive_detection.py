@@ -61,7 +61,7 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
              dataset: Optional[str] = None) -> dict:
     """Every detector-aware attack on the first ``n_samples`` test images; writes and returns
     RUN/eval/adaptive_detection.json's dict. ``run_dir`` may be a model file of any classifier
-    (eval.common.load_target; its data set ``dataset``), whose results go to PATH.eval/."""
+    (eval.target.Target; its data set ``dataset``), whose results go to PATH.eval/."""
     from attacks import detector_aware, gradient
 
     cfg, load = common.open_target(run_dir, dataset)

@@ -53,8 +53,9 @@ import numpy as np
 from absl import flags
 
 from attacks import settings as paper_settings
-from cce_tf import cli_flags
+from cce_tf import atomic, cli_flags
 from eval import common, reuse
+from eval.target import Target
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
 
@@ -107,7 +108,7 @@ class SuiteOptions:
     attacks: names of ``attacks.registry.ATTACKS`` (None: the paper's list); n_samples: at most the
     first N test samples per attack (None: the paper's counts); eps / eps_iter / nb_iter: overrides
     as ``attacks.registry.default_params`` applies them; force: recompute reusable results;
-    dataset: the data set of model files given in place of run folders (eval.common.load_target);
+    dataset: the data set of model files given in place of run folders (eval.target.Target);
     verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack.
     """
 
@@ -160,14 +161,21 @@ class SuiteOptions:
 class RunPlan:
     """One run folder and everything to do on it."""
 
-    run_dir: str                      # a run folder, or a model file (eval.common.is_model_file)
-    config: dict
+    target: Target                    # a run folder or a model file, its config read once
     header: str                       # the table column, e.g. "CCE-RM_2"
     attacks: dict[str, tuple[dict, int]]  # name -> (params, n_samples)
     sanity_params: dict               # PGD's params, for the sanity checks
     sanity_n: int
     existing: dict                    # the run's attack_suite.json so far ({} if none)
     model: Any = None                 # the loaded Ensemble
+
+    @property
+    def run_dir(self) -> str:
+        return self.target.path
+
+    @property
+    def config(self) -> dict:
+        return self.target.config
 
 
 def attack_params(name: str, dataset: str, arch: str, opts: SuiteOptions) -> dict:
@@ -234,9 +242,11 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
     for run_dir in run_dirs:
         run_dir = os.path.normpath(run_dir)
         try:
-            model, config = common.load_target(run_dir, opts.dataset)
+            target = Target(run_dir, opts.dataset)
+            model = target.load()
         except common.UsageError as e:
             raise UsageError(str(e)) from None
+        config = target.config
         dataset, arch = config["dataset"], config["arch"]
         if dataset not in test_sets:
             try:
@@ -246,7 +256,7 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
         n_test = len(test_sets[dataset][0])
         attacks = {name: (attack_params(name, dataset, arch, opts), attack_samples(name, n_test, opts))
                    for name in names}
-        plans.append(RunPlan(run_dir=run_dir, config=config, header=run_header(config),
+        plans.append(RunPlan(target=target, header=run_header(config),
                              attacks=attacks, sanity_params=attack_params("pgd", dataset, arch, opts),
                              sanity_n=min(sanity.SUBSET, n_test, opts.n_samples or n_test),
                              existing=read_results(run_dir),
@@ -382,20 +392,12 @@ def _signature(settings: dict, fp: str) -> str:
     return json.dumps(reuse.stamp(settings, fp), sort_keys=True)
 
 
-def _replace(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
-    tmp = path + ".tmp"
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
     (flags first: a flag set names the weights and settings it belongs to, see ``_signature``)."""
     out = common.results_dir(run_dir)
-    os.makedirs(out, exist_ok=True)
-    _replace(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
-    _replace(os.path.join(out, RESULTS_FILE), lambda f: json.dump(results, f, indent=2))
+    atomic.write_file(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
+    atomic.write_json(os.path.join(out, RESULTS_FILE), results)
 
 
 def read_masks(run_dir: str) -> dict[str, np.ndarray]:
@@ -419,12 +421,10 @@ def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray,
     """
     from attacks import autoattack
 
-    out = os.path.join(common.results_dir(run_dir), ADVERSARIAL_DIR)
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, f"{name}.npz")
+    path = os.path.join(common.results_dir(run_dir), ADVERSARIAL_DIR, f"{name}.npz")
     arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
               "key": np.array(_signature(settings, fp))}
-    _replace(path, lambda f: np.savez_compressed(f, **arrays), "wb")
+    atomic.write_file(path, lambda f: np.savez_compressed(f, **arrays), "wb")
     entry = {"adversarial_examples": os.path.abspath(path)}
     if "broken_by" in keep:
         entry["stages"] = autoattack.robust_after_each(keep["broken_by"])
@@ -491,8 +491,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     seed, batch_size = opts.seed, opts.batch_size
     print(f"== {plan.header}: {plan.run_dir} ({plan.config['dataset']}, {plan.config['arch']})", flush=True)
     model = plan.model
-    fp = reuse.fingerprint(plan.run_dir)
-    path = os.path.join(common.results_dir(plan.run_dir), RESULTS_FILE)
+    fp = plan.target.fingerprint
+    path = os.path.join(plan.target.results_dir, RESULTS_FILE)
 
     t0 = time.time()
     correct = predict(model, x, batch_size) == y

@@ -49,7 +49,7 @@ def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
 
 
 def check_runs(run_dirs: Sequence[str], dataset: Optional[str] = None) -> list[dict]:
-    """The runs' (or model files', eval.common.target_config) configs; UsageError unless there is at
+    """The runs' (or model files', eval.target.Target) configs; UsageError unless there is at
     least one and all share a data set."""
     return _one_data_set([common.target_config(d, dataset) for d in run_dirs])
 
@@ -69,7 +69,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
              nb_iter: int = 20, previous: Optional[str] = None, force: bool = False,
              verbose: int = 1, dataset: Optional[str] = None) -> dict:
     """The black-box matrix for every ε; returns blackbox.json's dict (does not write it). Any of
-    ``run_dirs`` may be a model file of any classifier (eval.common.load_target, data set ``dataset``).
+    ``run_dirs`` may be a model file of any classifier (eval.target.Target, data set ``dataset``).
 
     ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
     ``previous``: an earlier blackbox.json, returned instead when it was computed on the same

@@ -1,5 +1,6 @@
-"""Shared glue of the analyses (transferability, black-box matrix, detection): run loading, the
-per-data-set attack settings, batched prediction and attack crafting, tables, JSON, CLI errors.
+"""Shared glue of the analyses (transferability, black-box matrix, detection): the CLI errors and
+flags, the per-data-set attack settings, run labels and test data, batched prediction and attack
+crafting with progress and timing, tables, JSON. Run folders and model files are eval.target's.
 
 Usage::
 
@@ -18,8 +19,9 @@ Parts, top to bottom:
    the ε / η checks.
 2. ``AttackSettings`` / ``settings(dataset)``: the evaluation attacks of the paper per data set,
    read from attacks.settings.
-3. Runs: ``load_run_checked``, ``run_label``, ``test_samples``; model files in place of runs:
-   ``is_model_file``, ``load_model_file``, ``load_target``, ``results_dir``.
+3. ``run_label``, ``run_labels``, ``test_samples``. eval.target's names (``load_run_checked``,
+   ``read_run_config``, ``load_target``, ``open_target``, ``results_dir``, ``eval_path``, ...) are
+   importable from here too, for the tools written before it.
 4. Batched ``predict``, ``predict_members``, ``entropy_of_logits`` and ``craft`` (through
    ``attacks.registry.run``, the one entry point to the attack adapters); ``progress``, the
    progress bar of every long evaluation.
@@ -40,7 +42,11 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from attacks import settings as attack_settings
-from cce_tf import cli_flags
+from cce_tf import atomic, cli_flags
+# Run folders and model files are eval.target's; their names stay importable from here.
+from eval.target import (MODEL_FILE_ARCH, SavedModelClassifier, check_run_dir, eval_path,  # noqa: F401
+                         is_model_file, load_model_file, load_run_checked, load_target,
+                         open_target, read_run_config, results_dir, target_config)
 
 # --------------------------------------------------------------------------------------------------
 # 1. Errors
@@ -126,177 +132,8 @@ def format_eps(eps: float, dataset: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. Runs and test data
+# 3. Run labels and test data
 # --------------------------------------------------------------------------------------------------
-
-
-def check_run_dir(run_dir: str) -> None:
-    """UsageError unless run_dir holds a trained run (config.json and the ensemble weights)."""
-    if not run_dir:
-        raise UsageError("--run_dir is required")
-    if not os.path.isdir(run_dir):
-        raise UsageError(f"--run_dir {run_dir}: no such folder")
-    for name in ("config.json", "ensemble.weights.h5"):
-        if not os.path.isfile(os.path.join(run_dir, name)):
-            raise UsageError(f"--run_dir {run_dir} is not a trained run: {name} is missing "
-                             f"(train one with python -m cce_tf.train --out_dir {run_dir})")
-
-
-_CONFIG_KEYS = ("dataset", "arch", "method", "members", "input_shape", "num_classes")
-
-
-def read_run_config(run_dir: str) -> dict:
-    """A trained run's config.json; UsageError naming the file if it is missing, unreadable or
-    lacks a setting the tools need."""
-    check_run_dir(run_dir)
-    path = os.path.join(run_dir, "config.json")
-    try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
-    missing = [k for k in _CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
-    if missing:
-        raise UsageError(f"{path} is not a run's config.json: it lacks {', '.join(missing)}")
-    return cfg
-
-
-def load_run_checked(run_dir: str):
-    """(Ensemble, config dict) of a trained run; UsageError naming the file for a folder that is
-    not one, a corrupt config.json or a truncated or corrupt weights file."""
-    cfg = read_run_config(run_dir)
-    from cce_tf.ensemble import KERAS_FILE, WEIGHTS_FILE, InconsistentRun, load_run
-
-    try:
-        return load_run(run_dir), cfg
-    except InconsistentRun as e:
-        raise UsageError(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - h5py and Keras raise many types for a damaged file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        name = KERAS_FILE if os.path.exists(os.path.join(run_dir, KERAS_FILE)) else WEIGHTS_FILE
-        raise UsageError(f"{os.path.join(run_dir, name)} cannot be loaded "
-                         f"({type(e).__name__}: {first[:200]})") from e
-
-
-# A model file in place of a run: any classifier mapping [0, 1] NHWC float32 images to logits,
-# saved as a .keras file or a TensorFlow SavedModel folder (e.g. by python -m cce_tf.export).
-# Its results go to the sibling folder PATH.eval/ (a run's go to RUN/eval/), its fingerprint is
-# the SHA-256 of the file(s) (cce_tf.fingerprint.model_file_fingerprint).
-MODEL_FILE_ARCH = "cnn"  # the attacks' per-architecture defaults (k) for a foreign model: the CNNs'
-
-
-def is_model_file(path: str) -> bool:
-    """True for a .keras file or a SavedModel folder (one holding saved_model.pb)."""
-    return (path.endswith(".keras") and os.path.isfile(path)) or \
-        os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
-def results_dir(target: str) -> str:
-    """Where a target's results go: RUN/eval/ for a run folder, PATH.eval/ beside a model file."""
-    if is_model_file(target):
-        return os.path.normpath(target) + ".eval"
-    return os.path.join(target, "eval")
-
-
-class SavedModelClassifier:
-    """A loaded SavedModel's ``serve`` signature as a model: ``clf(x, training=False) -> logits``
-    (differentiable, so every gradient attack runs on it)."""
-
-    def __init__(self, path: str):
-        import tensorflow as tf
-
-        self.loaded = tf.saved_model.load(path)
-        if not hasattr(self.loaded, "serve"):
-            raise UsageError(f"{path} is a SavedModel without a 'serve' function (write it with "
-                             "keras.Model.export or python -m cce_tf.export --format savedmodel)")
-        spec = self.loaded.serve.input_signature[0]
-        self.input_shape = tuple(spec.shape[1:])
-
-    def __call__(self, x, training: bool = False):
-        return self.loaded.serve(x)
-
-
-def _dataset_for(path: str, input_shape: tuple, num_classes: int, dataset: Optional[str]) -> str:
-    """The data set a model file is evaluated on: ``dataset`` when given (it must fit the model's
-    input shape and class count), else the one data set that fits; UsageError otherwise."""
-    from cce_tf import data
-
-    fits = [d for d in data.DATASETS
-            if tuple(data.info(d).input_shape) == tuple(input_shape) and data.info(d).num_classes == num_classes]
-    if dataset:
-        if dataset not in data.DATASETS:
-            raise UsageError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {dataset!r}")
-        if dataset not in fits:
-            raise UsageError(f"{path} takes {tuple(input_shape)} images to {num_classes} classes, which "
-                             f"does not fit --dataset {dataset}")
-        return dataset
-    if len(fits) != 1:
-        raise UsageError(f"{path} takes {tuple(input_shape)} images to {num_classes} classes: "
-                         + (f"give --dataset ({' or '.join(fits)})" if fits else "no data set of "
-                            f"{', '.join(data.DATASETS)} fits"))
-    return fits[0]
-
-
-def load_model_file(path: str, dataset: Optional[str] = None):
-    """(classifier, synthetic config) of a .keras file or SavedModel folder. The .keras file is
-    loaded with safe_mode=True: evaluating a model never runs code that came with it. The config
-    has the keys of a run's config.json the tools read (members = 1: the file is one classifier)."""
-    import numpy as np
-
-    try:
-        if path.endswith(".keras"):
-            import keras
-
-            import cce_tf.ensemble  # noqa: F401 - registers cce_tf>Ensemble, so a run's ensemble.keras loads too
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-            input_shape = tuple(model.inputs[0].shape[1:]) if hasattr(model, "inputs") and model.inputs \
-                else None
-        else:
-            model = SavedModelClassifier(path)
-            input_shape = model.input_shape
-    except UsageError:
-        raise
-    except Exception as e:  # noqa: BLE001 - Keras, TF and zipfile raise many types for a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UsageError(f"{path} cannot be loaded as a model ({type(e).__name__}: {first[:200]})") from e
-    if input_shape is None or len(input_shape) != 3 or None in input_shape:
-        raise UsageError(f"{path}: the model must take NHWC images of a fixed size, it takes {input_shape}")
-    logits = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False))
-    if logits.ndim != 2:
-        raise UsageError(f"{path}: the model must return logits [batch, classes], it returns shape {logits.shape}")
-    name = os.path.basename(os.path.normpath(path))
-    cfg = {"dataset": _dataset_for(path, input_shape, logits.shape[1], dataset), "arch": MODEL_FILE_ARCH,
-           "method": "model", "preset": None, "members": 1, "input_shape": list(input_shape),
-           "num_classes": int(logits.shape[1]), "model_file": os.path.abspath(path), "label": name}
-    return model, cfg
-
-
-def target_config(path: str, dataset: Optional[str] = None) -> dict:
-    """The config of an evaluation target: a run's config.json (read without TensorFlow; ``dataset``,
-    when given, must be the run's), or a model file's (loading it: ``load_model_file``)."""
-    if path and is_model_file(path):
-        return load_model_file(path, dataset)[1]
-    cfg = read_run_config(path)
-    if dataset and dataset != cfg["dataset"]:
-        raise UsageError(f"--dataset {dataset}: {path} was trained on {cfg['dataset']}")
-    return cfg
-
-
-def open_target(path: str, dataset: Optional[str] = None) -> tuple[dict, Callable[[], Any]]:
-    """(config, load) of an evaluation target: a run's config.json is read now and its ensemble
-    loaded by ``load()``, so a tool that reuses its result never loads the weights; a model file is
-    loaded now (its config comes from the model) and ``load()`` returns it."""
-    if path and is_model_file(path):
-        model, cfg = load_model_file(path, dataset)
-        return cfg, lambda: model
-    return target_config(path, dataset), lambda: load_run_checked(path)[0]
-
-
-def load_target(path: str, dataset: Optional[str] = None):
-    """(model, config) of an evaluation target: a run folder (``load_run_checked``; ``dataset``,
-    when given, must be the run's) or a model file (``load_model_file``)."""
-    cfg, load = open_target(path, dataset)
-    return load(), cfg
 
 
 _METHOD_NAMES = {"nat": "NAT", "adv": "ADV", "adv-en": "ADV-EN", "adp": "ADP", "cce": "CCE"}
@@ -522,14 +359,9 @@ def jsonable(obj):
 
 
 def write_json(path: str, obj: dict) -> str:
-    """Writes obj (numpy values converted, NaN as null) atomically; returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(jsonable(obj), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Writes obj (numpy values converted, floats rounded, NaN as null: ``jsonable``) atomically
+    (cce_tf.atomic); returns the path."""
+    return atomic.write_json(path, jsonable(obj), newline=True)
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -539,11 +371,6 @@ def read_json(path: str) -> Optional[dict]:
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def eval_path(run_dir: str, name: str) -> str:
-    """Where an evaluation of a run (RUN/eval/NAME) or of a model file (PATH.eval/NAME) goes."""
-    return os.path.join(results_dir(run_dir), name)
 
 
 def pct(value: Optional[float], digits: int = 1) -> str:

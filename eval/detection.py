@@ -44,7 +44,7 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
-from cce_tf import cli_flags
+from cce_tf import atomic, cli_flags
 from cce_tf.config import converging_step, scaled_step
 from eval import common, reuse
 
@@ -266,10 +266,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         arrays["sweep_eps"] = np.asarray([m["eps"] for m in result_sweep], np.float64)
     result["seconds"] = round(time.time() - t0, 2)
     # The entropies first: detection.json names the weights its arrays belong to.
-    tmp = npz_path + ".tmp.npz"
-    os.makedirs(os.path.dirname(npz_path), exist_ok=True)
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, npz_path)
+    atomic.write_file(npz_path, lambda f: np.savez_compressed(f, **arrays), "wb")
     common.write_json(json_path, result)
     log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
     return result

@@ -3,7 +3,7 @@
 Usage::
 
     from eval import reuse
-    fp = reuse.fingerprint(run_dir)                            # SHA-256 of the run's weights
+    fp = reuse.fingerprint(run_dir)                            # SHA-256 of the run's weights (eval.target)
     d = reuse.decide(old_entry, fp, settings, force=False)
     if d.reuse: ...                                            # same weights and same settings
     else: entry = dict(compute(), **reuse.stamp(settings, fp))
@@ -23,8 +23,8 @@ import os
 import shutil
 from typing import Any, Mapping, Optional, Union
 
-from cce_tf.fingerprint import model_file_fingerprint, weights_fingerprint
-from eval.common import is_model_file, jsonable
+from eval.common import jsonable
+from eval.target import fingerprint  # noqa: F401 - reuse.fingerprint: every tool's name for it
 
 KEY = "weights_sha256"
 
@@ -39,14 +39,6 @@ UNSTAMPED = "no weights fingerprint recorded"
 class Decision:
     reuse: bool
     why: str = ""  # why not: NEW, FORCED, WEIGHTS, SETTINGS or UNSTAMPED
-
-
-def fingerprint(target: str) -> str:
-    """SHA-256 of a run's weights (cached by size and mtime; cce_tf.fingerprint), or of a model
-    file evaluated in place of a run (eval.common.is_model_file)."""
-    if is_model_file(target):
-        return model_file_fingerprint(target)
-    return weights_fingerprint(target)
 
 
 def canonical(settings: Any) -> Any:

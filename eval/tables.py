@@ -9,10 +9,10 @@ python -m studies.reproduce --study table4 (they live in studies/specs/, their o
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from cce_tf import cli_flags
+from cce_tf.run_files import WEIGHTS_FILE
 from eval import attack_suite, common, reuse
 from eval.common import UsageError
 
@@ -25,13 +25,13 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
     Only results computed on the weights the run holds now are shown (eval.reuse): a table never
     mixes two sets of weights."""
     config = common.read_run_config(run_dir)
-    path = os.path.join(run_dir, "eval", attack_suite.RESULTS_FILE)
+    path = common.eval_path(run_dir, attack_suite.RESULTS_FILE)
     res = attack_suite.read_results(run_dir)
     if not res:
         raise UsageError(f"{path} not found: run python -m eval.attack_suite --run_dir {run_dir}")
     fp = reuse.fingerprint(run_dir)
     if res.get(reuse.KEY) != fp:
-        raise UsageError(f"{path} was computed on other weights than {run_dir}/ensemble.weights.h5 holds "
+        raise UsageError(f"{path} was computed on other weights than {run_dir}/{WEIGHTS_FILE} holds "
                          f"now: re-run python -m eval.attack_suite --run_dir {run_dir}")
     entries = res.get("attacks", {})
     finished = reuse.same_weights(entries, fp)

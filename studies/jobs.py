@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Optional
 
+from cce_tf import atomic
 from studies.plan import ADAPTIVE, ATTACK_SUITE, BLACKBOX, DETECTION, TRAIN, TRANSFER, Job
 
 
@@ -160,11 +161,7 @@ def run_job(job: Job, out_dir: str, fd_level: bool = False, precomputed: Optiona
     marker = {"id": job.id, "kind": job.kind, "options": reuse.canonical(job.options),
               "weights_sha256": _fingerprints(job), "seconds": round(seconds, 3), "cost": job.cost,
               "threads": threads()}
-    path = marker_path(job, out_dir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(marker, f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(marker_path(job, out_dir), marker)
     return {"id": job.id, "ok": True, "seconds": seconds, "log": log, "error": None}
 
 

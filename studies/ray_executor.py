@@ -37,6 +37,7 @@ import traceback
 import uuid
 from typing import Any, Callable, Optional
 
+from cce_tf import atomic
 from eval.common import UsageError
 from studies import jobs as jobs_mod
 from studies.plan import ATTACK_SUITE, Job
@@ -118,16 +119,11 @@ def _merge_task(job: Job, out_dir: str, cwd: Optional[str], *shards: dict) -> di
 def _add_seconds(job: Job, out_dir: str, extra: float) -> None:
     """Count the shards' time in the job's marker: studies.costs learns a job's seconds from it, and
     the merge task alone did only a fraction of the work."""
-    import json
-
     marker = jobs_mod.read_marker(job, out_dir)
     if marker is None:
         return
     marker["seconds"] = round(marker["seconds"] + extra, 3)
-    path = jobs_mod.marker_path(job, out_dir)
-    with open(path + ".tmp", "w") as f:
-        json.dump(marker, f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(jobs_mod.marker_path(job, out_dir), marker)
 
 
 def _read_text(path: str) -> Optional[str]:
