@@ -21,7 +21,7 @@ TOOLS = (("cce_tf.train", "cce-train"), ("cce_tf.export", "cce-export"), ("eval.
          ("eval.detection", "cce-detect"), ("eval.adaptive_detection", "cce-adaptive-detect"),
          *((f"figures.{name}", f"cce-figure {name}") for name in ("entropy_histogram", "roc_attacks", "roc_eps",
                                                                  "predictions", "loss_surface", "training_curves")),
-         ("studies.reproduce", "cce-reproduce"))
+         ("studies.reproduce", "cce-reproduce"), ("studies.convergence", "cce-convergence"))
 
 
 def purpose(doc: str) -> str:

@@ -22,7 +22,7 @@ TEST_AND_BUILD_TOOLS = {"pytest", "setuptools"}   # in requirements.txt for make
 SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.attack_suite": "cce-attack",
            "eval.tables": "cce-tables", "eval.transferability": "cce-transfer", "eval.blackbox": "cce-blackbox",
            "eval.detection": "cce-detect", "eval.adaptive_detection": "cce-adaptive-detect",
-           "studies.reproduce": "cce-reproduce"}
+           "studies.reproduce": "cce-reproduce", "studies.convergence": "cce-convergence"}
 # studies.costs refits studies/timings.json inside the package, studies.cli_docs writes docs/cli.md:
 # maintainer tools, kept as python -m.
 MAINTAINER_ONLY = {"studies.costs", "studies.cli_docs"}
