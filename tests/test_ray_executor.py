@@ -83,7 +83,8 @@ def test_a_tiny_study_gives_the_same_results_on_both_executors(local_ray, tmp_pa
     capsys.readouterr()
     assert reproduce.main(args + ["--out_dir", local, "--max_parallel", cores]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"train +2 jobs: 2 done, 0 to do", out) and re.search(r"attack_suite +2 jobs: 0 done, 2 to do", out)
+    # The two runs and the undefended NAT_2 canary (studies.plan.CANARY).
+    assert re.search(r"train +3 jobs: 3 done, 0 to do", out) and re.search(r"attack_suite +3 jobs: 0 done, 3 to do", out)
 
     rows, ray_rows = read_rows(local), read_rows(on_ray)
     assert len(rows) == len(ray_rows) == 8   # natural, fgsm, pgd, any attack per run
@@ -92,7 +93,7 @@ def test_a_tiny_study_gives_the_same_results_on_both_executors(local_ray, tmp_pa
         assert got == want
     # The Ray side left what the local executor leaves: a marker and a log per job, no probe file.
     assert sorted(os.listdir(os.path.join(on_ray, "jobs"))) == sorted(os.listdir(os.path.join(local, "jobs")))
-    assert len(os.listdir(os.path.join(on_ray, "logs"))) == 4
+    assert len(os.listdir(os.path.join(on_ray, "logs"))) == 6
     assert not [f for f in os.listdir(on_ray) if f.startswith(".ray_probe")]
     for run in os.listdir(os.path.join(on_ray, "runs")):
         got, want = (attack_suite.read_masks(os.path.join(d, "runs", run)) for d in (on_ray, local))
@@ -102,7 +103,7 @@ def test_a_tiny_study_gives_the_same_results_on_both_executors(local_ray, tmp_pa
 
     assert reproduce.main(args + ["--out_dir", local]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"train +2 jobs: 2 done, 0 to do", out) and re.search(r"attack_suite +2 jobs: 2 done, 0 to do", out)
+    assert re.search(r"train +3 jobs: 3 done, 0 to do", out) and re.search(r"attack_suite +3 jobs: 3 done, 0 to do", out)
     assert "0 job(s) done, 0 failed" in out
 
 
