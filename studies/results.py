@@ -568,6 +568,8 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
     of the per-seed differences (percentage points) of the distinct claims measured so far on two
     seeds or more (``rows``: results.collect(plan))."""
     counted = [c for cs in check_claims(plan, rows).values() for c in cs if c["same_as"] is None]
+    if not counted:
+        return []
     n = len(plan.seeds)
     if n < 2:
         return [f"claims: {len(counted)} distinct, checked on the plan's one seed: one seed gives no "
