@@ -35,3 +35,12 @@ def test_the_smallest_k_whose_doubling_moves_every_model_less_than_a_point():
     assert "smallest k whose doubling moves every model by less than 1 point: **20**" in \
         convergence.k_table(measured, [5, 10, 20, 40])
     assert "no k listed passes" in convergence.k_table(measured, [5, 10])
+
+
+def test_the_dry_run_plans_every_budget_and_prints_the_empty_table(tmp_path, capsys):
+    assert convergence.cli(["convergence", "--budgets", "2000x1,2000x2", "--methods", "nat,cce-rm",
+                            "--out_dir", str(tmp_path), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("train               2 jobs: 0 done, 2 to do") == 2
+    assert "| CCE-RM_2 | – | – |" in out and "2000x1 → 2000x2" in out and "**not measured yet**" in out
+    assert convergence.cli(["convergence", "--attack_k", "ten", "--dry_run"]) == 2
