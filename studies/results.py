@@ -677,12 +677,17 @@ def _paper_labels(group: tuple[Study, ...]) -> dict[str, Study]:
     return {p.name: p for p in group}
 
 
+def scale_text(plan: Plan) -> str:
+    """"Scale small (**not converged ...**)": the scale every table names, with what it is not."""
+    return f"Scale {plan.scale.name}" + (f" (**{plan.scale.caveat}**)" if plan.scale.caveat else "")
+
+
 def source_line(plan: Plan, group: tuple[Study, ...]) -> str:
     """Under a table's heading: the paper objects it reproduces and the scale it ran at (a page may
     mix studies), our data set beside the paper's, the seeds, and how a cell reads. ``group``: the
     parts the table shows (shared_tables)."""
     shared = ", one table: at this scale their cells are the same training runs" if len(group) > 1 else ""
-    head = f"Source: {_sources(group)}{shared}. Scale {plan.scale.name}"
+    head = f"Source: {_sources(group)}{shared}. {scale_text(plan)}"
     ours = sorted({_dataset_name(c.dataset) for c in plan.cells if c.study == group[0].name})
     if not ours:
         return f"{head}: not reproduced at this scale."
@@ -726,7 +731,7 @@ def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict]
     an earlier part's table shows its runs; then its claims."""
     if part is not group[0]:
         label = next(label for label, p in _paper_labels(group).items() if p is part)
-        md = [f"## {part.title}", "", f"Source: {_source(part)}. Scale {plan.scale.name}: shown with "
+        md = [f"## {part.title}", "", f"Source: {_source(part)}. {scale_text(plan)}: shown with "
               f"{_source(group[0])} above (same runs), the paper's values labelled {label}.", ""]
     else:
         title = part.title if len(group) == 1 else f"{_sources(group)}: {'; '.join(p.title for p in group)}"

@@ -54,6 +54,7 @@ class Scale:
     analysis_nb_iter: int = 20          # k of transferability, black box, detection (the paper's)
     sanity: bool = True
     subsets: tuple[tuple[str, int], ...] = ()   # (attack, test samples) for the attacks cut further
+    caveat: str = ""                    # said under every table of its page: what the scale is not
 
     def dataset_for(self, study_dataset: str) -> str:
         return self.dataset or study_dataset
@@ -82,11 +83,13 @@ SCALES = {
     # A smoke test of the whole pipeline in about a minute per run (the tests use it): not a result.
     "tiny": Scale(name="tiny", dataset="fashion_mnist", archs=("cnn",), train_subset=256, epochs=1,
                   train_nb_iter=2, attacks=("fgsm", "pgd"), attack_nb_iter=2, mul_nb_iter=2, n_samples=64,
-                  analysis_nb_iter=2, sanity=False),
+                  analysis_nb_iter=2, sanity=False, caveat="a smoke test of the pipeline, not a result"),
     "paper": Scale(name="paper", dataset=None, archs=("cnn", "resnet20")),
     "small": Scale(name="small", dataset="fashion_mnist", archs=("cnn",), train_subset=2000, epochs=2,
                    train_nb_iter=3, attacks=("fgsm", "pgd", "bim", "mim"), attack_nb_iter=10,
-                   n_samples=500, analysis_nb_iter=10, sanity=False),
+                   n_samples=500, analysis_nb_iter=10, sanity=False,
+                   caveat="not converged (2 epochs on 2000 images): a quick check of the pipeline, not evidence "
+                          "on the paper's claims"),
     "standard": Scale(name="standard", dataset="fashion_mnist", archs=("cnn",), train_subset=10000, epochs=10,
                       train_nb_iter=5, attack_nb_iter=40, n_samples=500, analysis_nb_iter=20, sanity=True,
                       subsets=(("mul_pgd", 250), ("mul_bim", 250), ("mul_mim", 250), ("spsa", 50),
