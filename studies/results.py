@@ -334,6 +334,8 @@ def study_csv(part: Study, rows: list[dict]) -> list[list]:
 
 NOT_MEASURED = "not measured"
 NOT_AT_SCALE = "not measured at this scale"
+# DESIGN.md contract 11: a robustness verdict needs attacks that break an undefended model.
+CANARY_FAILS = "no verdict: this scale's attacks fail the undefended canary"
 HOLM_ALPHA = 0.05
 
 
@@ -414,11 +416,12 @@ def check_claims(plan: Plan, rows: list[dict]) -> dict[str, list[dict]]:
     family of every distinct claim of the plan with a seed-level test (two seeds or more), from the
     p of each; None for a claim outside that family."""
     out, groups = {}, {}
+    failed = canaries_failed(plan)
     for part in _parts(plan):
         out[part.name] = []
         for claim in part.claims:
-            c = dict(check_claim(plan, part, claim, rows), by=part.claims_by, where=_source(part),
-                     same_as=None, holm=None)
+            c = dict(gated(plan, part, claim, check_claim(plan, part, claim, rows), failed), by=part.claims_by,
+                     where=_source(part), same_as=None, holm=None)
             out[part.name].append(c)
             groups.setdefault(claim_identity(plan, part, claim), []).append(c)
     counted = [max(g, key=lambda c: len(c["seeds"])) for g in groups.values()]
@@ -430,6 +433,30 @@ def check_claims(plan: Plan, rows: list[dict]) -> dict[str, list[dict]]:
             if c is not first:
                 c.update(same_as=first["where"], verdict=first["verdict"], holm=first["holm"])
     return out
+
+
+VERDICTS = (stats.HOLDS, stats.FAILS, stats.UNDECIDED)
+
+
+def canaries_failed(plan: Plan) -> set[tuple[str, str]]:
+    """(data set, arch) whose undefended canary was measured and keeps 10 % or more under PGD."""
+    out = set()
+    for cell in plan.canaries:
+        c = (_sanity_report(cell.run_dir) or {}).get("undefended")
+        if c and not c["passed"]:
+            out.add((cell.dataset, cell.run.arch))
+    return out
+
+
+def gated(plan: Plan, part: Study, claim: Claim, checked: dict, failed: set[tuple[str, str]]) -> dict:
+    """``checked`` (check_claim's dict) without a verdict where the claim is on robustness under the
+    suite's attacks and those attacks fail the undefended canary of its data set and arch
+    (``failed``: canaries_failed): the interval stays shown, it decides nothing, nor enters Holm."""
+    ds = next((c.dataset for c in plan.cells if c.study == part.name), None)
+    robustness = claim.metric == "any_attack" or claim.metric in attack_suite.paper_settings.ATTACK_NAMES
+    if robustness and (ds, part.run(claim.a).arch) in failed and checked["verdict"] in VERDICTS:
+        return dict(checked, verdict=CANARY_FAILS, p=None)
+    return checked
 
 
 def claims_summary(checked: dict[str, list[dict]]) -> str:
@@ -444,13 +471,12 @@ def claims_summary(checked: dict[str, list[dict]]) -> str:
     groups = [(whose, mine) for by, whose in (("paper", "the paper's"), ("package", "this package's"))
               if (mine := [c for c in counted if c["by"] == by])]
     for whose, mine in groups:
-        n = {v: sum(c["verdict"] == v for c in mine) for v in (stats.HOLDS, stats.FAILS, stats.UNDECIDED,
-                                                                NOT_MEASURED, NOT_AT_SCALE)}
+        n = {v: sum(c["verdict"] == v for c in mine) for v in (*VERDICTS, CANARY_FAILS, NOT_MEASURED, NOT_AT_SCALE)}
         holm = {v: sum(c["holm"] == v for c in mine) for v in (stats.HOLDS, stats.FAILS)}
         counts = [f"{n[stats.HOLDS]} hold ({holm[stats.HOLDS]} after Holm's adjustment)",
                   f"{n[stats.FAILS]} do not hold ({holm[stats.FAILS]} after Holm's adjustment)",
                   f"{n[stats.UNDECIDED]} {stats.UNDECIDED}"]
-        counts += [f"{n[v]} {v}" for v in (NOT_MEASURED, NOT_AT_SCALE) if n[v]]
+        counts += [f"{n[v]} {v}" for v in (CANARY_FAILS, NOT_MEASURED, NOT_AT_SCALE) if n[v]]
         lines.append(f"- {whose} {len(mine)}: " + ", ".join(counts) + ".")
     lines.append(f"- Holm's adjustment (α = {HOLM_ALPHA}) is over the {family} distinct claims of this page "
                  "measured on two seeds or more" + (", the paper's and this package's together." if len(groups) > 1
@@ -535,7 +561,8 @@ def worst_case(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> Optio
     attack on file for its weights), for a claim on an attack's robust accuracy; None otherwise."""
     if claim.threshold or claim.metric not in attack_suite.paper_settings.ATTACK_NAMES:
         return None
-    return check_claim(plan, part, dataclasses.replace(claim, metric="any_attack", size=None), rows)
+    worst = dataclasses.replace(claim, metric="any_attack", size=None)
+    return gated(plan, part, worst, check_claim(plan, part, worst, rows), canaries_failed(plan))
 
 
 def summary(plan: Plan, rows: list[dict], checked: dict[str, list[dict]]) -> str:

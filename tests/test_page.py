@@ -156,3 +156,32 @@ def test_a_runs_worst_case_is_one_number_in_every_table_that_shows_it(tmp_path):
         rows = {r["key"]: r for r in results._cell_rows(p, plan.Cell(p.name, CCE_RM, "fashion_mnist", 0, run_dir),
                                                          p.attacks)}
         assert rows["any_attack"]["value"] == 0.5 and rows["mul_pgd"]["value"] == 0.5 and rows["pgd"]["value"] == 0.75
+
+
+def _canary(tmp_path, passed: bool) -> plan.Cell:
+    """A hand-made NAT_2 canary run whose suite found it keeping 30 % (or 5 %) under PGD."""
+    import json
+    import os
+
+    from eval import reuse
+
+    run_dir = tmp_path / ("canary_pass" if passed else "canary_fail")
+    (run_dir / "eval").mkdir(parents=True)
+    (run_dir / "ensemble.weights.h5").write_bytes(b"an undefended model")
+    c = {"robust_accuracy": 0.05 if passed else 0.3, "n_samples": 500, "max_accuracy": 0.1, "passed": passed,
+         "params": {"eps": 0.1, "eps_iter": 0.025, "nb_iter": 10}}
+    report = {reuse.KEY: reuse.fingerprint(str(run_dir)), "attacks": {}, "sanity": {"undefended": c, "warnings": []}}
+    (run_dir / "eval" / "attack_suite.json").write_text(json.dumps(report))
+    return plan.Cell("canary", plan.CANARY, "fashion_mnist", 0, os.fspath(run_dir))
+
+
+def test_no_robustness_verdict_from_attacks_that_fail_the_undefended_canary(tmp_path):
+    p = make_plan([part("table4", "cifar10", T4_PAPER)])
+    rows = rows_of("table4", [3.0, 3.5, 2.5])
+    p.canaries = [_canary(tmp_path, passed=False)]
+    c = results.check_claims(p, rows)["table4"][0]
+    assert c["verdict"] == results.CANARY_FAILS and c["holm"] is None and c["ci_low"] is not None
+    md, _ = results.render(p, rows)
+    assert "**Canary fails (fashion_mnist, cnn)" in md and f"1 {results.CANARY_FAILS}" in md
+    p.canaries = [_canary(tmp_path, passed=True)]
+    assert results.check_claims(p, rows)["table4"][0]["verdict"] == stats.HOLDS
