@@ -15,8 +15,9 @@ subset, 2 epochs, training PGD with k = 3, and the attacks cut to what fits: FGS
 MIM with k = 10, on the first 500 test images (the multi-targeted attacks, SPSA, B&B and AutoAttack
 are left out; ``--scale paper`` runs them); transferability, black box and detection with k = 10 on
 the same 500 images; no sanity sweep. These are short-trained models (natural accuracy about 63 %,
-not converged), and its PGD fails the undefended canary (eval/sanity.py): the scale is a quick
-check of the pipeline and of which claims survive seeds, not evidence on the paper's claims. Any
+not converged; the canary above each of its tables says whether its attacks can break an
+undefended model, eval/sanity.py): the scale is a quick check of the pipeline and of which claims
+survive seeds, not evidence on the paper's claims. Any
 shortened k gets η = 2.5 ε / k (cce_tf.config.converging_step), training PGD included.
 
 ``standard`` trains to convergence on Fashion-MNIST: 10,000 training images, 10 epochs, training
