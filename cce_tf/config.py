@@ -72,13 +72,16 @@ def scaled_step(eps: float, base_eps: float, base_eps_iter: float) -> float:
 MADRY_FACTOR = 2.5
 
 
+def madry_step(eps: float, eps_iter: float, nb_iter: int) -> float:
+    """``eps_iter`` raised to 2.5 ε / k where it is smaller (Madry et al.'s rule), and never above ε
+    (cleverhans requires η <= ε)."""
+    return min(eps, max(eps_iter, MADRY_FACTOR * eps / nb_iter))
+
+
 def converging_step(eps: float, eps_iter: float, nb_iter: int, default_nb_iter: int) -> float:
     """The step η of a PGD of ``nb_iter`` steps whose setting has ``eps_iter`` at ``default_nb_iter``
-    steps: unchanged at k >= the default; at a shorter k raised to 2.5 ε / k (Madry et al.'s rule),
-    and never above ε (cleverhans requires η <= ε)."""
-    if nb_iter >= default_nb_iter:
-        return eps_iter
-    return min(eps, max(eps_iter, MADRY_FACTOR * eps / nb_iter))
+    steps: unchanged at k >= the default; at a shorter k, ``madry_step``."""
+    return eps_iter if nb_iter >= default_nb_iter else madry_step(eps, eps_iter, nb_iter)
 
 
 LEARNING_RATE = 1e-3   # Adam, every data set

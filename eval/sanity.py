@@ -53,6 +53,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from cce_tf.config import madry_step
+
 EPS_MAX = 0.5
 SWEEP_MAX_ACCURACY = 0.05
 STEPS_TOLERANCE = 0.01
@@ -79,9 +81,8 @@ def sweep_eps(eps: float, eps_max: float = EPS_MAX) -> list[float]:
 def sweep_params(params: dict, eps: float) -> dict:
     """PGD ``params`` at radius ``eps``: η keeps its ratio to ε, but at least 2.5 ε / k so that k
     steps can cross the ball (Madry et al. 2018's rule), and at most ε (cleverhans asserts η <= ε)."""
-    k = int(params["nb_iter"])
-    eta = max(params["eps_iter"] * eps / params["eps"], 2.5 * eps / k)
-    return dict(params, eps=float(eps), eps_iter=float(min(eta, eps)))
+    eta = madry_step(eps, params["eps_iter"] * eps / params["eps"], int(params["nb_iter"]))
+    return dict(params, eps=float(eps), eps_iter=float(eta))
 
 
 def check_eps_sweep(pgd_robust: RobustFn, params: dict,

@@ -138,22 +138,19 @@ def table(measured: dict[str, dict[str, dict]], budgets: list[Budget], labels: l
 
 
 def measurements(plan) -> dict[str, dict]:
-    """{label: {"natural", "pgd", "k_doubling"}} in percent, from the plan's finished results."""
-    from eval import attack_suite, reuse
+    """{label: {"natural", "pgd", "k_doubling"}} in percent, from the plan's finished results (the
+    rows a study page reads, studies.results.collect, and its runs' sanity reports)."""
+    from studies import results
 
+    value = {(r["cell"], r["key"]): 100 * r["value"] for r in results.collect(plan)}
     out = {}
     for cell in plan.cells:
-        try:
-            fp = reuse.fingerprint(cell.run_dir)
-        except OSError:
+        label = cell.run.label
+        if (label, "pgd") not in value:
             continue
-        r = common.read_json(os.path.join(cell.run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
-        pgd = reuse.same_weights(r.get("attacks", {}), fp).get("pgd") if r.get(reuse.KEY) == fp else None
-        if not pgd:
-            continue
-        steps = r.get("sanity", {}).get("double_steps", {}).get("robust_accuracy")
-        out[cell.run.label] = {"natural": 100 * r["natural_accuracy"], "pgd": 100 * pgd["robust_accuracy"],
-                               "k_doubling": 100 * (steps[1] - steps[0]) if steps else None}
+        steps = (results.sanity_report(cell.run_dir) or {}).get("double_steps", {}).get("robust_accuracy")
+        out[label] = {"natural": value[(label, "natural")], "pgd": value[(label, "pgd")],
+                      "k_doubling": 100 * (steps[1] - steps[0]) if steps else None}
     return out
 
 
@@ -163,14 +160,15 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
     from attacks import settings
     from cce_tf import data
     from eval import attack_suite, reuse
+    from eval.target import Target
 
-    path = os.path.join(run_dir, "eval", "attack_k.json")
-    fp = reuse.fingerprint(run_dir)
+    target = Target(run_dir)
+    path, fp, cfg = os.path.join(target.results_dir, "attack_k.json"), target.fingerprint, target.config
     old = common.read_json(path) or {}
     have = {int(k): v for k, v in old.get("accuracy", {}).items()} if old.get(reuse.KEY) == fp else {}
     todo = [k for k in ks if k not in have]
     if todo:
-        model, cfg = common.load_target(run_dir)
+        model = target.load()
         x, y = data.load(cfg["dataset"], "test")
         for k in todo:
             params = settings.default_params("pgd", cfg["dataset"], cfg["arch"], nb_iter=k)
@@ -185,6 +183,7 @@ def k_table(measured: dict[str, dict[int, float]], ks: list[int]) -> str:
     """PGD accuracy per k and run, and the smallest k whose doubling moves every run < K_TOLERANCE."""
     lines = ["| run | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
     lines += [f"| {label} | " + " | ".join(f"{acc[k]:.1f}" for k in ks) + " |" for label, acc in measured.items()]
+
     def passes(k: int) -> bool:
         return all(abs(a[2 * k] - a[k]) < K_TOLERANCE for a in measured.values())
 

@@ -121,10 +121,7 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                 run_dir = os.path.join(runs_dir, run_folder(run, ds, seed))
                 cells.append(Cell(part.name, run, ds, seed, run_dir))
                 part_dirs.append(run_dir)
-                tid = f"{TRAIN}/{os.path.basename(run_dir)}"
-                if tid not in jobs:
-                    opts = train_options(run, ds, seed, scale)
-                    jobs[tid] = Job(tid, TRAIN, (run_dir,), opts, cost=train_cost(opts))
+                _add_train(jobs, cells[-1], scale)
                 if ATTACK_SUITE in part.evaluations:
                     names = suite_attacks.setdefault(run_dir, [])
                     names += [a for a in scale.attacks_for(part.attacks, part.full_evaluation) if a not in names]
@@ -180,14 +177,19 @@ def _add_canaries(jobs: dict, cells: list[Cell], suite_attacks: dict, scale: Sca
             continue
         run = dataclasses.replace(CANARY, arch=arch)
         cell = Cell("canary", run, ds, seeds[0], os.path.join(runs_dir, run_folder(run, ds, seeds[0])))
-        tid = f"{TRAIN}/{os.path.basename(cell.run_dir)}"
-        if tid not in jobs:
-            opts = train_options(run, ds, seeds[0], scale)
-            jobs[tid] = Job(tid, TRAIN, (cell.run_dir,), opts, cost=train_cost(opts))
+        _add_train(jobs, cell, scale)
         have = suite_attacks.setdefault(cell.run_dir, [])
         have += [a for a in dict.fromkeys(names) if a not in have]
         out.append(cell)
     return out
+
+
+def _add_train(jobs: dict, cell: Cell, scale: Scale) -> None:
+    """The training job of ``cell``'s run folder, unless another cell with the same settings added it."""
+    tid = f"{TRAIN}/{os.path.basename(cell.run_dir)}"
+    if tid not in jobs:
+        opts = train_options(cell.run, cell.dataset, cell.seed, scale)
+        jobs[tid] = Job(tid, TRAIN, (cell.run_dir,), opts, cost=train_cost(opts))
 
 
 def _add_eval(jobs: dict, kind: str, run_dir: str, options: dict) -> None:

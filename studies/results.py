@@ -442,7 +442,7 @@ def canaries_failed(plan: Plan) -> set[tuple[str, str]]:
     """(data set, arch) whose undefended canary was measured and keeps 10 % or more under PGD."""
     out = set()
     for cell in plan.canaries:
-        c = (_sanity_report(cell.run_dir) or {}).get("undefended")
+        c = (sanity_report(cell.run_dir) or {}).get("undefended")
         if c and not c["passed"]:
             out.add((cell.dataset, cell.run.arch))
     return out
@@ -612,7 +612,7 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
             f"  smallest difference a claim resolves with {n} seeds: {smallest}"]
 
 
-def _sanity_report(run_dir: str) -> Optional[dict]:
+def sanity_report(run_dir: str) -> Optional[dict]:
     """The sanity report (with its canaries) of a run's attack suite on the weights it holds now."""
     try:
         fp = reuse.fingerprint(run_dir)
@@ -627,7 +627,7 @@ def canary_lines(plan: Plan) -> list[str]:
     does this scale's PGD break a model with no defence? Put at the top of every attack table."""
     out = []
     for cell in plan.canaries:
-        c = (_sanity_report(cell.run_dir) or {}).get("undefended")
+        c = (sanity_report(cell.run_dir) or {}).get("undefended")
         if not c:
             out.append(f"Canary ({cell.dataset}, {cell.run.arch}): the undefended {cell.run.label} is not "
                        "measured yet.")
@@ -650,7 +650,7 @@ def sanity_lines(plan: Plan, part: Study) -> list[str]:
     (sanity check 6) and every masking warning and failed canary of its report."""
     out = []
     for cell in (c for c in plan.cells if c.study == part.name):
-        report = _sanity_report(cell.run_dir)
+        report = sanity_report(cell.run_dir)
         if not report or not (part.full_evaluation or report.get("warnings")):
             continue
         c = report.get("any_vs_restarts")

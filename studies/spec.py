@@ -145,10 +145,7 @@ def load(name: str) -> Study:
     for a bad file, KeyError for an unknown name."""
     if name == PAPER:
         parts = tuple(p for p in (load(n) for n in names() if n != PAPER) if not p.parts)
-        return Study(name=PAPER, title="Every table and figure of the paper, and the studies that go past it",
-                     source="all",
-                     dataset=parts[0].dataset, arch=parts[0].arch, layout="attacks", evaluations=(),
-                     attacks=(), runs=(), paper={}, claims=(), parts=parts)
+        return _made_of(PAPER, "Every table and figure of the paper, and the studies that go past it", "all", parts)
     path = name if name.endswith(".toml") else os.path.join(SPEC_DIR, f"{name}.toml")
     if not os.path.isfile(path):
         raise KeyError(f"unknown study {name!r}: choose one of {', '.join(names())}")
@@ -181,9 +178,13 @@ def _composite(raw: dict, path: str) -> Study:
     for key in ("name", "title"):
         if key not in raw:
             raise SpecError(f"{path}: the study lacks {key!r}")
-    return Study(name=raw["name"], title=raw["title"], source=raw.get("source", ""), dataset=parts[0].dataset,
-                 arch=parts[0].arch, layout="attacks", evaluations=(), attacks=(), runs=(), paper={}, claims=(),
-                 parts=tuple(parts))
+    return _made_of(raw["name"], raw["title"], raw.get("source", ""), tuple(parts))
+
+
+def _made_of(name: str, title: str, source: str, parts: tuple[Study, ...]) -> Study:
+    """A study with no runs of its own: its parts' tables, in order."""
+    return Study(name=name, title=title, source=source, dataset=parts[0].dataset, arch=parts[0].arch,
+                 layout="attacks", evaluations=(), attacks=(), runs=(), paper={}, claims=(), parts=parts)
 
 
 def _parse(raw: dict, path: str) -> Study:
