@@ -3,7 +3,8 @@
     python -m studies.convergence --budgets 10000x5,10000x10 --out_dir results/convergence --max_parallel 2
 
 A budget is TRAIN_IMAGESxEPOCHS (or TRAIN_IMAGESxEPOCHSxK with K the training PGD's steps; default
-the data set's, η by Madry's rule when K is shorter). For every budget, every method of --methods
+the data set's, η by Madry's rule when K is shorter), trained with the paper's random shifts unless
+--noaugment (then the budget's name ends in ``-noaug``). For every budget, every method of --methods
 is trained at N = --members on Fashion-MNIST (seed --seed) and measured by the attack suite: natural
 accuracy and PGD (k = --nb_iter, η by the same rule) on the first --n_samples test images, with the
 suite's sanity report (k-doubling among its checks). The table gives, per method, natural and PGD
@@ -41,6 +42,8 @@ flags.DEFINE_list("budgets", ["10000x5", "10000x10"], "Budgets TRAIN_IMAGESxEPOC
                   flag_values=FLAGS)
 flags.DEFINE_list("methods", list(HEADLINE_METHODS), "Methods (or CCE presets) to train at each budget.",
                   flag_values=FLAGS)
+flags.DEFINE_bool("augment", True, "Train with the paper's random 10% shifts (cce_tf.train --augment).",
+                  flag_values=FLAGS)
 flags.DEFINE_integer("members", 2, "Ensemble size N.", lower_bound=1, upper_bound=16, flag_values=FLAGS)
 cli_flags.define_shared(FLAGS, "seed", "nb_iter", "n_samples", nb_iter=20,
                         note={"seed": "Here the training seed.", "nb_iter": "Here the measuring PGD's (default 20).",
@@ -60,21 +63,22 @@ class Budget:
     train_subset: int
     epochs: int
     train_nb_iter: int | None = None    # None: the data set's
+    augment: bool = True
 
     @property
     def name(self) -> str:
         k = "" if self.train_nb_iter is None else f"x{self.train_nb_iter}"
-        return f"{self.train_subset}x{self.epochs}{k}"
+        return f"{self.train_subset}x{self.epochs}{k}" + ("" if self.augment else "-noaug")
 
 
-def parse_budget(text: str) -> Budget:
+def parse_budget(text: str, augment: bool = True) -> Budget:
     try:
         parts = [int(p) for p in text.lower().split("x")]
     except ValueError:
         parts = []
     if len(parts) not in (2, 3) or min(parts) < 1:
         raise common.UsageError(f"--budgets: {text!r} is not TRAIN_IMAGESxEPOCHS[xK] with positive integers")
-    return Budget(*parts)
+    return Budget(*parts, augment=augment)
 
 
 def study(methods: list[str], members: int):
@@ -96,8 +100,8 @@ def scale_of(budget: Budget, nb_iter: int, n_samples: int):
     from studies.scale import Scale
 
     return Scale(name=budget.name, dataset="fashion_mnist", archs=("cnn",), train_subset=budget.train_subset,
-                 epochs=budget.epochs, train_nb_iter=budget.train_nb_iter, attacks=("pgd",),
-                 attack_nb_iter=nb_iter, n_samples=n_samples, sanity=True)
+                 epochs=budget.epochs, train_nb_iter=budget.train_nb_iter, augment=budget.augment,
+                 attacks=("pgd",), attack_nb_iter=nb_iter, n_samples=n_samples, sanity=True)
 
 
 def table(measured: dict[str, dict[str, dict]], budgets: list[Budget], labels: list[str]) -> str:
@@ -113,8 +117,7 @@ def table(measured: dict[str, dict[str, dict]], budgets: list[Budget], labels: l
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     out = ["\n".join(lines), ""]
     for b in budgets:
-        twice = next((d for d in budgets if (d.train_subset, d.epochs, d.train_nb_iter)
-                      == (b.train_subset, 2 * b.epochs, b.train_nb_iter)), None)
+        twice = next((d for d in budgets if d == dataclasses.replace(b, epochs=2 * b.epochs)), None)
         if twice is None:
             continue
         changes, missing = [], []
@@ -198,7 +201,7 @@ def k_table(measured: dict[str, dict[int, float]], ks: list[int]) -> str:
 
 def main(argv: list[str]) -> int:
     cli_flags.parse(FLAGS, argv)
-    budgets = [parse_budget(b) for b in FLAGS.budgets]
+    budgets = [parse_budget(b, FLAGS.augment) for b in FLAGS.budgets]
     try:
         ks = sorted({int(k) for k in FLAGS.attack_k})
     except ValueError:

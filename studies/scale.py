@@ -48,6 +48,7 @@ class Scale:
     train_subset: int = 0               # 0: the whole training set
     epochs: Optional[int] = None        # None: the paper's (cce_tf.config)
     train_nb_iter: Optional[int] = None  # training PGD steps; None: the paper's
+    augment: bool = True                # the paper's random shifts (CIFAR's, applied to every data set)
     attacks: Optional[tuple[str, ...]] = None  # None: the study's attacks
     attack_nb_iter: Optional[int] = None       # k of PGD / BIM / MIM; None: the paper's
     mul_nb_iter: Optional[int] = None          # k of the multi-targeted attacks; None: the paper's
@@ -70,6 +71,8 @@ class Scale:
             opts["epochs"] = self.epochs
         if self.train_nb_iter is not None:
             opts["nb_iter"] = self.train_nb_iter
+        if not self.augment:   # only when off, so the job markers of the other scales stay as they were
+            opts["augment"] = False
         return opts
 
     def attacks_for(self, study_attacks: tuple[str, ...], full: bool = False) -> tuple[str, ...]:
@@ -92,7 +95,7 @@ SCALES = {
                    caveat="not converged (2 epochs on 2000 images): a quick check of the pipeline, not evidence "
                           "on the paper's claims"),
     "standard": Scale(name="standard", dataset="fashion_mnist", archs=("cnn",), train_subset=10000, epochs=10,
-                      train_nb_iter=5, attack_nb_iter=40, n_samples=500, analysis_nb_iter=20, sanity=True,
+                      train_nb_iter=5, augment=False, attack_nb_iter=40, n_samples=500, analysis_nb_iter=20, sanity=True,
                       subsets=(("mul_pgd", 250), ("mul_bim", 250), ("mul_mim", 250), ("spsa", 50),
                                ("bb_pgd1", 100), ("bb_pgd2", 100), ("autoattack", 100))),
 }

@@ -13,6 +13,14 @@ def test_budgets_parse_and_bad_ones_are_refused():
             convergence.parse_budget(bad)
 
 
+def test_a_budget_without_augmentation_trains_without_it_in_a_folder_of_its_own():
+    budget = convergence.parse_budget("10000x5x5", augment=False)
+    assert budget.name == "10000x5x5-noaug"
+    assert convergence.scale_of(budget, 20, 500).train_options("fashion_mnist")["augment"] is False
+    # The paper's augmentation is a training default, not an option: the other scales' job markers stay.
+    assert "augment" not in convergence.scale_of(convergence.parse_budget("10000x5"), 20, 500).train_options("x")
+
+
 def _measured(change_natural, change_pgd):
     b5 = {"ADV-EN_2": {"natural": 80.0, "pgd": 60.0}, "CCE-RM_2": {"natural": 81.0, "pgd": 62.0}}
     b10 = {"ADV-EN_2": {"natural": 80.5, "pgd": 60.5},
