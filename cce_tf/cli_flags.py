@@ -31,6 +31,7 @@ The shared flags (``SHARED``) mean the same in every tool that takes them:
     --nb_iter     the attack's steps k
     --force       recompute results that eval.reuse would reuse
     --verbose     0 quiet, 1 a progress bar with an ETA, 2 a line per finished stage (for log files)
+    --trust_model load a SavedModel given as --run_dir without eval.model_scan's check of its ops
 
 Every tool has its own ``FlagValues`` (no tool's flags leak into another's, so any set of tools
 can be imported into one process, as the tests and ``studies.cli_docs`` do). ``run`` is the one exit
@@ -146,6 +147,10 @@ SHARED: dict[str, tuple[Callable, Any, str]] = {
               "same settings; such results are reused otherwise (eval.reuse)."),
     "verbose": (lambda fv, n, d, h: _integer(fv, n, d, h, 0, 2), 1,
                 "Progress: 0 quiet, 1 a progress bar with an ETA, 2 a line per finished stage (for logs)."),
+    "trust_model": (lambda fv, n, d, h: flags.DEFINE_bool(n, d, h, flag_values=fv), False,
+                    "Load a SavedModel given as --run_dir without checking first that its graph holds only "
+                    "pure numerical ops (eval/model_scan.py); only for a file you wrote: a SavedModel is a "
+                    "program. A .keras file is loaded with safe_mode=True either way."),
 }
 
 

@@ -11,5 +11,6 @@ Parts:
     reuse            the one rule for reusing a result: same weights (SHA-256), same settings
     stats            Wilson / Newcombe intervals, paired bootstrap and McNemar, verdicts
     target           what is evaluated: a run folder or a model file (config, results folder, fingerprint)
+    model_scan       a SavedModel's ops checked against an allow-list of pure numerics, before it is loaded
     common           glue shared by the analyses
 """

@@ -58,13 +58,14 @@ def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, ba
 def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
              betas: Sequence[float] = BETAS, force: bool = False, verbose: int = 1,
-             dataset: Optional[str] = None) -> dict:
+             dataset: Optional[str] = None, trust_model: bool = False) -> dict:
     """Every detector-aware attack on the first ``n_samples`` test images; writes and returns
     RUN/eval/adaptive_detection.json's dict. ``run_dir`` may be a model file of any classifier
-    (eval.target.Target; its data set ``dataset``), whose results go to PATH.eval/."""
+    (eval.target.Target; its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned),
+    whose results go to PATH.eval/."""
     from attacks import detector_aware, gradient
 
-    cfg, load = common.open_target(run_dir, dataset)
+    cfg, load = common.open_target(run_dir, dataset, trust_model)
     p = detection.attack_settings(cfg["dataset"], eps, eps_iter, nb_iter)
     fp = reuse.fingerprint(run_dir)
     path = common.eval_path(run_dir, JSON_NAME)
@@ -142,13 +143,14 @@ def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
         raise common.UsageError("give at least one --run_dir")
-    configs = [common.target_config(d, FLAGS.dataset) for d in FLAGS.run_dir]
+    configs = [common.target_config(d, FLAGS.dataset, FLAGS.trust_model) for d in FLAGS.run_dir]
     for cfg in configs:
         detection.attack_settings(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
     rows = [(label, evaluate(d, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
-                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset))
+                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset,
+                             trust_model=FLAGS.trust_model))
             for d, label in zip(FLAGS.run_dir, labels)]
     print("\nDetection by entropy against detector-aware attackers (threshold: 5% FPR on clean images); "
           "percentages\n")

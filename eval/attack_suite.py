@@ -79,6 +79,7 @@ RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS
 FLAGS = cli_flags.new_flags()
 cli_flags.define_shared(
     FLAGS, "run_dir", "n_samples", "batch_size", "seed", "eps", "eps_iter", "nb_iter", "force", "verbose",
+    "trust_model",
     note={"run_dir": common.MODEL_FILE_NOTE + " One table column each.",
           "n_samples": "Default: gradient attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper.",
           "eps": "Also moves every radius defined relative to ε (B&B's start radii).",
@@ -109,6 +110,7 @@ class SuiteOptions:
     first N test samples per attack (None: the paper's counts); eps / eps_iter / nb_iter: overrides
     as ``attacks.registry.default_params`` applies them; force: recompute reusable results;
     dataset: the data set of model files given in place of run folders (eval.target.Target);
+    trust_model: load SavedModels among them without eval.model_scan's check;
     verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack.
     """
 
@@ -123,6 +125,7 @@ class SuiteOptions:
     force: bool = False
     sanity: bool = True
     dataset: Optional[str] = None
+    trust_model: bool = False
     verbose: int = 1
     subsets: tuple[tuple[str, int], ...] = ()   # (attack, at most this many samples): a scale's cut
 
@@ -132,7 +135,8 @@ class SuiteOptions:
                    n_samples=FLAGS.n_samples, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
                    eps=FLAGS.eps, eps_iter=FLAGS.eps_iter, nb_iter=FLAGS.nb_iter,
                    mul_nb_iter=FLAGS.mul_nb_iter, force=FLAGS.force,
-                   sanity=FLAGS.sanity, dataset=FLAGS.dataset, verbose=FLAGS.verbose)
+                   sanity=FLAGS.sanity, dataset=FLAGS.dataset, trust_model=FLAGS.trust_model,
+                   verbose=FLAGS.verbose)
 
     def attack_names(self) -> list[str]:
         """The checked attack names, repeats dropped. Raises UsageError on any bad setting (the
@@ -242,7 +246,7 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
     for run_dir in run_dirs:
         run_dir = os.path.normpath(run_dir)
         try:
-            target = Target(run_dir, opts.dataset)
+            target = Target(run_dir, opts.dataset, opts.trust_model)
             model = target.load()
         except common.UsageError as e:
             raise UsageError(str(e)) from None

@@ -48,10 +48,11 @@ def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
     return dict(eps_list=eps_list, eps_iter=eps_iter, nb_iter=int(nb_iter))
 
 
-def check_runs(run_dirs: Sequence[str], dataset: Optional[str] = None) -> list[dict]:
+def check_runs(run_dirs: Sequence[str], dataset: Optional[str] = None,
+               trust_model: bool = False) -> list[dict]:
     """The runs' (or model files', eval.target.Target) configs; UsageError unless there is at
     least one and all share a data set."""
-    return _one_data_set([common.target_config(d, dataset) for d in run_dirs])
+    return _one_data_set([common.target_config(d, dataset, trust_model) for d in run_dirs])
 
 
 def _one_data_set(configs: list[dict]) -> list[dict]:
@@ -67,15 +68,16 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps_list: Optional[Sequence[float]] = None, eps_iter: Optional[float] = None,
              nb_iter: int = 20, previous: Optional[str] = None, force: bool = False,
-             verbose: int = 1, dataset: Optional[str] = None) -> dict:
+             verbose: int = 1, dataset: Optional[str] = None, trust_model: bool = False) -> dict:
     """The black-box matrix for every ε; returns blackbox.json's dict (does not write it). Any of
-    ``run_dirs`` may be a model file of any classifier (eval.target.Target, data set ``dataset``).
+    ``run_dirs`` may be a model file of any classifier (eval.target.Target, data set ``dataset``;
+    ``trust_model``: a SavedModel loaded unscanned).
 
     ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
     ``previous``: an earlier blackbox.json, returned instead when it was computed on the same
     weights of the same runs with the same settings (eval.reuse), unless ``force``.
     """
-    opened = [common.open_target(d, dataset) for d in run_dirs]
+    opened = [common.open_target(d, dataset, trust_model) for d in run_dirs]
     configs = _one_data_set([cfg for cfg, _ in opened])
     dataset = configs[0]["dataset"]
     p = attack_settings(dataset, eps_list, eps_iter, nb_iter)
@@ -217,14 +219,14 @@ cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
 
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
-    configs = check_runs(FLAGS.run_dir, FLAGS.dataset)
+    configs = check_runs(FLAGS.run_dir, FLAGS.dataset, FLAGS.trust_model)
     attack_settings(configs[0]["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
     common.quiet_tf()
     result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples, FLAGS.batch_size,
                       FLAGS.seed, FLAGS.eps or None, FLAGS.eps_iter, FLAGS.nb_iter,
                       previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force, verbose=FLAGS.verbose,
-                      dataset=FLAGS.dataset)
+                      dataset=FLAGS.dataset, trust_model=FLAGS.trust_model)
     print()
     for entry in result["results"]:
         print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")

@@ -91,8 +91,8 @@ def define_dataset_flag(fv) -> None:
 def analysis_flags(out_help: Optional[str] = None, model_files: bool = False):
     """The FlagValues of an analysis CLI (transferability, black box, detection), with the shared
     flags they all take (cce_tf.cli_flags), --label and, given ``out_help``, --out_dir; with
-    ``model_files``, --dataset for a model file in place of a run. Each tool adds --eps / --eps_iter
-    with its own note on their defaults."""
+    ``model_files``, --dataset and --trust_model for a model file in place of a run. Each tool adds
+    --eps / --eps_iter with its own note on their defaults."""
     from absl import flags
 
     fv = cli_flags.new_flags()
@@ -102,6 +102,7 @@ def analysis_flags(out_help: Optional[str] = None, model_files: bool = False):
     flags.DEFINE_multi_string("label", [], "Label per --run_dir (default: the run's method).", flag_values=fv)
     if model_files:
         define_dataset_flag(fv)
+        cli_flags.define_shared(fv, "trust_model")
     if out_help:
         flags.DEFINE_string("out_dir", "results", out_help, flag_values=fv)
     return fv

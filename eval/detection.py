@@ -150,18 +150,19 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
              sweep_eps: Optional[Sequence[float]] = None, force: bool = False,
-             verbose: int = 1, dataset: Optional[str] = None) -> dict:
+             verbose: int = 1, dataset: Optional[str] = None, trust_model: bool = False) -> dict:
     """Detection by entropy on one run: ``attacks`` at ε (Fig 3) and, with ``sweep``, PGD over the
     ε sweep (Fig 4). Entries already in RUN/eval/detection.json are reused when eval.reuse allows
     (same weights, same settings) and kept beside the new ones; entries of other weights leave the
     file (a copy goes to RUN/eval/stale/). Writes detection.json and detection_entropy.npz and
     returns the JSON's dict. ``run_dir`` may be a model file of any classifier (eval.common
-    .load_target; its data set ``dataset``), whose results go to PATH.eval/."""
+    .load_target; its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned), whose
+    results go to PATH.eval/."""
     for name in attacks:
         if name not in ATTACKS:
             raise common.UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
     n_samples = n_samples or None
-    ens, cfg = common.load_target(run_dir, dataset)
+    ens, cfg = common.load_target(run_dir, dataset, trust_model)
     p = attack_settings(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
     fp = reuse.fingerprint(run_dir)
     label = common.run_label(cfg)
@@ -347,7 +348,7 @@ def main(argv: list[str]) -> None:
     if not attacks and not FLAGS.sweep:
         raise common.UsageError("nothing to do: --attacks is empty and --nosweep is set")
     eps, eps_iter, sweep_eps = FLAGS.eps, FLAGS.eps_iter, FLAGS.sweep_eps
-    configs = [common.target_config(d, FLAGS.dataset) for d in FLAGS.run_dir]
+    configs = [common.target_config(d, FLAGS.dataset, FLAGS.trust_model) for d in FLAGS.run_dir]
     for cfg in configs:
         attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
     labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
@@ -357,7 +358,7 @@ def main(argv: list[str]) -> None:
     for run_dir, label in zip(FLAGS.run_dir, labels):
         r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, eps,
                      eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force, verbose=FLAGS.verbose,
-                     dataset=FLAGS.dataset)
+                     dataset=FLAGS.dataset, trust_model=FLAGS.trust_model)
         rows.append((label, r))
         print(f"\nDetection by the entropy of the ensemble prediction: {label} ({r['dataset']}, "
               f"n = {r['n_samples']}, {r['n_clean_correct']} clean-correct); percentages\n")

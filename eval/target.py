@@ -6,6 +6,7 @@ Usage::
     from eval.target import Target
     t = Target("runs/demo")                     # UsageError unless a readable trained run
     t = Target("my_model.keras", "fashion_mnist")   # any classifier: logits out, [0, 1] NHWC in
+    t = Target("my_savedmodel", trust_model=True)   # a SavedModel you wrote: loaded without the scan
     t.kind, t.config["dataset"]                 # "run" | "model file"; config.json, read once
     t.results_dir                               # RUN/eval/, or PATH.eval/ beside a model file
     t.fingerprint                               # SHA-256 of the weights (DESIGN.md, contract 9), cached
@@ -14,7 +15,10 @@ Usage::
 A model file is any classifier mapping [0, 1] NHWC float32 images to logits, saved as a .keras
 file or a TensorFlow SavedModel folder (e.g. by python -m cce_tf.export). Its config is made from
 the model (the keys of a run's config.json the tools read), its results go to the sibling folder
-PATH.eval/ and its fingerprint is the SHA-256 of the file(s) (cce_tf.fingerprint).
+PATH.eval/ and its fingerprint is the SHA-256 of the file(s) (cce_tf.fingerprint). Nothing that came
+with a model file runs: a .keras file is loaded with safe_mode=True, a SavedModel only after
+eval.model_scan found nothing but pure numerical ops in it (``trust_model`` skips that scan, for a
+SavedModel the user wrote; the CLIs' --trust_model).
 
 The functions beside ``Target`` are the same steps one at a time, for the tools that hold a path:
 ``read_run_config``, ``load_run_checked``, ``load_model_file``, ``results_dir``, ``eval_path``,
@@ -32,6 +36,7 @@ from typing import Any, Callable, Optional
 from cce_tf import cli_flags, run_files
 from cce_tf.fingerprint import model_file_fingerprint, weights_fingerprint
 from cce_tf.run_files import CONFIG_FILE, EVAL_DIR, KERAS_FILE, WEIGHTS_FILE
+from eval import model_scan
 
 UsageError = cli_flags.UsageError
 
@@ -46,14 +51,15 @@ class Target:
     A run's config.json is read without loading the weights, so a tool that reuses its results never
     loads them; a model file is loaded now (its config comes from the model). ``dataset``: the data
     set of a model file (default: the one its input shape and class count fit); a run's must match.
-    Raises UsageError for a path that is neither, or cannot be read."""
+    ``trust_model``: load a SavedModel without eval.model_scan's scan. Raises UsageError for a path
+    that is neither, or cannot be read, or a SavedModel the scan refuses."""
 
-    def __init__(self, path: str, dataset: Optional[str] = None):
+    def __init__(self, path: str, dataset: Optional[str] = None, trust_model: bool = False):
         self.path = path
         self.kind = MODEL_FILE if path and is_model_file(path) else RUN
         self._model = None
         if self.kind == MODEL_FILE:
-            self._model, self.config = load_model_file(path, dataset)
+            self._model, self.config = load_model_file(path, dataset, trust_model)
         else:
             self.config = read_run_config(path)
             if dataset and dataset != self.config["dataset"]:
@@ -144,11 +150,14 @@ def is_model_file(path: str) -> bool:
 
 class SavedModelClassifier:
     """A loaded SavedModel's ``serve`` signature as a model: ``clf(x, training=False) -> logits``
-    (differentiable, so every gradient attack runs on it)."""
+    (differentiable, so every gradient attack runs on it). The SavedModel is scanned before it is
+    loaded (eval.model_scan: UsageError for an op that is not pure numerics) unless ``trust_model``."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, trust_model: bool = False):
         import tensorflow as tf
 
+        if not trust_model:
+            model_scan.check_saved_model(path)   # before TensorFlow runs any of it
         self.loaded = tf.saved_model.load(path)
         if not hasattr(self.loaded, "serve"):
             raise UsageError(f"{path} is a SavedModel without a 'serve' function (write it with "
@@ -181,10 +190,12 @@ def _dataset_for(path: str, input_shape: tuple, num_classes: int, dataset: Optio
     return fits[0]
 
 
-def load_model_file(path: str, dataset: Optional[str] = None):
-    """(classifier, synthetic config) of a .keras file or SavedModel folder. The .keras file is
-    loaded with safe_mode=True: evaluating a model never runs code that came with it. The config
-    has the keys of a run's config.json the tools read (members = 1: the file is one classifier)."""
+def load_model_file(path: str, dataset: Optional[str] = None, trust_model: bool = False):
+    """(classifier, synthetic config) of a .keras file or SavedModel folder. Evaluating a model never
+    runs code that came with it: the .keras file is loaded with safe_mode=True (``trust_model`` or
+    not), the SavedModel only once eval.model_scan allows every op in it (``trust_model``: unscanned,
+    for a file the user wrote). The config has the keys of a run's config.json the tools read
+    (members = 1: the file is one classifier)."""
     import numpy as np
 
     try:
@@ -196,7 +207,7 @@ def load_model_file(path: str, dataset: Optional[str] = None):
             input_shape = tuple(model.inputs[0].shape[1:]) if hasattr(model, "inputs") and model.inputs \
                 else None
         else:
-            model = SavedModelClassifier(path)
+            model = SavedModelClassifier(path, trust_model)
             input_shape = model.input_shape
     except UsageError:
         raise
@@ -240,21 +251,22 @@ def fingerprint(path: str) -> str:
     return weights_fingerprint(path)
 
 
-def target_config(path: str, dataset: Optional[str] = None) -> dict:
-    """The config of an evaluation target (``Target(path, dataset).config``): a run's config.json,
-    read without TensorFlow, or a model file's, loading it."""
-    return Target(path, dataset).config
+def target_config(path: str, dataset: Optional[str] = None, trust_model: bool = False) -> dict:
+    """The config of an evaluation target (``Target(path, dataset, trust_model).config``): a run's
+    config.json, read without TensorFlow, or a model file's, loading it."""
+    return Target(path, dataset, trust_model).config
 
 
-def open_target(path: str, dataset: Optional[str] = None) -> tuple[dict, Callable[[], Any]]:
+def open_target(path: str, dataset: Optional[str] = None,
+                trust_model: bool = False) -> tuple[dict, Callable[[], Any]]:
     """(config, load) of an evaluation target (``Target``): a run's ensemble is loaded only by
     ``load()``, so a tool that reuses its result never loads the weights."""
-    target = Target(path, dataset)
+    target = Target(path, dataset, trust_model)
     return target.config, target.load
 
 
-def load_target(path: str, dataset: Optional[str] = None):
+def load_target(path: str, dataset: Optional[str] = None, trust_model: bool = False):
     """(model, config) of an evaluation target: a run folder (``dataset``, when given, must be the
-    run's) or a model file."""
-    target = Target(path, dataset)
+    run's) or a model file (``trust_model``: a SavedModel loaded without the scan, ``Target``)."""
+    target = Target(path, dataset, trust_model)
     return target.load(), target.config

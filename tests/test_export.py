@@ -18,7 +18,7 @@ from cce_tf.ensemble import (KERAS_FILE, WEIGHTS_FILE, Ensemble, InconsistentRun
 from cce_tf.export import cli as export_cli, export_run
 from cce_tf.fingerprint import file_sha256, model_file_fingerprint, weights_fingerprint
 from conftest import ROOT
-from eval import attack_suite, common
+from eval import attack_suite, common, model_scan
 
 SUITE = attack_suite.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=32, nb_iter=2, batch_size=32,
                                   sanity=False, dataset="fashion_mnist")
@@ -136,6 +136,7 @@ def test_attack_suite_on_an_exported_keras_file(exported, tiny_run, fmnist_test)
 
 def test_attack_suite_on_a_savedmodel_and_model_file_errors(exported, capsys):
     sm = str(exported / "ens_savedmodel")
+    assert model_scan.refused_ops(model_scan.read_saved_model(sm)) == []   # loaded below after the same scan
     opts = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=16, batch_size=16, sanity=False)
     with contextlib.redirect_stdout(io.StringIO()):
         with pytest.raises(common.UsageError, match="give --dataset"):   # 28x28x1, 10 classes: two data sets
