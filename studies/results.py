@@ -608,8 +608,13 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
                     f"sd of the per-seed differences of the {len(sds)} claims measured so far)")
     else:
         smallest = "unknown until two seeds of a claim are measured"
-    return [f"claims: {len(counted)} distinct, each checked on the plan's {n} seeds (t interval over seeds)",
-            f"  smallest difference a claim resolves with {n} seeds: {smallest}"]
+    lines = [f"claims: {len(counted)} distinct, each checked on the plan's {n} seeds (t interval over seeds)",
+             f"  smallest difference a claim resolves with {n} seeds: {smallest}"]
+    left_out = [c for c in counted if c["verdict"] == NOT_AT_SCALE]
+    if left_out:
+        why = sorted({c["method"] for c in left_out})
+        lines.append(f"  not measured at scale {plan.scale.name}: {len(left_out)} of {len(counted)} ({'; '.join(why)})")
+    return lines
 
 
 def sanity_report(run_dir: str) -> Optional[dict]:

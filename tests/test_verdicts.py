@@ -231,3 +231,12 @@ def test_resolution_from_the_seed_spread_so_far():
     unknown = results.resolution(make_plan([t4], (0, 1, 2)), [])
     assert "unknown until two seeds of a claim are measured" in unknown[1]
     assert "one seed gives no seed-level interval" in results.resolution(make_plan([t4], (0,)), [])[0]
+
+
+def test_the_dry_run_counts_the_claims_the_scale_cannot_measure():
+    # The small scale runs no SPSA: a claim on it is counted, and said to be out of the scale's reach.
+    t4 = dataclasses.replace(part("table4", claims=[spec.Claim(text=k, metric=k, a="CCE-RM_2", b="ADV-EN_2")
+                                                    for k in ("pgd", "spsa")]), attacks=("pgd", "spsa"))
+    lines = results.resolution(make_plan([t4], (0, 1, 2)), [])
+    assert lines[0].startswith("claims: 2 distinct")
+    assert lines[2] == "  not measured at scale small: 1 of 2 (scale small does not run spsa)"
