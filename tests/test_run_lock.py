@@ -1,0 +1,118 @@
+"""Two processes at once on one folder (cce_tf.run_lock): the lock itself (refuse, wait, the holder
+named, a killed holder), two evaluations of one run (attack suite, detection), two trainings into
+one --out_dir, and two invocations of a study reaching the same job. The races are made certain, not left to timing:
+the test holds the lock while the processes start, so both have read the files before either
+writes."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cce_tf import run_lock
+from conftest import ROOT, copy_run
+
+ENV = dict(os.environ, CCE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def python(out, *argv):
+    """``python ARGV...`` in a child process, its stdout and stderr into the file ``out``."""
+    return subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, env=ENV, stdout=open(out, "w"),
+                            stderr=subprocess.STDOUT)
+
+
+def wait_for(text, path, procs, timeout=300):
+    """Until ``text`` is in the file ``path``; fails if any of ``procs`` ends first."""
+    deadline = time.monotonic() + timeout
+    while not (os.path.exists(path) and text in open(path).read()):
+        assert all(p.poll() is None for p in procs), open(path).read()[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in {path}"
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# The lock
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path):
+    folder = tmp_path / "run"
+    path = run_lock.lock_path(str(folder))
+    with run_lock.hold(path, wait=False):
+        with pytest.raises(run_lock.Busy) as refused:
+            with run_lock.hold(path, wait=False):
+                pass
+        holder = open(path).read()
+    assert holder.startswith(f"pid {os.getpid()} on ") and holder.endswith(shlex.join(sys.argv))
+    assert str(refused.value) == f"{folder} is in use by {holder}" and refused.value.holder == holder
+    assert not folder.exists()  # made for the lock and left empty: removed with it
+
+
+def test_a_waiting_holder_gets_the_lock_once_it_is_released(tmp_path, capsys):
+    path = run_lock.lock_path(str(tmp_path))
+    order = []
+
+    def second():
+        with run_lock.hold(path, wait=True):
+            order.append("second")
+
+    with run_lock.hold(path, wait=False):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()   # blocked: it cannot get past the lock while it is held
+        order.append("first released")
+    waiter.join(30)
+    assert order == ["first released", "second"]
+    assert f"waiting for pid {os.getpid()} on " in capsys.readouterr().err
+    assert not os.path.exists(path)
+
+
+def test_a_waiter_on_the_file_its_holder_removed_takes_the_new_one(tmp_path):
+    """The holder removes the file as it releases it; a process that opened the file before then
+    must not count as holding the lock of the file at that path now."""
+    path = run_lock.lock_path(str(tmp_path))
+    held, done = threading.Event(), threading.Event()
+
+    def waiter():
+        with run_lock.hold(path, wait=True):
+            held.set()
+            done.wait(30)
+
+    with run_lock.hold(path, wait=False):
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)   # the waiter has opened the file this block holds
+    assert held.wait(30)
+    with pytest.raises(run_lock.Busy):
+        with run_lock.hold(path, wait=False):
+            pass
+    done.set()
+    t.join(30)
+
+
+def test_a_killed_holder_does_not_block_the_next_one(tmp_path):
+    path = run_lock.lock_path(str(tmp_path / "run"))
+    log = tmp_path / "child.txt"
+    child = python(log, "-c", "import sys, time\nfrom cce_tf import run_lock\n"
+                   "with run_lock.hold(sys.argv[1], wait=False):\n    print('held', flush=True)\n"
+                   "    time.sleep(600)", path)
+    try:
+        wait_for("held", log, [child], timeout=60)
+        with pytest.raises(run_lock.Busy, match=f"pid {child.pid} on "):
+            with run_lock.hold(path, wait=False):
+                pass
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert f"pid {child.pid} on " in open(path).read()   # its file stays, naming it ...
+    t0 = time.monotonic()
+    with run_lock.hold(path, wait=False):              # ... but its lock died with it
+        assert open(path).read().startswith(f"pid {os.getpid()} on ")
+    assert time.monotonic() - t0 < 5
