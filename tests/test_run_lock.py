@@ -116,3 +116,36 @@ def test_a_killed_holder_does_not_block_the_next_one(tmp_path):
     with run_lock.hold(path, wait=False):              # ... but its lock died with it
         assert open(path).read().startswith(f"pid {os.getpid()} on ")
     assert time.monotonic() - t0 < 5
+
+
+# --------------------------------------------------------------------------------------------------
+# Two trainings into one --out_dir
+# --------------------------------------------------------------------------------------------------
+
+TRAIN = ("--method", "adv", "--members", "1", "--nb_iter", "1", "--train_subset", "256", "--test_subset", "64",
+         "--batch_size", "32", "--epochs", "1", "--deterministic", "--verbose", "0")
+
+
+def test_a_second_training_into_a_run_being_trained_exits_2_at_once(tmp_path):
+    from cce_tf.fingerprint import weights_fingerprint
+
+    run, undisturbed = tmp_path / "run", tmp_path / "undisturbed"
+    first = python(tmp_path / "first.txt", "-m", "cce_tf.train", "--out_dir", run, *TRAIN)
+    reference = python(tmp_path / "reference.txt", "-m", "cce_tf.train", "--out_dir", undisturbed, *TRAIN)
+    try:
+        wait_for("pid", run_lock.lock_path(str(run)), [first])   # it holds the folder
+        t0 = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "cce_tf.train", "--out_dir", str(run), *TRAIN], cwd=ROOT,
+                                env=ENV, capture_output=True, text=True, timeout=120)
+        seconds = time.monotonic() - t0
+        assert first.poll() is None          # refused while the first trains
+    finally:
+        codes = first.wait(600), reference.wait(600)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    # The holder: its pid, host, start time and command line.
+    assert second.stderr.startswith(f"error: --out_dir {run} is being trained by pid {first.pid} on ")
+    assert f"cce_tf/train.py --out_dir {run} --method adv" in second.stderr
+    assert seconds < 30                      # before TensorFlow starts
+    assert codes == (0, 0), open(tmp_path / "first.txt").read()[-3000:]
+    assert weights_fingerprint(str(run)) == weights_fingerprint(str(undisturbed))
+    assert not os.path.exists(run_lock.lock_path(str(run)))
