@@ -119,6 +119,78 @@ def test_a_killed_holder_does_not_block_the_next_one(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# Two evaluations of one run: the attack suite, detection
+# --------------------------------------------------------------------------------------------------
+
+
+def evaluated_together_and_alone(tiny_run, tmp_path, module, argvs):
+    """Two copies of the tiny run: one evaluated by ``python -m MODULE ARGV`` for every argv of
+    ``argvs`` at the same time, the other by the same commands one after the other (in this
+    process). The first copy's results folder is locked until every process has read its files and
+    waits to write: without the merge under the lock, the last to write would drop the others'
+    results."""
+    import importlib
+
+    together, alone = copy_run(tiny_run, tmp_path / "together"), copy_run(tiny_run, tmp_path / "alone")
+    logs = [tmp_path / f"{i}.txt" for i in range(len(argvs))]
+    with run_lock.hold(run_lock.lock_path(os.path.join(together, "eval")), wait=False):
+        procs = [python(log, "-m", module, "--run_dir", together, *argv) for log, argv in zip(logs, argvs)]
+        for log in logs:
+            wait_for("waiting for", log, procs)
+    for p, log in zip(procs, logs):
+        assert p.wait(600) == 0, open(log).read()[-3000:]
+    for argv in argvs:
+        assert importlib.import_module(module).cli([module, "--run_dir", alone, *argv]) == 0
+    assert not os.path.exists(run_lock.lock_path(os.path.join(together, "eval")))
+    return together, alone
+
+
+def assert_same_arrays(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+SUITE = ("--n_samples", "32", "--nb_iter", "3", "--batch_size", "16", "--nosanity", "--verbose", "0")
+
+
+def comparable(results):
+    """A results file but for what differs between two equal evaluations: the folder, the seconds,
+    the order the attacks finished in."""
+    out = dict(results, attacks={n: {k: v for k, v in e.items() if k != "seconds"}
+                                 for n, e in results["attacks"].items()})
+    if "any_attack" in out:
+        out["any_attack"] = dict(out["any_attack"], attacks=sorted(out["any_attack"]["attacks"]))
+    for key in ("run_dir", "seconds"):
+        out.pop(key, None)
+    return out
+
+
+def test_two_attack_suites_on_one_run_keep_both_attacks(tiny_run, tmp_path):
+    from eval import attack_suite
+
+    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.attack_suite",
+                                                   [("--attacks", a, *SUITE) for a in ("fgsm", "pgd")])
+    got, expected = (attack_suite.read_results(r) for r in (together, alone))
+    assert set(got["attacks"]) == set(got["any_attack"]["attacks"]) == {"fgsm", "pgd"}
+    assert comparable(got) == comparable(expected)
+    assert {"fgsm", "pgd"} <= attack_suite.read_masks(together).keys()
+    assert_same_arrays(attack_suite.read_masks(together), attack_suite.read_masks(alone))
+
+
+def test_two_detections_on_one_run_keep_both_attacks(tiny_run, tmp_path):
+    from eval import common, detection
+
+    flags = ("--nosweep", "--n_samples", "32", "--nb_iter", "3", "--batch_size", "16", "--verbose", "0")
+    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.detection",
+                                                   [("--attacks", a, *flags) for a in ("bim", "mim")])
+    got, expected = (common.read_json(common.eval_path(r, detection.JSON_NAME)) for r in (together, alone))
+    assert set(got["attacks"]) == {"bim", "mim"}
+    assert comparable(got) == comparable(expected)
+    assert_same_arrays(detection.load_entropies(together), detection.load_entropies(alone))
+
+
+# --------------------------------------------------------------------------------------------------
 # Two trainings into one --out_dir
 # --------------------------------------------------------------------------------------------------
 
