@@ -221,3 +221,41 @@ def test_a_second_training_into_a_run_being_trained_exits_2_at_once(tmp_path):
     assert codes == (0, 0), open(tmp_path / "first.txt").read()[-3000:]
     assert weights_fingerprint(str(run)) == weights_fingerprint(str(undisturbed))
     assert not os.path.exists(run_lock.lock_path(str(run)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Two invocations of a study reaching the same job
+# --------------------------------------------------------------------------------------------------
+
+JOB_CODE = """import json, sys
+from studies import jobs, plan
+job = plan.Job(**json.loads(sys.argv[1]))
+print("outcome " + json.dumps(jobs.run_job(job, sys.argv[2])), flush=True)
+"""
+
+
+def test_two_invocations_of_a_study_run_a_job_once(tiny_run, tmp_path):
+    from studies import jobs, plan
+
+    run, out = copy_run(tiny_run, tmp_path / "run"), tmp_path / "out"
+    job = plan.Job(id=f"attack_suite/{os.path.basename(run)}", kind=plan.ATTACK_SUITE, run_dirs=(run,),
+                   options=dict(attacks=["fgsm"], n_samples=16, seed=0, nb_iter=None, mul_nb_iter=None,
+                                sanity=False))
+    spec = json.dumps(job.to_json())
+    texts = [tmp_path / f"invocation{i}.txt" for i in (1, 2)]
+    log = jobs.log_path(job, str(out))
+    # Held here until both invocations wait for the job: then exactly one of them must run it.
+    with run_lock.hold(jobs.lock_path(job, str(out)), wait=False):
+        procs = [python(t, "-c", JOB_CODE, spec, out) for t in texts]
+        deadline = time.monotonic() + 300
+        while not (os.path.exists(log) and open(log).read().count("waiting for") == 2):
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            time.sleep(0.05)
+    for p, t in zip(procs, texts):
+        assert p.wait(600) == 0, open(t).read()[-3000:]
+    outcomes = [json.loads(open(t).read().split("outcome ", 1)[1]) for t in texts]
+    assert all(o["ok"] for o in outcomes), outcomes
+    text = open(log).read()
+    assert text.count(f"== {job.id} (") == 1 and text.count(f"== {job.id}: done by another invocation") == 1
+    assert jobs.is_done(job, str(out))
+    assert sorted(os.listdir(out / "jobs")) == [os.path.basename(jobs.marker_path(job, str(out)))]
