@@ -60,10 +60,13 @@ def lock_path(folder: str) -> str:
 def hold(path: str, wait: bool) -> Iterator[None]:
     """Hold the lock file ``path`` for the block: ``wait`` True blocks until its holder releases
     it (printing one line to stderr naming the holder), False raises ``Busy`` at once. The folder
-    is made if need be, and removed again on release if it was made for the lock and holds
-    nothing else (a refused start leaves no trace)."""
+    (and its missing parents) is made if need be, and removed again on release if it was made for
+    the lock and holds nothing else (a refused start leaves no trace)."""
+    made = []  # the folders the lock needs that are missing, deepest first
     folder = os.path.dirname(os.path.abspath(path))
-    made = not os.path.isdir(folder)
+    while not os.path.isdir(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     fd = _acquire(path, wait)
     try:
         text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: " \
@@ -77,8 +80,8 @@ def hold(path: str, wait: bool) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
         os.close(fd)  # releases the lock
-        if made:
-            with contextlib.suppress(OSError):  # not empty: someone else's files are there now
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: files were written there
                 os.rmdir(folder)
 
 

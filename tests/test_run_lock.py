@@ -42,7 +42,7 @@ def wait_for(text, path, procs, timeout=300):
 
 
 def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path):
-    folder = tmp_path / "run"
+    folder = tmp_path / "runs" / "run"
     path = run_lock.lock_path(str(folder))
     with run_lock.hold(path, wait=False):
         with pytest.raises(run_lock.Busy) as refused:
@@ -51,7 +51,7 @@ def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path):
         holder = open(path).read()
     assert holder.startswith(f"pid {os.getpid()} on ") and holder.endswith(shlex.join(sys.argv))
     assert str(refused.value) == f"{folder} is in use by {holder}" and refused.value.holder == holder
-    assert not folder.exists()  # made for the lock and left empty: removed with it
+    assert not (tmp_path / "runs").exists()  # made for the lock and left empty: removed with it
 
 
 def test_a_waiting_holder_gets_the_lock_once_it_is_released(tmp_path, capsys):
