@@ -22,6 +22,8 @@ HISTORY_FILE = "history.json"          # one entry per epoch: metrics and learni
 CHECKPOINT_DIR = "checkpoints"         # the training state a resumed run starts from
 LOG_DIR = "logs"                       # TensorBoard
 EVAL_DIR = "eval"                      # what the evaluation tools write about the run
+LOCK_FILE = ".lock"                    # held by the one process writing the folder (cce_tf.run_lock);
+                                       # there only while held (or left by a killed holder): never run content
 
 
 def read_json(path: str) -> Any:

@@ -36,16 +36,19 @@ on a resume, --lr_milestones sets the milestones of the epochs to come only: an 
 never changes its rate. history.json records the rate each epoch used.
 
 Exit codes: 0 done; 2 bad input (a bad flag, other settings than the run folder's, a missing data
-file, a corrupt config.json, ensemble.weights.h5, history.json or checkpoint), one line on stderr,
-nothing written; 1 the run failed: a NaN loss, or a file could not be written (disk full, no
-permission), one line naming it. A failed write leaves the files it would have replaced as they
-were: every file is written under a temporary name first, then renamed.
+file, a corrupt config.json, ensemble.weights.h5, history.json or checkpoint, or another process
+training into --out_dir, which the line names), one line on stderr, nothing written; 1 the run
+failed: a NaN loss, or a file could not be written (disk full, no permission), one line naming it.
+A failed write leaves the files it would have replaced as they were: every file is written under a
+temporary name first, then renamed.
 
 Parts: flag definitions; `parse` and `settings` (flags + paper defaults -> the run's settings,
 checked before the seconds-long TensorFlow import); `check_resume` (a run folder may only be
-resumed with the same settings, and its files must be readable); `main` (its `Backup` callback
-writes the checkpoints, the weights and the history; it raises UsageError, DataError or RunFailed);
-`run` (those errors -> one line and the exit code); `train` (a run from a dict of flag values).
+resumed with the same settings, and its files must be readable); `main` (the run folder's lock,
+cce_tf.run_lock: a second training into a folder being trained exits 2 at once, naming the first);
+`train_into` (its `Backup` callback writes the checkpoints, the weights and the history; it raises
+UsageError, DataError or RunFailed); `run` (those errors -> one line and the exit code); `train` (a
+run from a dict of flag values).
 """
 from __future__ import annotations
 
@@ -59,10 +62,10 @@ import time
 
 from absl import flags, logging
 
-from cce_tf import atomic, cli_flags, run_files
+from cce_tf import atomic, cli_flags, run_files, run_lock
 from cce_tf.config import ARCHS, DVERGE_VARIANTS, METHOD_CHOICES
 from cce_tf.data import DATASETS
-from cce_tf.run_files import CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, KERAS_FILE, LOG_DIR, WEIGHTS_FILE
+from cce_tf.run_files import CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, KERAS_FILE, LOCK_FILE, LOG_DIR, WEIGHTS_FILE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress output
 
@@ -353,7 +356,7 @@ def check_resume(run_dir: str, s: dict) -> tuple[dict | None, list[dict]]:
     run) and history. Raises UsageError."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_FILE}:
             raise UsageError(f"--out_dir {run_dir} exists and is not a run folder (no config.json): choose another")
         return None, []
     old = _read_json(path, dict, lambda _: run_files.read_config(run_dir))
@@ -430,6 +433,22 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"unexpected argument {argv[1]!r}")
     s = settings()
     run_dir = FLAGS.out_dir or default_out_dir(s)
+    # The whole run under the folder's lock, taken before anything is read: a second training into
+    # it would read half-written checkpoints and overwrite the first's (cce_tf.run_lock).
+    lock = run_lock.lock_path(run_dir)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_lock.hold(lock, wait=False))
+        except run_lock.Busy as e:
+            raise UsageError(f"--out_dir {run_dir} is being trained by {e.holder}: wait for it to end, "
+                             f"or use another --out_dir") from None
+        except OSError as e:  # no permission, disk full
+            raise WriteError(f"cannot write {lock}: {_one_line(e)}") from None
+        train_into(run_dir, s)
+
+
+def train_into(run_dir: str, s: dict) -> None:
+    """Train (or resume) the run ``run_dir`` with the checked settings ``s``, holding its lock."""
     old, history = check_resume(run_dir, s)
     init_sha = check_init_from(s) if old is None else old.get("init_from_sha256")
 

@@ -19,9 +19,11 @@ was computed on the weights the run holds now with the same params, n_samples an
 the rule of every tool); --force recomputes it. The file only ever describes one set of weights and
 one seed: results of others leave it (a copy goes to RUN/eval/stale/). The per-sample robust flags
 go beside it (attack_suite_robust.npz): they give the "any attack" row, the per-sample worst case
-over the attacks run, and let the SPSA check compare the same samples in a later invocation. Prints
-a Markdown table shaped like the paper's, with the sanity checks of eval/sanity.py (gradient
-masking) that failed as warnings under it.
+over the attacks run, and let the SPSA check compare the same samples in a later invocation. Several
+invocations may attack one run at once (e.g. --attacks pgd and --attacks mim): each writes under the
+results folder's lock (cce_tf.run_lock), reading both files again first, so every finished attack
+is kept. Prints a Markdown table shaped like the paper's, with the sanity checks of eval/sanity.py
+(gradient masking) that failed as warnings under it.
 
     from eval.attack_suite import SuiteOptions, evaluate
     columns = evaluate(["runs/cce_rm"], SuiteOptions(attacks=("pgd", "mim"), n_samples=1000))
@@ -35,7 +37,8 @@ Parts, top to bottom:
    ``UsageError`` here, before anything is written.
 3. ``check_bounds``: every x_adv inside the ε-ball and [0, 1]; a violation raises, never clipped.
 4. ``predict``, ``robust_mask``: one attack over n samples, batch by batch, with progress.
-5. The results files: ``read_results``, ``write_results``, ``mask_for``, ``any_attack``.
+5. The results files: ``read_results``, ``write_results``, ``mask_for``, ``adopt`` (what the files
+   hold, merged into this invocation's results), ``any_attack``.
 6. ``evaluate_run``: one run, from natural accuracy to the sanity report.
 7. ``attack_label``, ``markdown_table``: the paper's table.
 8. ``evaluate`` (the library entry point), ``main``, ``cli``.
@@ -53,7 +56,7 @@ import numpy as np
 from absl import flags
 
 from attacks import settings as paper_settings
-from cce_tf import atomic, cli_flags
+from cce_tf import atomic, cli_flags, run_lock
 from eval import common, reuse
 from eval.target import Target
 
@@ -444,6 +447,38 @@ def mask_for(masks: dict, name: str, settings: dict, fp: str) -> Optional[np.nda
     return None
 
 
+def entries_on(attacks: dict, fp: str, seed: int) -> dict[str, dict]:
+    """The finished entries of a results file's ``attacks`` computed on weights ``fp`` with
+    ``seed``: the only ones that may share the file (and a table) with new results."""
+    return {n: e for n, e in reuse.same_weights(attacks, fp).items() if e.get("settings", {}).get("seed") == seed}
+
+
+def adopt(stored: dict, stored_masks: dict, results: dict, masks: dict[str, np.ndarray], fp: str,
+          mine: set[str]) -> None:
+    """Take into ``results`` and ``masks`` (this invocation's, with its seed) what the results files
+    hold (``stored``, ``stored_masks``; read when the suite starts and again before each write):
+    the entries on weights ``fp`` with that seed and their robust flags, but for the attacks in
+    ``mine``, computed by this invocation; unless ``mine`` holds "sanity", also the sanity report on
+    these weights and sanity check 6's flags (run_sanity matches them to its settings)."""
+    for name, e in entries_on(stored.get("attacks", {}), fp, results["seed"]).items():
+        if name in mine:
+            continue
+        results["attacks"][name] = e
+        m = mask_for(stored_masks, name, e["settings"], fp)
+        if m is None:  # an entry without its flags: the any-attack row leaves it out
+            masks.pop(name, None)
+            masks.pop(name + "__key", None)
+        else:
+            masks[name], masks[name + "__key"] = m, stored_masks[name + "__key"]
+    if "sanity" in mine:
+        return
+    if stored.get(reuse.KEY) == fp and stored.get("sanity"):
+        results["sanity"] = stored["sanity"]
+    if RESTARTS_MASK in stored_masks:
+        for key in (RESTARTS_MASK, RESTARTS_MASK + "__key"):
+            masks[key] = stored_masks[key]
+
+
 def any_attack(entries: dict[str, dict], masks: dict[str, np.ndarray]) -> Optional[dict]:
     """The per-sample worst case over the finished attacks that have robust flags: a sample counts
     only if it survives every one of them (DESIGN.md, contract 7). The attacks ran on the first
@@ -510,44 +545,44 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
                  for name, (p, n) in plan.attacks.items()}
     for line in reuse.explain(path, decisions):
         print(f"  {line}", flush=True)
-    # Kept: results on these weights with this seed; any other result cannot share a table with them.
-    kept = {n: e for n, e in reuse.same_weights(old_attacks, fp).items()
-            if e.get("settings", {}).get("seed") == seed}
+    kept = entries_on(old_attacks, fp, seed)
     if old and (old.get(reuse.KEY) != fp or len(kept) < len(old_attacks)):
         copy = reuse.keep_stale(path, old.get(reuse.KEY))
         dropped = sorted(set(old_attacks) - set(kept))
         if dropped:
             print(f"  results of other weights or another seed ({', '.join(dropped)}) leave the file; "
                   f"a copy is kept in {copy}", flush=True)
-    old_masks = read_masks(plan.run_dir)
+    results = {"run_dir": plan.run_dir, "dataset": plan.config["dataset"], "seed": seed,
+               reuse.KEY: fp, "natural_accuracy": natural, "n_test": int(len(x)), "attacks": {},
+               "sanity": {"warnings": []}}
+    attacks = results["attacks"]
     masks: dict[str, np.ndarray] = {}
-    for name, e in kept.items():
-        m = mask_for(old_masks, name, e["settings"], fp)
-        if m is not None:
-            masks[name], masks[name + "__key"] = m, old_masks[name + "__key"]
-    if RESTARTS_MASK in old_masks:  # sanity check 6's flags; run_sanity matches them to its settings
-        masks[RESTARTS_MASK], masks[RESTARTS_MASK + "__key"] = old_masks[RESTARTS_MASK], old_masks[RESTARTS_MASK + "__key"]
+    mine: set[str] = set()  # the attacks (and "sanity") this invocation computes: its own entries
+    adopt(old, read_masks(plan.run_dir), results, masks, fp, mine)
     # Per-sample clean correctness: paired comparisons of natural accuracy between runs need it.
     masks[NATURAL], masks[NATURAL + "__key"] = correct, np.array(_signature({"n_test": len(x)}, fp))
-    attacks = kept
-    old_sanity = old.get("sanity", {}) if old.get(reuse.KEY) == fp else {}
-    results = {"run_dir": plan.run_dir, "dataset": plan.config["dataset"], "seed": seed,
-               reuse.KEY: fp, "natural_accuracy": natural, "n_test": int(len(x)), "attacks": attacks,
-               "sanity": old_sanity or {"warnings": []}}
 
     def save() -> None:
-        worst = any_attack(attacks, {n: masks[n] for n in attacks if n in masks})
-        results.pop("any_attack", None)
-        if worst:
-            results["any_attack"] = worst
-        write_results(plan.run_dir, results, masks)
+        # Under the results folder's lock, the files are read again just before they are written:
+        # what another process wrote since (another attack on this run) is merged in, not lost.
+        with run_lock.hold(run_lock.lock_path(plan.target.results_dir), wait=True):
+            latest = read_results(plan.run_dir)
+            if latest.get(reuse.KEY) not in (None, fp):  # written meanwhile for other weights
+                reuse.keep_stale(path, latest[reuse.KEY])
+            adopt(latest, read_masks(plan.run_dir), results, masks, fp, mine)
+            results["sanity"] = sanity.with_canaries(results["sanity"], canary_checks(plan, attacks, masks))
+            worst = any_attack(attacks, {n: masks[n] for n in attacks if n in masks})
+            results.pop("any_attack", None)
+            if worst:
+                results["any_attack"] = worst
+            write_results(plan.run_dir, results, masks)
 
     save()
     outcomes: dict[str, Outcome] = {}
     for name, (params, n) in plan.attacks.items():
         settings = attack_settings(params, n, seed)
         if decisions[name].reuse and name not in precomputed:
-            entry = kept[name]
+            entry = old_attacks[name]
             outcomes[name] = entry["robust_accuracy"]
             print(f"  {name}: reused, robust accuracy {entry['robust_accuracy']:.4f} on {n} samples "
                   f"({entry['seconds']:.1f}s when run; --force to re-run)", flush=True)
@@ -573,6 +608,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
                 continue
             seconds = round(time.time() - t0, 3)
             how = f"{seconds:.1f}s"
+        mine.add(name)
         attacks[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n,
                          "seconds": seconds, **reuse.stamp(settings, fp)}
         if name in SAVE_ADV and name not in precomputed:
@@ -583,8 +619,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
         print(f"  {name}: robust accuracy {outcomes[name]:.4f} ({how})", flush=True)
 
     if opts.sanity:
+        mine.add("sanity")
         results["sanity"] = run_sanity(model, plan, x, y, results, masks, opts, fp)
-    results["sanity"] = sanity.with_canaries(results["sanity"], canary_checks(plan, attacks, masks))
     save()
     return {"run_dir": plan.run_dir, "natural_accuracy": natural, "n_test": int(len(x)), "attacks": outcomes,
             "params": {k: p for k, (p, _) in plan.attacks.items()},

@@ -44,7 +44,7 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
-from cce_tf import atomic, cli_flags
+from cce_tf import atomic, cli_flags, run_lock
 from cce_tf.config import converging_step, scaled_step
 from eval import common, reuse
 
@@ -146,6 +146,46 @@ def _load_npz(path: str) -> dict:
         return {}
 
 
+def _reusable(old: dict, old_arrays: dict, fp: str, p: dict, n_samples: Optional[int], seed: int,
+              force: bool) -> tuple[dict, dict, list, dict[str, reuse.Decision]]:
+    """What a detection.json's dict ``old`` and its entropies ``old_arrays`` hold that eval.reuse
+    lets an evaluation on weights ``fp`` with settings ``p``, ``n_samples``, ``seed`` keep:
+    (entries by attack, their entropy arrays, the ε sweep (all of it or []), the decision for each
+    attack of ATTACKS and for "eps sweep")."""
+    if str(old_arrays.get(reuse.KEY, "")) != fp:
+        old_arrays = {}  # entropies of other weights: no entry may take its arrays from there
+
+    def decide(entry: Optional[dict], key: str, settings: dict) -> reuse.Decision:
+        d = reuse.decide(entry, fp, settings, force)
+        if d.reuse and f"adv_{key}" not in old_arrays:  # the JSON without its entropies
+            return reuse.Decision(False, reuse.NEW)
+        return d
+
+    def take(key: str) -> None:
+        for kind in ("adv", "fooled"):
+            arrays[f"{kind}_{key}"] = old_arrays[f"{kind}_{key}"]
+
+    entries, arrays, decisions = {}, {}, {}
+    stored = old.get("attacks") or {}
+    for name in ATTACKS:
+        decisions[name] = decide(stored.get(name), name, _entry_settings(n_samples, seed, name, p["eps"],
+                                                                        min(p["eps_iter"], p["eps"]), p["nb_iter"]))
+        if decisions[name].reuse:
+            entries[name] = stored[name]
+            take(name)
+    old_sweep = old.get("eps_sweep") or []
+    sweep_decisions = [decide(m, f"sweep{i}", _entry_settings(n_samples, seed, "pgd", e, min(p["eps_iter"], e),
+                                                             p["nb_iter"]))
+                       for i, (m, e) in enumerate(zip(old_sweep, p["sweep_eps"]))]
+    sweep = []
+    if old_sweep and len(old_sweep) == len(p["sweep_eps"]) and all(d.reuse for d in sweep_decisions):
+        sweep = list(old_sweep)
+        for i in range(len(old_sweep)):
+            take(f"sweep{i}")
+    decisions["eps sweep"] = next((d for d in sweep_decisions if not d.reuse), reuse.Decision(False, reuse.NEW))
+    return entries, arrays, sweep, decisions
+
+
 def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
              n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
              eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
@@ -174,44 +214,13 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
 
     json_path, npz_path = common.eval_path(run_dir, JSON_NAME), common.eval_path(run_dir, NPZ_NAME)
     old = common.read_json(json_path) or {}
-    old_arrays = _load_npz(npz_path)
-    if str(old_arrays.get(reuse.KEY, "")) != fp:
-        old_arrays = {}  # entropies of other weights: no entry may take its arrays from there
-
-    def decide(entry: Optional[dict], key: str, settings: dict) -> reuse.Decision:
-        d = reuse.decide(entry, fp, settings, force)
-        if d.reuse and f"adv_{key}" not in old_arrays:  # the JSON without its entropies
-            return reuse.Decision(False, reuse.NEW)
-        return d
-
-    # Stored entries stay when they are reusable (requested or not); requested ones that are not
-    # are recomputed; the rest leave the file, so it holds one set of weights and settings.
-    result_attacks, arrays, decisions = {}, {}, {}
-    todo: dict[str, tuple[str, float]] = {}  # entropy-array key -> (attack, eps)
-    for name in dict.fromkeys([*attacks, *(old.get("attacks") or {})]):
-        if name not in ATTACKS:
-            continue
-        d = decide((old.get("attacks") or {}).get(name), name,
-                   _entry_settings(n_samples, seed, name, p["eps"], min(p["eps_iter"], p["eps"]), p["nb_iter"]))
-        if d.reuse:
-            result_attacks[name] = old["attacks"][name]
-            arrays[f"adv_{name}"], arrays[f"fooled_{name}"] = old_arrays[f"adv_{name}"], old_arrays[f"fooled_{name}"]
-        elif name in attacks:
-            todo[name], decisions[name] = (name, p["eps"]), d
-    old_sweep = old.get("eps_sweep") or []
-    sweep_decisions = [decide(m, f"sweep{i}", _entry_settings(n_samples, seed, "pgd", e, min(p["eps_iter"], e),
-                                                             p["nb_iter"]))
-                       for i, (m, e) in enumerate(zip(old_sweep, p["sweep_eps"]))]
-    result_sweep = []
-    if old_sweep and len(old_sweep) == len(p["sweep_eps"]) and all(d.reuse for d in sweep_decisions):
-        result_sweep = list(old_sweep)
-        for i in range(len(old_sweep)):
-            for kind in ("adv", "fooled"):
-                arrays[f"{kind}_sweep{i}"] = old_arrays[f"{kind}_sweep{i}"]
-    elif sweep:
+    kept, kept_arrays, kept_sweep, decisions = _reusable(old, _load_npz(npz_path), fp, p, n_samples, seed, force)
+    todo: dict[str, tuple[str, float]] = {n: (n, p["eps"]) for n in attacks if n not in kept}  # array key -> (attack, eps)
+    shown = {n: decisions[n] for n in todo}
+    if sweep and not kept_sweep:
         todo.update({f"sweep{i}": ("pgd", e) for i, e in enumerate(p["sweep_eps"])})
-        decisions["eps sweep"] = next((d for d in sweep_decisions if not d.reuse), reuse.Decision(False, reuse.NEW))
-    for line in reuse.explain(json_path, decisions):
+        shown["eps sweep"] = decisions["eps sweep"]
+    for line in reuse.explain(json_path, shown):
         log(line)
     if old and (old.get(reuse.KEY) != fp):
         reuse.keep_stale(json_path, old.get(reuse.KEY))
@@ -221,8 +230,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
                   score="entropy of the ensemble prediction H(f^en(x))")
     result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=label,
                   members=len(getattr(ens, "members", [ens])), params=params, n_samples_requested=n_samples,
-                  attacks=result_attacks, eps_sweep=result_sweep, entropy_file=NPZ_NAME,
-                  **{reuse.KEY: fp})
+                  attacks={}, eps_sweep=[], entropy_file=NPZ_NAME, **{reuse.KEY: fp})
     if todo:
         log(common.estimate_line(ens, x, len(todo) * p["nb_iter"], batch_size,
                                  f"{', '.join(todo)} (k = {p['nb_iter']})"))
@@ -235,7 +243,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     h_clean = common.entropy_of_logits(logits)
     result.update(n_samples=int(len(x)), natural_accuracy=float(correct.mean()),
                   n_clean_correct=int(correct.sum()))
-    arrays.update(clean=h_clean, correct=correct)
+    arrays = dict(clean=h_clean, correct=correct)   # what this invocation computes
     arrays[reuse.KEY] = np.array(fp)
     log(f"{len(x)} test samples, natural accuracy {common.pct(result['natural_accuracy'])}%, "
         f"mean clean entropy {h_clean.mean():.3f}")
@@ -260,15 +268,26 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     for key, (name, eps_) in todo.items():
         m = one(name, eps_, key)
         if key.startswith("sweep"):
-            result_sweep.append(m)
+            result["eps_sweep"].append(m)
         else:
-            result_attacks[key] = m
-    if result_sweep:
-        arrays["sweep_eps"] = np.asarray([m["eps"] for m in result_sweep], np.float64)
+            result["attacks"][key] = m
     result["seconds"] = round(time.time() - t0, 2)
-    # The entropies first: detection.json names the weights its arrays belong to.
-    atomic.write_file(npz_path, lambda f: np.savez_compressed(f, **arrays), "wb")
-    common.write_json(json_path, result)
+    # Under the results folder's lock, the files are read again just before they are written: the
+    # entries another process wrote since (other attacks of this run) are kept beside this one's.
+    with run_lock.hold(run_lock.lock_path(common.results_dir(run_dir)), wait=True):
+        latest = common.read_json(json_path) or {}
+        theirs, their_arrays, their_sweep, _ = _reusable(latest, _load_npz(npz_path), fp, p, n_samples, seed, force)
+        if latest.get(reuse.KEY) not in (None, fp):  # written meanwhile for other weights
+            reuse.keep_stale(json_path, latest[reuse.KEY])
+            reuse.keep_stale(npz_path, latest[reuse.KEY])
+        result["attacks"] = {**kept, **theirs, **result["attacks"]}
+        result["eps_sweep"] = result["eps_sweep"] or their_sweep or kept_sweep
+        arrays = {**kept_arrays, **their_arrays, **arrays}
+        if result["eps_sweep"]:
+            arrays["sweep_eps"] = np.asarray([m["eps"] for m in result["eps_sweep"]], np.float64)
+        # The entropies first: detection.json names the weights its arrays belong to.
+        atomic.write_file(npz_path, lambda f: np.savez_compressed(f, **arrays), "wb")
+        common.write_json(json_path, result)
     log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
     return result
 

@@ -26,7 +26,7 @@ import sys
 
 from absl import flags
 
-from cce_tf import cli_flags
+from cce_tf import cli_flags, run_lock
 from eval import common
 
 TOLERANCE = 1.5   # percentage points: the issue's "doubling the epochs changes ... by less than 1.5"
@@ -158,6 +158,13 @@ def measurements(plan) -> dict[str, dict]:
     return out
 
 
+def _measured(stored: dict, fp: str) -> dict[int, float]:
+    """{k: accuracy} of an attack_k.json's dict measured on weights ``fp`` ({} for other weights)."""
+    from eval import reuse
+
+    return {int(k): v for k, v in stored.get("accuracy", {}).items()} if stored.get(reuse.KEY) == fp else {}
+
+
 def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
     """{k: PGD robust accuracy in percent} on the run's first K_SAMPLES test images, each k with
     Madry's η (attacks.settings); reused from RUN/eval/attack_k.json on the same weights."""
@@ -168,8 +175,7 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
 
     target = Target(run_dir)
     path, fp, cfg = os.path.join(target.results_dir, "attack_k.json"), target.fingerprint, target.config
-    old = common.read_json(path) or {}
-    have = {int(k): v for k, v in old.get("accuracy", {}).items()} if old.get(reuse.KEY) == fp else {}
+    have = _measured(common.read_json(path) or {}, fp)
     todo = [k for k in ks if k not in have]
     if todo:
         model = target.load()
@@ -179,7 +185,11 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
             mask = attack_suite.robust_mask(model, "pgd", x[:K_SAMPLES], y[:K_SAMPLES], params, seed=0)
             have[k] = 100 * float(mask.mean())
             print(f"{os.path.basename(run_dir)}: PGD k={k} eta={params['eps_iter']:.4g}: {have[k]:.1f} %", flush=True)
-        common.write_json(path, {reuse.KEY: fp, "n_samples": K_SAMPLES, "accuracy": {str(k): v for k, v in sorted(have.items())}})
+        # Read again under the results folder's lock: the k another process measured since stay.
+        with run_lock.hold(run_lock.lock_path(target.results_dir), wait=True):
+            have = {**_measured(common.read_json(path) or {}, fp), **have}
+            common.write_json(path, {reuse.KEY: fp, "n_samples": K_SAMPLES,
+                                     "accuracy": {str(k): v for k, v in sorted(have.items())}})
     return {k: have[k] for k in ks}
 
 

@@ -12,7 +12,9 @@ Each job calls a library function with explicit arguments: cce_tf.train.train, e
 eval.adaptive_detection.evaluate, eval.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
 OUT_DIR/jobs/ID.json records the options, the weights fingerprints of its runs and the seconds it
 took (the cost model of studies.costs learns from them). A job that fails leaves no marker, so the
-next invocation retries it.
+next invocation retries it. A job runs under its lock OUT_DIR/jobs/ID.lock, so two invocations of a
+study on one out_dir at the same time never run the same job twice: the second waits for the job,
+then skips it.
 """
 from __future__ import annotations
 
@@ -24,16 +26,26 @@ import time
 import traceback
 from typing import Optional
 
-from cce_tf import atomic
+from cce_tf import atomic, run_lock
+from cce_tf.run_files import LOCK_FILE
 from studies.plan import ADAPTIVE, ATTACK_SUITE, BLACKBOX, DETECTION, TRAIN, TRANSFER, Job
 
 
+def _job_file(job: Job, out_dir: str, folder: str, suffix: str) -> str:
+    return os.path.join(out_dir, folder, job.id.replace("/", "__") + suffix)
+
+
 def marker_path(job: Job, out_dir: str) -> str:
-    return os.path.join(out_dir, "jobs", job.id.replace("/", "__") + ".json")
+    return _job_file(job, out_dir, "jobs", ".json")
 
 
 def log_path(job: Job, out_dir: str) -> str:
-    return os.path.join(out_dir, "logs", job.id.replace("/", "__") + ".log")
+    return _job_file(job, out_dir, "logs", ".log")
+
+
+def lock_path(job: Job, out_dir: str) -> str:
+    """OUT_DIR/jobs/ID.lock, held while the job runs (cce_tf.run_lock)."""
+    return _job_file(job, out_dir, "jobs", LOCK_FILE)
 
 
 def _fingerprints(job: Job) -> Optional[list[str]]:
@@ -142,12 +154,19 @@ def run_job(job: Job, out_dir: str, fd_level: bool = False, precomputed: Optiona
             precomputed_seconds: Optional[dict] = None) -> dict:
     """Run ``job``, log to OUT_DIR/logs/, write its marker on success; never raises for a failing
     job (the outcome says why), so one failure does not stop the others. ``precomputed`` and
-    ``precomputed_seconds`` go to eval.attack_suite.evaluate (the Ray executor's merged shards)."""
+    ``precomputed_seconds`` go to eval.attack_suite.evaluate (the Ray executor's merged shards; their
+    seconds count in the marker's).
+
+    The job runs under its lock (``lock_path``): where another invocation of the study on this
+    out_dir is running it, this one waits for it, then finds it done and does not run it again."""
     from eval import reuse
 
     log = log_path(job, out_dir)
-    t0 = time.time()
-    with _logging_to(log, fd_level) as f:
+    with _logging_to(log, fd_level) as f, run_lock.hold(lock_path(job, out_dir), wait=True):
+        if is_done(job, out_dir):
+            print(f"== {job.id}: done by another invocation of the study", file=f)
+            return {"id": job.id, "ok": True, "seconds": 0.0, "log": log, "error": None}
+        t0 = time.time()  # after any wait for the lock: the marker's seconds are the job's
         print(f"== {job.id} ({time.strftime('%Y-%m-%d %H:%M:%S')}): {json.dumps(job.options)}", file=f)
         try:
             _run(job, out_dir, precomputed, precomputed_seconds)
@@ -157,11 +176,12 @@ def run_job(job: Job, out_dir: str, fd_level: bool = False, precomputed: Optiona
             traceback.print_exc(file=f)
             return {"id": job.id, "ok": False, "seconds": time.time() - t0, "log": log,
                     "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-    seconds = time.time() - t0
-    marker = {"id": job.id, "kind": job.kind, "options": reuse.canonical(job.options),
-              "weights_sha256": _fingerprints(job), "seconds": round(seconds, 3), "cost": job.cost,
-              "threads": threads()}
-    atomic.write_json(marker_path(job, out_dir), marker)
+        seconds = time.time() - t0 + sum((precomputed_seconds or {}).values())
+        # Written under the lock: an invocation waiting for it sees the job done.
+        marker = {"id": job.id, "kind": job.kind, "options": reuse.canonical(job.options),
+                  "weights_sha256": _fingerprints(job), "seconds": round(seconds, 3), "cost": job.cost,
+                  "threads": threads()}
+        atomic.write_json(marker_path(job, out_dir), marker)
     return {"id": job.id, "ok": True, "seconds": seconds, "log": log, "error": None}
 
 

@@ -22,7 +22,8 @@ The cluster shares the code and the data through the same install on every node:
 repo root on PYTHONPATH and the driver's CCE_* variables, and for a relative --out_dir they run in
 the driver's working directory (which then must exist on every node). --out_dir must be storage
 every node sees; ``RayPool`` checks that at start with a probe file per node (nodes that join later
-are not checked).
+are not checked). Its job locks (studies.jobs) keep a second invocation from running a job twice
+only where that storage's flock reaches every node (Linux NFS clients map it to NFS byte-range locks).
 Each task needs one GPU where the cluster has GPUs, else one CPU (and TensorFlow runs it on one
 thread); every task runs in a fresh worker process (``max_calls=1``: TensorFlow state and GPU memory
 never leak between jobs), and Ray retries it up to twice if its worker or node dies.
@@ -37,7 +38,6 @@ import traceback
 import uuid
 from typing import Any, Callable, Optional
 
-from cce_tf import atomic
 from eval.common import UsageError
 from studies import jobs as jobs_mod
 from studies.plan import ATTACK_SUITE, Job
@@ -109,21 +109,7 @@ def _merge_task(job: Job, out_dir: str, cwd: Optional[str], *shards: dict) -> di
         os.makedirs(os.path.dirname(log), exist_ok=True)
         with open(log, "a") as f:
             f.write("".join(f"ray_executor: {n}\n" for n in notes))
-    outcome = jobs_mod.run_job(job, out_dir, fd_level=True, precomputed=merged, precomputed_seconds=seconds)
-    if outcome["ok"] and seconds:
-        _add_seconds(job, out_dir, sum(seconds.values()))
-        outcome["seconds"] += sum(seconds.values())
-    return outcome
-
-
-def _add_seconds(job: Job, out_dir: str, extra: float) -> None:
-    """Count the shards' time in the job's marker: studies.costs learns a job's seconds from it, and
-    the merge task alone did only a fraction of the work."""
-    marker = jobs_mod.read_marker(job, out_dir)
-    if marker is None:
-        return
-    marker["seconds"] = round(marker["seconds"] + extra, 3)
-    atomic.write_json(jobs_mod.marker_path(job, out_dir), marker)
+    return jobs_mod.run_job(job, out_dir, fd_level=True, precomputed=merged, precomputed_seconds=seconds)
 
 
 def _read_text(path: str) -> Optional[str]:
