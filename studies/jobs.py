@@ -94,7 +94,7 @@ def _run(job: Job, out_dir: str, precomputed: Optional[dict] = None,
     o = dict(job.options)
     if job.kind == TRAIN:
         from cce_tf import train
-        train.train(dict(o, out_dir=job.run_dirs[0], verbose=2))
+        train.train(train.TrainOptions(**o, out_dir=job.run_dirs[0], verbose=2))
     elif job.kind == ATTACK_SUITE:
         from eval import attack_suite
         attack_suite.evaluate(list(job.run_dirs), suite_options(job), precomputed=precomputed,
