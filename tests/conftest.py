@@ -19,16 +19,18 @@ def train_cli(out_dir, *flags, check=True):
     return proc
 
 
-# A two-run study under FGSM and PGD with one claim (tests/test_studies.py, tests/test_ray_executor.py).
-MINI_STUDY = """
+# A study file's head: the attack suite under FGSM and PGD on Fashion-MNIST; the runs follow.
+STUDY_HEAD = """
 name = "mini"
-title = "Two methods under FGSM and PGD"
+title = "Methods under FGSM and PGD"
 source = "a test"
 dataset = "fashion_mnist"
 layout = "attacks"
 evaluations = ["attack_suite"]
 attacks = ["fgsm", "pgd"]
-runs = [{label = "ADV-EN_2", method = "adv-en", members = 2},
+"""
+# Two runs and one claim (tests/test_studies.py, tests/test_ray_executor.py).
+MINI_STUDY = STUDY_HEAD + """runs = [{label = "ADV-EN_2", method = "adv-en", members = 2},
         {label = "CCE-RM_2", method = "cce-rm", members = 2}]
 [paper.pgd]
 "ADV-EN_2" = 39.7
