@@ -307,8 +307,8 @@ class RayPool:
                 ray.init(address=address, **kw)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise UsageError(f"--ray_address {address}: cannot connect to a Ray cluster there ({e})") from None
-        else:
-            ray.init(num_cpus=os.cpu_count(), **kw)
+        else:   # "local": a new instance even where RAY_ADDRESS names a cluster (as under ray job submit)
+            ray.init(address="local", num_cpus=os.cpu_count(), **kw)
         os.makedirs(out_dir, exist_ok=True)
         try:
             check_visible(out_dir, self.cwd)
