@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags
 
-from attacks import settings as attack_settings
+from attacks.settings import ATTACK_NAMES
 from cce_tf import cli_flags
 from cce_tf.config import ARCHS
 from cce_tf.data import DATASETS
@@ -66,7 +66,7 @@ flags.DEFINE_string("suite_run_dir", None, "Also time the whole attack suite on 
                     flag_values=FLAGS)
 flags.DEFINE_integer("suite_n_samples", 1000, "--n_samples of the suite run.", lower_bound=1,
                      upper_bound=cli_flags.MAX_SAMPLES, flag_values=FLAGS)
-cli_flags.define_choice_list(FLAGS, "suite_attacks", None, attack_settings.ATTACK_NAMES,
+cli_flags.define_choice_list(FLAGS, "suite_attacks", None, ATTACK_NAMES,
                              "(dev) Comma list of attacks for the suite run (default: the paper's, "
                              "attacks.settings.PAPER_ATTACKS).")
 flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.", flag_values=FLAGS)
@@ -107,7 +107,7 @@ def bench_pgd() -> None:
     from attacks import gradient, registry
     from cce_tf import data
     from cce_tf.ensemble import build_ensemble, load_run, read_config
-    from eval.attack_suite import predict
+    from eval.batches import predict_labels
 
     keras.utils.set_random_seed(FLAGS.seed)
     if _run_dir():
@@ -167,7 +167,7 @@ def bench_pgd() -> None:
               + ", ".join(f"{m.split(':')[0].split(' ')[0]} {times[m][-1]:.2f}s" for m in methods),
               file=sys.stderr, flush=True)
 
-    right = predict(model, x, FLAGS.batch_size) == y
+    right = predict_labels(model, x, FLAGS.batch_size) == y
     print(f"\nnatural accuracy on these {len(x)} images: {right.mean():.3f}\n")
     print("| PGD | seconds (median) | images / s | robust accuracy | max L∞ distance | in [0, 1] |")
     print("|---|---:|---:|---:|---:|---|")
@@ -178,7 +178,7 @@ def bench_pgd() -> None:
         dist = float(np.abs(a - x.reshape(len(x), -1)).max()) if len(x) else 0.0
         in_box = bool(a.min() >= -TOLERANCE and a.max() <= 1 + TOLERANCE and np.isfinite(a).all())
         inside[m] = dist <= eps + TOLERANCE and in_box
-        robust[m] = right & (predict(model, x_adv[m], FLAGS.batch_size) == y)
+        robust[m] = right & (predict_labels(model, x_adv[m], FLAGS.batch_size) == y)
         print(f"| {m} | {med[m]:.2f} | {len(x) / med[m]:.1f} | {robust[m].mean():.3f} | "
               f"{dist:.6f} | {'yes' if in_box else 'NO'} |")
     suite_m, eager_m = list(methods)

@@ -36,7 +36,7 @@ Parts, top to bottom:
 2. ``RunPlan`` and ``plan_runs``: options + run folders -> what to run. Every bad input raises
    ``UsageError`` here, before anything is written.
 3. ``check_bounds``: every x_adv inside the ε-ball and [0, 1]; a violation raises, never clipped.
-4. ``predict``, ``robust_mask``: one attack over n samples, batch by batch, with progress.
+4. ``robust_mask``: one attack over n samples, batch by batch, with progress.
 5. The results files: ``read_results``, ``write_results``, ``mask_for``, ``adopt`` (what the files
    hold, merged into this invocation's results), ``any_attack``.
 6. ``evaluate_run``: one run, from natural accuracy to the sanity report.
@@ -55,10 +55,14 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from absl import flags
 
-from attacks import settings as paper_settings
+from attacks.settings import ATTACK_NAMES, DEFAULT_ATTACKS, EPSILONS
 from cce_tf import atomic, cli_flags, run_lock
-from eval import common, reuse
-from eval.target import Target
+from cce_tf.cli_flags import UsageError  # bad input: one line, exit code 2, nothing written
+from eval import reuse
+from eval.batches import predict_labels
+from eval.flags import MODEL_FILE_NOTE, check_radius, define_dataset_flag
+from eval.progress import Progress, quiet_tf
+from eval.target import Target, results_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
 
@@ -83,22 +87,19 @@ FLAGS = cli_flags.new_flags()
 cli_flags.define_shared(
     FLAGS, "run_dir", "n_samples", "batch_size", "seed", "eps", "eps_iter", "nb_iter", "force", "verbose",
     "trust_model",
-    note={"run_dir": common.MODEL_FILE_NOTE + " One table column each.",
+    note={"run_dir": MODEL_FILE_NOTE + " One table column each.",
           "n_samples": "Default: gradient attacks all, SPSA / B&B / AutoAttack the first 1000, as the paper.",
           "eps": "Also moves every radius defined relative to ε (B&B's start radii).",
           "nb_iter": "Of PGD, BIM and MIM (default: the paper's k = 100 / 250; SPSA's 50 steps and the "
                      "multi-targeted k = 20 stay)."})
-common.define_dataset_flag(FLAGS)
-cli_flags.define_choice_list(FLAGS, "attacks", None, paper_settings.ATTACK_NAMES,
+define_dataset_flag(FLAGS)
+cli_flags.define_choice_list(FLAGS, "attacks", None, ATTACK_NAMES,
                              "Comma list of attacks (default: the paper's and PGD on the margin loss, "
                              "attacks.settings.DEFAULT_ATTACKS).")
 flags.DEFINE_integer("mul_nb_iter", None, "Override the steps k of the multi-targeted attacks (the "
                      "paper's k = 20).", lower_bound=1, upper_bound=100_000, flag_values=FLAGS)
 flags.DEFINE_bool("sanity", True, "Run the gradient-masking sanity checks (eval/sanity.py).",
                   flag_values=FLAGS)
-
-
-UsageError = common.UsageError  # bad input: one line, exit code 2, nothing written
 
 
 class BoundsError(ValueError):
@@ -149,13 +150,13 @@ class SuiteOptions:
             if value is not None and value < 1:
                 raise UsageError(f"--{flag} must be >= 1, got {value}")
         for flag in ("eps", "eps_iter"):
-            common.check_radius(getattr(self, flag), f"--{flag}")
-        names = list(paper_settings.DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
+            check_radius(getattr(self, flag), f"--{flag}")
+        names = list(DEFAULT_ATTACKS) if self.attacks is None else list(self.attacks)
         if not names or not all(names):
-            raise UsageError(f"--attacks is empty: choose from {', '.join(paper_settings.ATTACK_NAMES)}")
-        unknown = [a for a in names if a not in paper_settings.ATTACK_NAMES]
+            raise UsageError(f"--attacks is empty: choose from {', '.join(ATTACK_NAMES)}")
+        unknown = [a for a in names if a not in ATTACK_NAMES]
         if unknown:
-            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(paper_settings.ATTACK_NAMES)}")
+            raise UsageError(f"unknown attack {unknown[0]!r}: choose from {', '.join(ATTACK_NAMES)}")
         return list(dict.fromkeys(names))
 
 
@@ -219,7 +220,7 @@ def run_header(config: dict) -> str:
 
 def read_results(run_dir: str) -> dict:
     """RUN/eval/attack_suite.json, or {} if there is none. Raises UsageError if unreadable."""
-    path = os.path.join(common.results_dir(run_dir), RESULTS_FILE)
+    path = os.path.join(results_dir(run_dir), RESULTS_FILE)
     if not os.path.exists(path):
         return {}
     try:
@@ -251,7 +252,7 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
         try:
             target = Target(run_dir, opts.dataset, opts.trust_model)
             model = target.load()
-        except common.UsageError as e:
+        except UsageError as e:
             raise UsageError(str(e)) from None
         config = target.config
         dataset, arch = config["dataset"], config["arch"]
@@ -316,13 +317,6 @@ def check_bounds(x: np.ndarray, x_adv: np.ndarray, eps: Optional[float], tol: fl
 # 4. Predictions and one attack
 # --------------------------------------------------------------------------------------------------
 
-def predict(model: Callable, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Predicted labels, batch by batch (argmax of eval.common.predict's compiled logits)."""
-    from eval import common
-
-    return common.predict(model, x, batch_size).argmax(axis=-1)
-
-
 def batch_seed(seed: int, index: int) -> int:
     """The random seed of the attack batch that starts at test sample ``index``: a batch's result
     depends on its samples and the suite's seed only, so the samples can be split into shards (on
@@ -331,12 +325,12 @@ def batch_seed(seed: int, index: int) -> int:
 
 
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
-                batch_size: int = 500, bar: Optional[common.Progress] = None, seed: Optional[int] = None,
+                batch_size: int = 500, bar: Optional[Progress] = None, seed: Optional[int] = None,
                 first_index: int = 0, keep: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
     """Per sample: the model is right on x AND on the attack's x_adv. Only samples it gets right
     are attacked (the others cannot count as robust), as AutoAttack's own evaluation does.
 
-    :param bar: advanced by every batch (common.Progress, in samples), or None for silence.
+    :param bar: advanced by every batch (Progress, in samples), or None for silence.
     :param seed: if set, every batch is seeded with ``batch_seed(seed, its first test index)``.
     :param first_index: test-set index of x[0] (for the seeds and the error messages).
     :param keep: if given, filled with "x_adv" (x where a sample was not attacked) and the attack's
@@ -352,7 +346,7 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
         keep["x_adv"] = np.array(x, np.float32)
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        idx = np.flatnonzero(predict(model, xb, batch_size) == yb)
+        idx = np.flatnonzero(predict_labels(model, xb, batch_size) == yb)
         if idx.size:
             if seed is not None:
                 keras.utils.set_random_seed(batch_seed(seed, first_index + start))
@@ -360,7 +354,7 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
             # Checked on the whole returned batch before any of it counts.
             check_bounds(xb[idx], x_adv, params.get("eps"), indices=first_index + start + idx,
                          what=f"{name} x_adv")
-            robust[start + idx] = predict(model, np.asarray(x_adv, np.float32), batch_size) == yb[idx]
+            robust[start + idx] = predict_labels(model, np.asarray(x_adv, np.float32), batch_size) == yb[idx]
             if keep is not None:
                 keep["x_adv"][start + idx] = x_adv
                 for key, value in details.items():
@@ -402,13 +396,13 @@ def _signature(settings: dict, fp: str) -> str:
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
     (flags first: a flag set names the weights and settings it belongs to, see ``_signature``)."""
-    out = common.results_dir(run_dir)
+    out = results_dir(run_dir)
     atomic.write_file(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
     atomic.write_json(os.path.join(out, RESULTS_FILE), results)
 
 
 def read_masks(run_dir: str) -> dict[str, np.ndarray]:
-    path = os.path.join(common.results_dir(run_dir), MASKS_FILE)
+    path = os.path.join(results_dir(run_dir), MASKS_FILE)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -428,7 +422,7 @@ def save_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray,
     """
     from attacks import autoattack
 
-    path = os.path.join(common.results_dir(run_dir), ADVERSARIAL_DIR, f"{name}.npz")
+    path = os.path.join(results_dir(run_dir), ADVERSARIAL_DIR, f"{name}.npz")
     arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
               "key": np.array(_signature(settings, fp))}
     atomic.write_file(path, lambda f: np.savez_compressed(f, **arrays), "wb")
@@ -534,7 +528,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     path = os.path.join(plan.target.results_dir, RESULTS_FILE)
 
     t0 = time.time()
-    correct = predict(model, x, batch_size) == y
+    correct = predict_labels(model, x, batch_size) == y
     natural = float(np.mean(correct))
     print(f"  natural accuracy {natural:.4f} on {len(x)} test samples ({time.time() - t0:.1f}s)", flush=True)
 
@@ -598,7 +592,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
             keep: Optional[dict] = {} if name in SAVE_ADV else None
             try:
                 mask = robust_mask(model, name, x[:n], y[:n], params, batch_size,
-                                   bar=common.Progress(n, opts.verbose), seed=seed, keep=keep)
+                                   bar=Progress(n, opts.verbose), seed=seed, keep=keep)
             except AttackUnavailable as e:
                 print(f"  {name}: skipped: {e}", flush=True)
                 outcomes[name] = "skipped"
@@ -637,7 +631,7 @@ def canary_checks(plan: RunPlan, attacks: dict, masks: dict) -> dict:
 
     done = {n: masks[n] for n, e in attacks.items() if n in masks and "robust_accuracy" in e}
     pgd = attacks.get("pgd", {}).get("params")
-    at_eps = pgd is not None and pgd["eps"] == paper_settings.EPSILONS[plan.config["dataset"]]["eps"]
+    at_eps = pgd is not None and pgd["eps"] == EPSILONS[plan.config["dataset"]]["eps"]
     return sanity.canaries(done, undefended=plan.config.get("method") == "nat" and at_eps, pgd_params=pgd)
 
 
@@ -812,7 +806,7 @@ def evaluate(run_dirs: list[str], opts: SuiteOptions = SuiteOptions(),
 def main(argv: list[str]) -> None:
     """Parse ``argv`` (program name first), evaluate every run, print the table."""
     cli_flags.parse(FLAGS, argv)
-    common.quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
+    quiet_tf()  # the sanity sweep retraces PGD once per ε, on purpose
     try:
         print_report(evaluate(FLAGS.run_dir, SuiteOptions.from_flags()))
     except BoundsError as e:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 
 from cce_tf import cli_flags
+from cce_tf.cli_flags import UsageError
 from cce_tf.run_files import WEIGHTS_FILE
-from eval import attack_suite, common, reuse
-from eval.common import UsageError
+from eval import attack_suite, reuse
+from eval.target import eval_path, read_run_config
 
 FLAGS = cli_flags.new_flags()
 cli_flags.define_shared(FLAGS, "run_dir", note={"run_dir": "Each with eval/attack_suite.json: one column each."})
@@ -24,8 +25,8 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
     """(header, summary for attack_suite.markdown_table, attack -> n_samples) of one finished run.
     Only results computed on the weights the run holds now are shown (eval.reuse): a table never
     mixes two sets of weights."""
-    config = common.read_run_config(run_dir)
-    path = common.eval_path(run_dir, attack_suite.RESULTS_FILE)
+    config = read_run_config(run_dir)
+    path = eval_path(run_dir, attack_suite.RESULTS_FILE)
     res = attack_suite.read_results(run_dir)
     if not res:
         raise UsageError(f"{path} not found: run python -m eval.attack_suite --run_dir {run_dir}")

@@ -38,7 +38,7 @@ import traceback
 import uuid
 from typing import Any, Callable, Optional
 
-from eval.common import UsageError
+from cce_tf.cli_flags import UsageError
 from studies import jobs as jobs_mod
 from studies.plan import ATTACK_SUITE, Job
 
@@ -264,11 +264,12 @@ def plan_shards(job: Job, slots: int, shard_size: Optional[int] = None) -> list[
         in its log as it would locally).
     """
     from cce_tf import data
-    from eval import attack_suite, common, reuse
+    from eval import attack_suite, reuse
+    from eval.target import read_run_config
 
     opts = jobs_mod.suite_options(job)
     run_dir = job.run_dirs[0]
-    config = common.read_run_config(run_dir)
+    config = read_run_config(run_dir)
     dataset, arch = config["dataset"], config["arch"]
     n_test = data.TEST_SIZES[dataset]
     fp = reuse.fingerprint(run_dir)
