@@ -27,7 +27,6 @@ Figures are recorded in docs/benchmarks.md.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -71,7 +70,7 @@ cli_flags.define_choice_list(FLAGS, "suite_attacks", None, ATTACK_NAMES,
                              "attacks.settings.PAPER_ATTACKS).")
 flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.", flag_values=FLAGS)
 
-TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.attack_suite
+TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.suite.engine
 
 
 def _check_flags() -> None:
@@ -204,7 +203,9 @@ def bench_pgd() -> None:
 def bench_suite() -> None:
     from attacks import registry
     from cce_tf.ensemble import CONFIG_FILE, WEIGHTS_FILE
-    from eval.attack_suite import RESULTS_FILE, attack_label
+    from cce_tf.cli_flags import UsageError
+    from eval.suite.report import attack_label
+    from eval.suite.store import read_results
 
     print("\n## The attack suite (python -m eval.attack_suite)\n")
     if not FLAGS.suite_run_dir:
@@ -222,11 +223,9 @@ def bench_suite() -> None:
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr).returncode
     wall = time.perf_counter() - t0
-    path = os.path.join(copy, "eval", RESULTS_FILE)
     try:
-        with open(path) as f:
-            results = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        results = read_results(copy) or None
+    except UsageError:  # unreadable
         results = None
     if rc != 0:
         print(f"note: the suite exited with code {rc}" + ("" if results else " and wrote no results"))

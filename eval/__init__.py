@@ -2,7 +2,8 @@
 
 Parts:
 
-    attack_suite     robust accuracy under the paper's attacks (Tables 3-5): attack_suite.json
+    attack_suite     robust accuracy under the paper's attacks (Tables 3-5): attack_suite.json; its CLI
+    suite            the attack suite itself: plan, engine, store, checks, run, report
     sanity           gradient-masking checks reported beside the attack-suite table
     transferability  Table 6: transferability.json
     blackbox         the black-box matrix across runs (Tables 12-13)

@@ -52,7 +52,7 @@ def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, ba
            **params) -> np.ndarray:
     import keras
 
-    from eval.attack_suite import batch_seed
+    from eval.suite.engine import batch_seed
 
     out = []
     for start in range(0, len(x), batch_size):

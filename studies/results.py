@@ -34,8 +34,11 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from attacks.settings import ATTACK_NAMES
-from eval import attack_suite, reuse, stats
+from eval import reuse, stats
 from eval.output import read_json
+from eval.suite import store
+from eval.suite.engine import any_attack
+from eval.suite.report import ANY_ROW, NAT_ROW, attack_label
 from studies.plan import Cell, Plan
 from studies.spec import Claim, Study
 
@@ -61,19 +64,6 @@ def _row(base: dict, **kw) -> dict:
     return {k: row.get(k) for k in ROW_KEYS}
 
 
-def suite_masks(run_dir: str, fp: str) -> dict[str, np.ndarray]:
-    """The per-sample flags of RUN/eval/attack_suite_robust.npz that belong to weights ``fp``."""
-    masks = attack_suite.read_masks(run_dir)
-    out = {}
-    for name in [k for k in masks if not k.endswith("__key")]:
-        try:
-            if json.loads(str(masks[name + "__key"]))[reuse.KEY] == fp:
-                out[name] = masks[name]
-        except (KeyError, ValueError, TypeError):
-            continue
-    return out
-
-
 def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
     """Every metric of one cell that this part's table shows."""
     try:
@@ -83,8 +73,8 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
     base, rows = _base(part, cell, fp), []
     ev = os.path.join(cell.run_dir, "eval")
     if "attack_suite" in part.evaluations:
-        r = read_json(os.path.join(ev, attack_suite.RESULTS_FILE))
-        if r and r.get(reuse.KEY) == fp:
+        r = store.results_on(cell.run_dir, fp)
+        if r:
             rows.append(_row(base, evaluation="attack_suite", attack="natural", n=r["n_test"],
                              metric="natural_accuracy", value=r["natural_accuracy"], key="natural"))
             entries = reuse.same_weights(r.get("attacks", {}), fp)
@@ -96,7 +86,7 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                 rows.append(_row(base, evaluation="attack_suite", attack=name, eps=p.get("eps"),
                                  eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=e["n_samples"],
                                  metric="robust_accuracy", value=e["robust_accuracy"], key=name))
-            worst = attack_suite.any_attack({a: entries[a] for a in on_file}, suite_masks(cell.run_dir, fp))
+            worst = any_attack({a: entries[a] for a in on_file}, store.masks_on(cell.run_dir, fp))
             if worst:
                 rows.append(_row(base, evaluation="attack_suite", attack="any_attack", n=worst["n_samples"],
                                  metric="robust_accuracy", value=worst["robust_accuracy"], key="any_attack"))
@@ -221,8 +211,7 @@ def cell_text(rows: list[dict], paper: Union[None, float, dict[str, Optional[flo
     if len(values) == 1:
         r = rows[0]
         if r["metric"] in _PROPORTIONS and r["n"]:
-            lo, hi = stats.wilson_interval(round(r["value"] * r["n"]), r["n"])
-            return f"{100 * r['value']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]{paper_txt}"
+            return stats.wilson_cell(r["value"], r["n"]) + paper_txt
         return f"{scale * r['value']:.1f}{paper_txt}"
     return stats.format_mean_sd(values, scale=scale) + paper_txt
 
@@ -294,9 +283,9 @@ def settings_text(rows: list[dict]) -> str:
 
 def _row_label(key: str) -> str:
     if key == "natural":
-        return attack_suite.NAT_ROW
+        return NAT_ROW
     if key == "any_attack":
-        return f"**{attack_suite.ANY_ROW} over every attack row of its column**"
+        return f"**{ANY_ROW} over every attack row of its column**"
     if key == "detection_aware":
         return "**Detection-aware robust accuracy (no adaptive attack evades at 5 % FPR)**"
     if key.startswith("adaptive_auc_"):
@@ -306,8 +295,8 @@ def _row_label(key: str) -> str:
     if key.startswith("auc_sweep"):
         return f"AUC, PGD ε sweep point {int(key[9:]) + 1}"
     if key.startswith("auc_"):
-        return f"AUC, {attack_suite.attack_label(key[4:], [])}"
-    return attack_suite.attack_label(key, [])
+        return f"AUC, {attack_label(key[4:], [])}"
+    return attack_label(key, [])
 
 
 def study_csv(part: Study, rows: list[dict]) -> list[list]:
@@ -625,8 +614,8 @@ def sanity_report(run_dir: str) -> Optional[dict]:
         fp = reuse.fingerprint(run_dir)
     except OSError:
         return None
-    r = read_json(os.path.join(run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
-    return r.get("sanity", {}) if r.get(reuse.KEY) == fp else None
+    r = store.results_on(run_dir, fp)
+    return None if r is None else r.get("sanity", {})
 
 
 def canary_lines(plan: Plan) -> list[str]:
