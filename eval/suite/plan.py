@@ -11,16 +11,17 @@ Usage::
     plans[0].attacks["pgd"]                                        # (params, n_samples)
     plan_shards("runs/cce_rm", opts, slots=8)                      # [(attack, start, stop), ...]
 
-``reuse_decisions`` is the one place that decides which stored attack results a run keeps
-(eval.reuse); the suite (eval.suite.run) and the Ray executor's shard planning (``plan_shards``, on
-the driver, without loading the model) both ask it.
+A study job's options (studies.jobs) are keyword arguments of ``SuiteOptions`` as they are: its
+lists and mappings become the tuples the options hold. ``reuse_decisions`` is the one place that
+decides which stored attack results a run keeps (eval.reuse); the suite (eval.suite.run) and the Ray
+executor's shard planning (``plan_shards``, on the driver, without loading the model) both ask it.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -44,7 +45,8 @@ class SuiteOptions:
     as ``attacks.registry.default_params`` applies them; force: recompute reusable results;
     dataset: the data set of model files given in place of run folders (eval.target.Target);
     trust_model: load SavedModels among them without eval.model_scan's check;
-    verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack.
+    verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack;
+    subsets: (attack, at most this many samples) pairs, a scale's cut (a mapping is taken too).
     """
 
     attacks: Optional[tuple[str, ...]] = None
@@ -60,7 +62,14 @@ class SuiteOptions:
     dataset: Optional[str] = None
     trust_model: bool = False
     verbose: int = 1
-    subsets: tuple[tuple[str, int], ...] = ()   # (attack, at most this many samples): a scale's cut
+    subsets: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self):
+        # A study job's options come as JSON gives them back: lists and a mapping.
+        if self.attacks is not None:
+            object.__setattr__(self, "attacks", tuple(self.attacks))
+        if isinstance(self.subsets, Mapping):
+            object.__setattr__(self, "subsets", tuple(sorted(self.subsets.items())))
 
     @classmethod
     def from_flags(cls, fv) -> "SuiteOptions":
