@@ -27,7 +27,6 @@ Figures are recorded in docs/benchmarks.md.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -42,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags
 
-from attacks import settings as attack_settings
+from attacks.settings import ATTACK_NAMES
 from cce_tf import cli_flags
 from cce_tf.config import ARCHS
 from cce_tf.data import DATASETS
@@ -66,12 +65,12 @@ flags.DEFINE_string("suite_run_dir", None, "Also time the whole attack suite on 
                     flag_values=FLAGS)
 flags.DEFINE_integer("suite_n_samples", 1000, "--n_samples of the suite run.", lower_bound=1,
                      upper_bound=cli_flags.MAX_SAMPLES, flag_values=FLAGS)
-cli_flags.define_choice_list(FLAGS, "suite_attacks", None, attack_settings.ATTACK_NAMES,
+cli_flags.define_choice_list(FLAGS, "suite_attacks", None, ATTACK_NAMES,
                              "(dev) Comma list of attacks for the suite run (default: the paper's, "
                              "attacks.settings.PAPER_ATTACKS).")
 flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.", flag_values=FLAGS)
 
-TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.attack_suite
+TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.suite.engine
 
 
 def _check_flags() -> None:
@@ -107,7 +106,7 @@ def bench_pgd() -> None:
     from attacks import gradient, registry
     from cce_tf import data
     from cce_tf.ensemble import build_ensemble, load_run, read_config
-    from eval.attack_suite import predict
+    from eval.batches import predict_labels
 
     keras.utils.set_random_seed(FLAGS.seed)
     if _run_dir():
@@ -167,7 +166,7 @@ def bench_pgd() -> None:
               + ", ".join(f"{m.split(':')[0].split(' ')[0]} {times[m][-1]:.2f}s" for m in methods),
               file=sys.stderr, flush=True)
 
-    right = predict(model, x, FLAGS.batch_size) == y
+    right = predict_labels(model, x, FLAGS.batch_size) == y
     print(f"\nnatural accuracy on these {len(x)} images: {right.mean():.3f}\n")
     print("| PGD | seconds (median) | images / s | robust accuracy | max L∞ distance | in [0, 1] |")
     print("|---|---:|---:|---:|---:|---|")
@@ -178,7 +177,7 @@ def bench_pgd() -> None:
         dist = float(np.abs(a - x.reshape(len(x), -1)).max()) if len(x) else 0.0
         in_box = bool(a.min() >= -TOLERANCE and a.max() <= 1 + TOLERANCE and np.isfinite(a).all())
         inside[m] = dist <= eps + TOLERANCE and in_box
-        robust[m] = right & (predict(model, x_adv[m], FLAGS.batch_size) == y)
+        robust[m] = right & (predict_labels(model, x_adv[m], FLAGS.batch_size) == y)
         print(f"| {m} | {med[m]:.2f} | {len(x) / med[m]:.1f} | {robust[m].mean():.3f} | "
               f"{dist:.6f} | {'yes' if in_box else 'NO'} |")
     suite_m, eager_m = list(methods)
@@ -204,7 +203,9 @@ def bench_pgd() -> None:
 def bench_suite() -> None:
     from attacks import registry
     from cce_tf.ensemble import CONFIG_FILE, WEIGHTS_FILE
-    from eval.attack_suite import RESULTS_FILE, attack_label
+    from cce_tf.cli_flags import UsageError
+    from eval.suite.report import attack_label
+    from eval.suite.store import read_results
 
     print("\n## The attack suite (python -m eval.attack_suite)\n")
     if not FLAGS.suite_run_dir:
@@ -222,11 +223,9 @@ def bench_suite() -> None:
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=sys.stderr, stderr=sys.stderr).returncode
     wall = time.perf_counter() - t0
-    path = os.path.join(copy, "eval", RESULTS_FILE)
     try:
-        with open(path) as f:
-            results = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        results = read_results(copy) or None
+    except UsageError:  # unreadable
         results = None
     if rc != 0:
         print(f"note: the suite exited with code {rc}" + ("" if results else " and wrote no results"))

@@ -10,7 +10,7 @@ Usage::
     atomic.write_file("RUN/eval/flags.npz", lambda f: np.savez(f, **arrays), "wb")
 
 The writers create the parent folders. They convert nothing: a caller that rounds floats or turns
-numpy values into Python ones does so before (eval.common.jsonable), so each file keeps its bytes.
+numpy values into Python ones does so before (eval.output.jsonable), so each file keeps its bytes.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Parts:
 
-    attack_suite     robust accuracy under the paper's attacks (Tables 3-5): attack_suite.json
+    attack_suite     robust accuracy under the paper's attacks (Tables 3-5): attack_suite.json; its CLI
+    suite            the attack suite itself: plan, engine, store, checks, run, report
     sanity           gradient-masking checks reported beside the attack-suite table
     transferability  Table 6: transferability.json
     blackbox         the black-box matrix across runs (Tables 12-13)
@@ -12,5 +13,9 @@ Parts:
     stats            Wilson / Newcombe intervals, paired bootstrap and McNemar, verdicts
     target           what is evaluated: a run folder or a model file (config, results folder, fingerprint)
     model_scan       a SavedModel's ops checked against an allow-list of pure numerics, before it is loaded
-    common           glue shared by the analyses
+    flags            the flags and input checks the evaluation CLIs share
+    labels           the paper's names of runs and radii in tables and figures
+    batches          the test data; logits, labels and x_adv of a model, in batches
+    progress         the progress bar with an ETA, time estimates
+    output           JSON, percentages, Markdown tables, figures
 """

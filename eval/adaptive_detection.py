@@ -28,8 +28,15 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
+
 from cce_tf import cli_flags
-from eval import common, detection, reuse
+from cce_tf.cli_flags import UsageError
+from eval import batches, detection, reuse
+from eval.flags import analysis_flags
+from eval.labels import run_label, run_labels
+from eval.output import markdown_table, pct, read_json, write_json
+from eval.progress import Progress, estimate_line, quiet_tf
+from eval.target import eval_path, open_target, target_config
 
 JSON_NAME = "adaptive_detection.json"
 BETAS = (0.1, 0.5, 1.0)
@@ -41,11 +48,11 @@ def threshold_at_fpr(h_clean: np.ndarray, fpr: float = FPR) -> float:
     return float(np.quantile(np.asarray(h_clean, np.float64), 1.0 - fpr))
 
 
-def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, bar: common.Progress,
+def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, bar: Progress,
            **params) -> np.ndarray:
     import keras
 
-    from eval.attack_suite import batch_seed
+    from eval.suite.engine import batch_seed
 
     out = []
     for start in range(0, len(x), batch_size):
@@ -65,13 +72,13 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     whose results go to PATH.eval/."""
     from attacks import detector_aware, gradient
 
-    cfg, load = common.open_target(run_dir, dataset, trust_model)
-    p = detection.attack_settings(cfg["dataset"], eps, eps_iter, nb_iter)
+    cfg, load = open_target(run_dir, dataset, trust_model)
+    p = detection.attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
     fp = reuse.fingerprint(run_dir)
-    path = common.eval_path(run_dir, JSON_NAME)
+    path = eval_path(run_dir, JSON_NAME)
     settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=p["eps_iter"],
                     nb_iter=p["nb_iter"], betas=list(betas), fpr=FPR)
-    old = common.read_json(path)
+    old = read_json(path)
     decision = reuse.decide(old, fp, settings, force)
     if decision.reuse:
         return old
@@ -79,11 +86,11 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     log = (lambda msg: print(f"[{run_dir}] {msg}", flush=True)) if verbose else (lambda msg: None)
     for line in reuse.explain(path, {"adaptive detection": decision}):
         log(line)
-    x, y = common.test_samples(cfg["dataset"], n_samples or None)
+    x, y = batches.test_samples(cfg["dataset"], n_samples or None)
     t0 = time.time()
-    logits = common.predict(ens, x, batch_size)
+    logits = batches.logits(ens, x, batch_size)
     correct = logits.argmax(-1) == y
-    h_clean = common.entropy_of_logits(logits)
+    h_clean = batches.entropy_of_logits(logits)
     thr = threshold_at_fpr(h_clean[correct])
     kw = dict(eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"])
     attacks = {"pgd": (gradient.pgd, kw)}
@@ -91,34 +98,34 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     attacks["mul_pgd_confident"] = (detector_aware.mul_pgd_confident, dict(kw, threshold=thr))
     attacks["two_stage"] = (detector_aware.two_stage, kw)
     steps = p["nb_iter"] * (1 + len(betas) + (int(cfg["num_classes"]) - 1) + 2)
-    log(common.estimate_line(ens, x, steps, batch_size, f"{', '.join(attacks)} (k = {p['nb_iter']})"))
+    log(estimate_line(ens, x, steps, batch_size, f"{', '.join(attacks)} (k = {p['nb_iter']})"))
 
     evaded_any = np.zeros(len(x), bool)
     results = {}
-    bar = common.Progress(len(attacks) * len(x), verbose)
+    bar = Progress(len(attacks) * len(x), verbose)
     for name, (fn, params) in attacks.items():
         x_adv = _craft(fn, ens, x, y, batch_size, seed, bar, **params)
         if np.abs(x_adv - x).max(initial=0.0) > p["eps"] + 1e-6 or x_adv.min(initial=0) < 0 or x_adv.max(initial=1) > 1:
             raise RuntimeError(f"{name}: x_adv outside the ε-ball or [0, 1]")
-        logits_adv = common.predict(ens, x_adv, batch_size)
+        logits_adv = batches.logits(ens, x_adv, batch_size)
         fooled = logits_adv.argmax(-1) != y
-        h_adv = common.entropy_of_logits(logits_adv)
+        h_adv = batches.entropy_of_logits(logits_adv)
         evaded = correct & fooled & (h_adv <= thr)
         evaded_any |= evaded
         m = detection.detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
         results[name] = dict(auc=m["auc"], tpr_at_5fpr=m["tpr_at_5fpr"], adv_accuracy=float(np.mean(~fooled)),
                              evaded=float(evaded.mean()), robust=float(np.mean(correct & ~evaded)),
                              params={k: v for k, v in params.items() if k != "threshold"})
-        log(f"{name}: AUC {common.pct(m['auc'])}, adversarial accuracy {common.pct(results[name]['adv_accuracy'])}%, "
-            f"{common.pct(results[name]['evaded'])}% misclassified and not flagged")
-    result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=common.run_label(cfg),
+        log(f"{name}: AUC {pct(m['auc'])}, adversarial accuracy {pct(results[name]['adv_accuracy'])}%, "
+            f"{pct(results[name]['evaded'])}% misclassified and not flagged")
+    result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=run_label(cfg),
                   n_samples=int(len(x)), natural_accuracy=float(correct.mean()), threshold=thr, fpr=FPR,
                   attacks=results, detection_aware_robust_accuracy=float(np.mean(correct & ~evaded_any)),
                   seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fp))
     if old and old.get(reuse.KEY) != fp:
         reuse.keep_stale(path, old.get(reuse.KEY))
-    common.write_json(path, result)
-    log(f"detection-aware robust accuracy {common.pct(result['detection_aware_robust_accuracy'])}% "
+    write_json(path, result)
+    log(f"detection-aware robust accuracy {pct(result['detection_aware_robust_accuracy'])}% "
         f"(threshold H > {thr:.3f} flags {100 * FPR:g}% of clean images); wrote {path}")
     return result
 
@@ -128,13 +135,13 @@ def table(rows: Sequence[tuple[str, dict]]) -> str:
     body = []
     for label, r in rows:
         for name, m in r["attacks"].items():
-            body.append([label, name, common.pct(m["auc"]), common.pct(m["adv_accuracy"]), common.pct(m["evaded"])])
+            body.append([label, name, pct(m["auc"]), pct(m["adv_accuracy"]), pct(m["evaded"])])
         body.append([label, "**any (detection-aware robust accuracy)**", "", "",
-                     f"**{common.pct(r['detection_aware_robust_accuracy'])}** robust"])
-    return common.markdown_table(["Model", "Attack", "AUC", "adv. acc.", "fooled and not flagged"], body)
+                     f"**{pct(r['detection_aware_robust_accuracy'])}** robust"])
+    return markdown_table(["Model", "Attack", "AUC", "adv. acc.", "fooled and not flagged"], body)
 
 
-FLAGS = common.analysis_flags(model_files=True)
+FLAGS = analysis_flags(model_files=True)
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.detection (CIFAR-10 8/255).",
                                                         "eps_iter": "The data set's detection η is ε/8."})
 
@@ -142,12 +149,12 @@ cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.detectio
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
-        raise common.UsageError("give at least one --run_dir")
-    configs = [common.target_config(d, FLAGS.dataset, FLAGS.trust_model) for d in FLAGS.run_dir]
+        raise UsageError("give at least one --run_dir")
+    configs = [target_config(d, FLAGS.dataset, FLAGS.trust_model) for d in FLAGS.run_dir]
     for cfg in configs:
-        detection.attack_settings(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
-    labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
-    common.quiet_tf()
+        detection.attack_params(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
+    labels = run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    quiet_tf()
     rows = [(label, evaluate(d, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
                              FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset,
                              trust_model=FLAGS.trust_model))

@@ -28,23 +28,30 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
+
 from cce_tf import cli_flags
+from cce_tf.cli_flags import UsageError
 from cce_tf.config import converging_step
-from eval import common, reuse
+from eval import batches, reuse
+from eval.flags import analysis_flags, check_pgd, dataset_settings
+from eval.labels import format_eps, run_labels
+from eval.output import markdown_table, pct, read_json, save_figure, write_json
+from eval.progress import Progress, estimate_line, quiet_tf
+from eval.target import open_target, target_config
 
 JSON_NAME = "blackbox.json"
 
 
-def attack_settings(dataset: str, eps_list: Optional[Sequence[float]] = None,
+def attack_params(dataset: str, eps_list: Optional[Sequence[float]] = None,
                     eps_iter: Optional[float] = None, nb_iter: int = 20) -> dict:
     """{eps_list, eps_iter, nb_iter}: the data set's Tables 12-13 setting unless overridden."""
-    s = common.settings(dataset)
+    s = dataset_settings(dataset)
     eps_list = list(s.blackbox_eps) if not eps_list else [float(e) for e in eps_list]
     # η keeps the setting's value at the paper's k = 20; a shorter k gets Madry's 2.5 ε / k at the
     # largest ε, one η for the whole list, at most its smallest ε.
     eps_iter = (min(converging_step(max(eps_list), s.eps_iter, int(nb_iter), s.nb_iter), min(eps_list))
                 if eps_iter is None else float(eps_iter))
-    common.check_pgd(eps_list, eps_iter, nb_iter)
+    check_pgd(eps_list, eps_iter, nb_iter)
     return dict(eps_list=eps_list, eps_iter=eps_iter, nb_iter=int(nb_iter))
 
 
@@ -52,15 +59,15 @@ def check_runs(run_dirs: Sequence[str], dataset: Optional[str] = None,
                trust_model: bool = False) -> list[dict]:
     """The runs' (or model files', eval.target.Target) configs; UsageError unless there is at
     least one and all share a data set."""
-    return _one_data_set([common.target_config(d, dataset, trust_model) for d in run_dirs])
+    return _one_data_set([target_config(d, dataset, trust_model) for d in run_dirs])
 
 
 def _one_data_set(configs: list[dict]) -> list[dict]:
     if not configs:
-        raise common.UsageError("give at least one --run_dir (one per model of the matrix)")
+        raise UsageError("give at least one --run_dir (one per model of the matrix)")
     datasets = {c["dataset"] for c in configs}
     if len(datasets) > 1:
-        raise common.UsageError(f"all runs must share a data set, got {', '.join(sorted(datasets))}")
+        raise UsageError(f"all runs must share a data set, got {', '.join(sorted(datasets))}")
     return configs
 
 
@@ -77,11 +84,11 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
     ``previous``: an earlier blackbox.json, returned instead when it was computed on the same
     weights of the same runs with the same settings (eval.reuse), unless ``force``.
     """
-    opened = [common.open_target(d, dataset, trust_model) for d in run_dirs]
+    opened = [open_target(d, dataset, trust_model) for d in run_dirs]
     configs = _one_data_set([cfg for cfg, _ in opened])
     dataset = configs[0]["dataset"]
-    p = attack_settings(dataset, eps_list, eps_iter, nb_iter)
-    labels = common.run_labels(run_dirs, configs, labels)
+    p = attack_params(dataset, eps_list, eps_iter, nb_iter)
+    labels = run_labels(run_dirs, configs, labels)
 
     def log(msg):
         if verbose:
@@ -90,7 +97,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
     fps = [reuse.fingerprint(d) for d in run_dirs]
     settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
                     run_dirs=[os.path.abspath(d) for d in run_dirs])
-    old = common.read_json(previous) if previous else None
+    old = read_json(previous) if previous else None
     decision = reuse.decide(old, fps, settings, force)
     if decision.reuse:
         log(f"reusing {previous} (same weights and settings; --force to recompute)")
@@ -98,25 +105,25 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
     for line in reuse.explain(previous or JSON_NAME, {"black-box matrix": decision}):
         log(line)
     models = [load() for _, load in opened]  # after the reuse decision: a reused result loads nothing
-    x, y = common.test_samples(dataset, n_samples or None)
-    log(common.estimate_line(models[0], x, len(p["eps_list"]) * len(models) * p["nb_iter"], batch_size,
+    x, y = batches.test_samples(dataset, n_samples or None)
+    log(estimate_line(models[0], x, len(p["eps_list"]) * len(models) * p["nb_iter"], batch_size,
                              f"PGD (k = {p['nb_iter']}) against each of {len(models)} models at "
                              f"{len(p['eps_list'])} radii"))
 
     t0 = time.time()
-    bar = common.Progress(len(p["eps_list"]) * len(models) * len(x), verbose)
-    natural = [float(np.mean(common.predict(m, x, batch_size).argmax(-1) == y)) for m in models]
+    bar = Progress(len(p["eps_list"]) * len(models) * len(x), verbose)
+    natural = [float(np.mean(batches.predict_labels(m, x, batch_size) == y)) for m in models]
     log(f"{len(x)} {dataset} test samples; natural accuracy: "
-        + ", ".join(f"{l} {common.pct(a)}%" for l, a in zip(labels, natural)))
+        + ", ".join(f"{l} {pct(a)}%" for l, a in zip(labels, natural)))
     results = []
     for eps in p["eps_list"]:
         acc = np.zeros((len(models), len(models)))
         for i, source in enumerate(models):
-            common.seed_everything(seed)
-            x_adv = common.craft("pgd", source, x, y, batch_size, bar, eps=eps, eps_iter=p["eps_iter"],
+            batches.seed_everything(seed)
+            x_adv = batches.craft("pgd", source, x, y, batch_size, bar, eps=eps, eps_iter=p["eps_iter"],
                                  nb_iter=p["nb_iter"])
             for j, target in enumerate(models):
-                acc[i, j] = np.mean(common.predict(target, x_adv, batch_size).argmax(-1) == y)
+                acc[i, j] = np.mean(batches.predict_labels(target, x_adv, batch_size) == y)
         results.append(dict(eps=eps, eps_iter=p["eps_iter"], nb_iter=p["nb_iter"],
                             accuracy=acc.tolist()))
     return dict(
@@ -149,15 +156,15 @@ def transfer_warnings(result: dict, margin: float = TRANSFER_MARGIN) -> list[str
 def table(result: dict, entry: dict) -> str:
     """One ε of the matrix, in percent: rows = source, columns = target."""
     labels = result["labels"]
-    return common.markdown_table(
+    return markdown_table(
         ["source \\ target", *labels],
-        [[labels[i], *(common.pct(v) for v in row)] for i, row in enumerate(entry["accuracy"])])
+        [[labels[i], *(pct(v) for v in row)] for i, row in enumerate(entry["accuracy"])])
 
 
 def caption(result: dict, entry: dict) -> str:
     ds = result["dataset"]
-    return (f"PGD attack with k = {entry['nb_iter']}, ε = {common.format_eps(entry['eps'], ds)}, "
-            f"η = {common.format_eps(entry['eps_iter'], ds)} ({ds}, n = {result['n_samples']})")
+    return (f"PGD attack with k = {entry['nb_iter']}, ε = {format_eps(entry['eps'], ds)}, "
+            f"η = {format_eps(entry['eps_iter'], ds)} ({ds}, n = {result['n_samples']})")
 
 
 def heatmap(result: dict, entry: dict, path_stem: str) -> list[str]:
@@ -183,7 +190,7 @@ def heatmap(result: dict, entry: dict, path_stem: str) -> list[str]:
                     color="white" if acc[i, j] < 55 else "black",
                     fontweight="bold" if i == j else "normal")
     fig.colorbar(im, ax=ax, label="Robust accuracy (%)")
-    return common.save_figure(fig, path_stem)
+    return save_figure(fig, path_stem)
 
 
 def eps_tag(eps: float) -> str:
@@ -193,7 +200,7 @@ def eps_tag(eps: float) -> str:
 def write_outputs(result: dict, out_dir: str) -> list[str]:
     """blackbox.json, blackbox.md and the heatmaps under out_dir; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = [common.write_json(os.path.join(out_dir, JSON_NAME), result)]
+    paths = [write_json(os.path.join(out_dir, JSON_NAME), result)]
     text = ["Black-box attack evaluation (Tables 12-13): robust accuracy (%) of the target "
             "(column) on PGD examples crafted against the source (row); the diagonal is white-box.",
             ""]
@@ -211,7 +218,7 @@ def write_outputs(result: dict, out_dir: str) -> list[str]:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = common.analysis_flags("Where blackbox.json, blackbox.md and the heatmaps go.", model_files=True)
+FLAGS = analysis_flags("Where blackbox.json, blackbox.md and the heatmaps go.", model_files=True)
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
                         note={"eps": "Repeat for several radii (default: Tables 12-13's, CIFAR-10 8/255 and 12/255).",
                               "eps_iter": "Here: the data set's η at every radius (Tables 12-13), unless given."})
@@ -220,9 +227,9 @@ cli_flags.define_shared(FLAGS, "eps", "eps_iter", repeat=("eps",),
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     configs = check_runs(FLAGS.run_dir, FLAGS.dataset, FLAGS.trust_model)
-    attack_settings(configs[0]["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
-    common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
-    common.quiet_tf()
+    attack_params(configs[0]["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
+    run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    quiet_tf()
     result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples, FLAGS.batch_size,
                       FLAGS.seed, FLAGS.eps or None, FLAGS.eps_iter, FLAGS.nb_iter,
                       previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force, verbose=FLAGS.verbose,

@@ -46,7 +46,13 @@ from absl import flags
 
 from cce_tf import atomic, cli_flags, run_lock
 from cce_tf.config import converging_step, scaled_step
-from eval import common, reuse
+from cce_tf.cli_flags import UsageError
+from eval import batches, reuse
+from eval.flags import analysis_flags, check_pgd, check_radius, dataset_settings
+from eval.labels import format_eps, run_label, run_labels
+from eval.output import markdown_table, pct, read_json, write_json
+from eval.progress import Progress, estimate_line, quiet_tf
+from eval.target import eval_path, load_target, results_dir, target_config
 
 JSON_NAME = "detection.json"
 NPZ_NAME = "detection_entropy.npz"
@@ -116,18 +122,18 @@ def detection_metrics(scores_clean: np.ndarray, scores_adv: np.ndarray,
 # --------------------------------------------------------------------------------------------------
 
 
-def attack_settings(dataset: str, eps: Optional[float] = None, eps_iter: Optional[float] = None,
+def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[float] = None,
                     nb_iter: int = 20, sweep_eps: Optional[Sequence[float]] = None) -> dict:
     """{eps, eps_iter, nb_iter, sweep_eps}: the data set's detection setting unless overridden.
     The default sweep scales with ``eps``."""
-    s = common.settings(dataset)
+    s = dataset_settings(dataset)
     eps = s.eps if eps is None else float(eps)
     eps_iter = (converging_step(eps, scaled_step(eps, s.eps, s.detection_eps_iter), int(nb_iter), s.nb_iter)
                 if eps_iter is None else float(eps_iter))
-    common.check_pgd([eps], eps_iter, nb_iter)
+    check_pgd([eps], eps_iter, nb_iter)
     sweep = [eps * f for f in s.sweep_factors] if not sweep_eps else [float(e) for e in sweep_eps]
     for e in sweep:
-        common.check_radius(e, "--sweep_eps")
+        check_radius(e, "--sweep_eps")
     return dict(eps=eps, eps_iter=eps_iter, nb_iter=int(nb_iter), sweep_eps=sweep)
 
 
@@ -195,25 +201,25 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     ε sweep (Fig 4). Entries already in RUN/eval/detection.json are reused when eval.reuse allows
     (same weights, same settings) and kept beside the new ones; entries of other weights leave the
     file (a copy goes to RUN/eval/stale/). Writes detection.json and detection_entropy.npz and
-    returns the JSON's dict. ``run_dir`` may be a model file of any classifier (eval.common
+    returns the JSON's dict. ``run_dir`` may be a model file of any classifier (eval.target
     .load_target; its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned), whose
     results go to PATH.eval/."""
     for name in attacks:
         if name not in ATTACKS:
-            raise common.UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
+            raise UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
     n_samples = n_samples or None
-    ens, cfg = common.load_target(run_dir, dataset, trust_model)
-    p = attack_settings(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
+    ens, cfg = load_target(run_dir, dataset, trust_model)
+    p = attack_params(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
     fp = reuse.fingerprint(run_dir)
-    label = common.run_label(cfg)
-    x, y = common.test_samples(cfg["dataset"], n_samples)
+    label = run_label(cfg)
+    x, y = batches.test_samples(cfg["dataset"], n_samples)
 
     def log(msg):
         if verbose:
             print(f"[{label} {run_dir}] {msg}", flush=True)
 
-    json_path, npz_path = common.eval_path(run_dir, JSON_NAME), common.eval_path(run_dir, NPZ_NAME)
-    old = common.read_json(json_path) or {}
+    json_path, npz_path = eval_path(run_dir, JSON_NAME), eval_path(run_dir, NPZ_NAME)
+    old = read_json(json_path) or {}
     kept, kept_arrays, kept_sweep, decisions = _reusable(old, _load_npz(npz_path), fp, p, n_samples, seed, force)
     todo: dict[str, tuple[str, float]] = {n: (n, p["eps"]) for n in attacks if n not in kept}  # array key -> (attack, eps)
     shown = {n: decisions[n] for n in todo}
@@ -232,28 +238,28 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
                   members=len(getattr(ens, "members", [ens])), params=params, n_samples_requested=n_samples,
                   attacks={}, eps_sweep=[], entropy_file=NPZ_NAME, **{reuse.KEY: fp})
     if todo:
-        log(common.estimate_line(ens, x, len(todo) * p["nb_iter"], batch_size,
+        log(estimate_line(ens, x, len(todo) * p["nb_iter"], batch_size,
                                  f"{', '.join(todo)} (k = {p['nb_iter']})"))
 
     t0 = time.time()
-    bar = common.Progress(len(todo) * len(x), verbose)
-    common.seed_everything(seed)
-    logits = common.predict(ens, x, batch_size)
+    bar = Progress(len(todo) * len(x), verbose)
+    batches.seed_everything(seed)
+    logits = batches.logits(ens, x, batch_size)
     correct = logits.argmax(-1) == y
-    h_clean = common.entropy_of_logits(logits)
+    h_clean = batches.entropy_of_logits(logits)
     result.update(n_samples=int(len(x)), natural_accuracy=float(correct.mean()),
                   n_clean_correct=int(correct.sum()))
     arrays = dict(clean=h_clean, correct=correct)   # what this invocation computes
     arrays[reuse.KEY] = np.array(fp)
-    log(f"{len(x)} test samples, natural accuracy {common.pct(result['natural_accuracy'])}%, "
+    log(f"{len(x)} test samples, natural accuracy {pct(result['natural_accuracy'])}%, "
         f"mean clean entropy {h_clean.mean():.3f}")
 
     def one(name: str, eps_: float, key: str) -> dict:
         eta = min(p["eps_iter"], eps_)
-        common.seed_everything(seed)  # per attack: its result does not depend on what ran before
-        x_adv = common.craft(name, ens, x, y, batch_size, bar, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
-        logits_adv = common.predict(ens, x_adv, batch_size)
-        h_adv = common.entropy_of_logits(logits_adv)
+        batches.seed_everything(seed)  # per attack: its result does not depend on what ran before
+        x_adv = batches.craft(name, ens, x, y, batch_size, bar, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
+        logits_adv = batches.logits(ens, x_adv, batch_size)
+        h_adv = batches.entropy_of_logits(logits_adv)
         fooled = logits_adv.argmax(-1) != y
         arrays[f"adv_{key}"], arrays[f"fooled_{key}"] = h_adv, fooled
         m = detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
@@ -261,7 +267,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
                  adv_accuracy=float(np.mean(~fooled)),
                  **reuse.stamp(_entry_settings(n_samples, seed, name, eps_, eta, p["nb_iter"]), fp))
         log(f"{name.upper()} eps={eps_:.4g} eta={eta:.4g}: adversarial accuracy "
-            f"{common.pct(m['adv_accuracy'])}%, AUC {_fmt_auc(m['auc'])} "
+            f"{pct(m['adv_accuracy'])}%, AUC {_fmt_auc(m['auc'])} "
             f"(all adversarial: {_fmt_auc(m['auc_all'])}), {m['n_pos']} positives / {m['n_neg']} negatives")
         return m
 
@@ -274,8 +280,8 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     result["seconds"] = round(time.time() - t0, 2)
     # Under the results folder's lock, the files are read again just before they are written: the
     # entries another process wrote since (other attacks of this run) are kept beside this one's.
-    with run_lock.hold(run_lock.lock_path(common.results_dir(run_dir)), wait=True):
-        latest = common.read_json(json_path) or {}
+    with run_lock.hold(run_lock.lock_path(results_dir(run_dir)), wait=True):
+        latest = read_json(json_path) or {}
         theirs, their_arrays, their_sweep, _ = _reusable(latest, _load_npz(npz_path), fp, p, n_samples, seed, force)
         if latest.get(reuse.KEY) not in (None, fp):  # written meanwhile for other weights
             reuse.keep_stale(json_path, latest[reuse.KEY])
@@ -287,14 +293,14 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
             arrays["sweep_eps"] = np.asarray([m["eps"] for m in result["eps_sweep"]], np.float64)
         # The entropies first: detection.json names the weights its arrays belong to.
         atomic.write_file(npz_path, lambda f: np.savez_compressed(f, **arrays), "wb")
-        common.write_json(json_path, result)
+        write_json(json_path, result)
     log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
     return result
 
 
 def load_entropies(run_dir: str) -> dict:
     """The entropy arrays of RUN/eval/detection_entropy.npz ({} when missing)."""
-    return _load_npz(common.eval_path(run_dir, NPZ_NAME))
+    return _load_npz(eval_path(run_dir, NPZ_NAME))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,7 +309,7 @@ def load_entropies(run_dir: str) -> dict:
 
 
 def _fmt_auc(v: Optional[float]) -> str:
-    return common.pct(v)
+    return pct(v)
 
 
 def table(result: dict) -> str:
@@ -313,10 +319,10 @@ def table(result: dict) -> str:
     entries = [(n.upper(), m) for n, m in result.get("attacks", {}).items()]
     entries += [("PGD (ε sweep)", m) for m in result.get("eps_sweep", [])]
     for name, m in entries:
-        rows.append([name, common.format_eps(m["eps"], ds), common.format_eps(m["eps_iter"], ds),
-                     m["nb_iter"], common.pct(m["adv_accuracy"]), m["n_neg"], m["n_pos"],
-                     common.pct(m["auc"]), common.pct(m["auc_all"]), common.pct(m["tpr_at_5fpr"])])
-    return common.markdown_table(
+        rows.append([name, format_eps(m["eps"], ds), format_eps(m["eps_iter"], ds),
+                     m["nb_iter"], pct(m["adv_accuracy"]), m["n_neg"], m["n_pos"],
+                     pct(m["auc"]), pct(m["auc_all"]), pct(m["tpr_at_5fpr"])])
+    return markdown_table(
         ["Attack", "ε", "η", "k", "adv. acc.", "#neg", "#pos", "AUC", "AUC (all adv.)",
          "TPR @ 5% FPR"], rows)
 
@@ -332,7 +338,7 @@ def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
             if ("sweep", "pgd", m["eps"]) not in cols:
                 cols.append(("sweep", "pgd", m["eps"]))
     ds = rows[0][1]["dataset"]
-    headers = ["Model"] + [n.upper() if kind == "attack" else f"PGD ε={common.format_eps(e, ds)}"
+    headers = ["Model"] + [n.upper() if kind == "attack" else f"PGD ε={format_eps(e, ds)}"
                            for kind, n, e in cols]
     body = []
     for label, r in rows:
@@ -340,16 +346,16 @@ def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
         cells = []
         for kind, n, e in cols:
             m = r["attacks"].get(n) if kind == "attack" else sweep.get(round(e, 10))
-            cells.append(common.pct(m["auc"]) if m else "–")
+            cells.append(pct(m["auc"]) if m else "–")
         body.append([label, *cells])
-    return common.markdown_table(headers, body)
+    return markdown_table(headers, body)
 
 
 # --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = common.analysis_flags("Where the side-by-side AUC table of several runs goes.", model_files=True)
+FLAGS = analysis_flags("Where the side-by-side AUC table of several runs goes.", model_files=True)
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of Fig 3 (CIFAR-10 8/255).",
                                                         "eps_iter": "The data set's detection η is ε/8 "
                                                                     "(CIFAR-10 1/255)."})
@@ -362,16 +368,16 @@ cli_flags.define_fraction(FLAGS, "sweep_eps", [], "A radius of the sweep, e.g. 4
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
-        raise common.UsageError("give at least one --run_dir")
+        raise UsageError("give at least one --run_dir")
     attacks = list(dict.fromkeys(FLAGS.attacks))
     if not attacks and not FLAGS.sweep:
-        raise common.UsageError("nothing to do: --attacks is empty and --nosweep is set")
+        raise UsageError("nothing to do: --attacks is empty and --nosweep is set")
     eps, eps_iter, sweep_eps = FLAGS.eps, FLAGS.eps_iter, FLAGS.sweep_eps
-    configs = [common.target_config(d, FLAGS.dataset, FLAGS.trust_model) for d in FLAGS.run_dir]
+    configs = [target_config(d, FLAGS.dataset, FLAGS.trust_model) for d in FLAGS.run_dir]
     for cfg in configs:
-        attack_settings(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
-    labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
-    common.quiet_tf()
+        attack_params(cfg["dataset"], eps, eps_iter, FLAGS.nb_iter, sweep_eps)
+    labels = run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    quiet_tf()
 
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):

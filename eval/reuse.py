@@ -23,7 +23,7 @@ import os
 import shutil
 from typing import Any, Mapping, Optional, Union
 
-from eval.common import jsonable
+from eval.output import jsonable
 from eval.target import fingerprint  # noqa: F401 - reuse.fingerprint: every tool's name for it
 
 KEY = "weights_sha256"
@@ -43,7 +43,7 @@ class Decision:
 
 def canonical(settings: Any) -> Any:
     """``settings`` as the results files give it back (tuples -> lists, numpy scalars -> Python,
-    floats rounded as eval.common.write_json rounds them), so stored and fresh settings compare
+    floats rounded as eval.output.write_json rounds them), so stored and fresh settings compare
     equal: 0.1 / 8 is 0.0125 on both sides."""
     return json.loads(json.dumps(jsonable(settings), sort_keys=True, default=str))
 

@@ -1,7 +1,7 @@
 """Uncertainty of the reported numbers: intervals, paired model comparisons and claim verdicts.
 
 Pure numpy/scipy (no TensorFlow), shared by the attack suite's per-run tables and the study tables.
-Proportions come in as fractions in [0, 1]; the formatters print percentages like ``common.pct``.
+Proportions come in as fractions in [0, 1]; the formatters print percentages like ``eval.output.pct``.
 
 Two questions, two units (DESIGN.md, contract 11). "Does this trained model beat that one on these
 test images?" has the test sample as its unit: ``paired_difference``, McNemar, ``combine_seeds``.
@@ -12,6 +12,7 @@ Usage::
 
     from eval import stats
     stats.wilson_interval(445, 1000)                  # (0.4145, 0.4760)
+    stats.wilson_cell(0.445, 1000)                    # "44.5 [41.4, 47.6]": a table's cell
     stats.format_with_interval(0.445, 1000)           # "44.5 [41.4, 47.6] (n=1000)"
     stats.format_mean_sd([0.451, 0.439, 0.462])       # "45.1 ± 1.2"
     d = stats.paired_difference(robust_a, robust_b)   # per-sample boolean masks, same samples
@@ -23,7 +24,7 @@ Usage::
 
 Parts, top to bottom:
 
-1. One proportion: ``wilson_interval``, ``format_with_interval``.
+1. One proportion: ``wilson_interval``, ``wilson_cell``, ``format_with_interval``.
 2. Across repeats: ``mean_sd``, ``format_mean_sd``.
 3. Two models on the same samples: ``paired_difference`` (bootstrap CI + exact McNemar test),
    ``combine_seeds`` across seeds.
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats as _sps
@@ -85,15 +86,24 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return low, high
 
 
-def format_with_interval(p: float, n: int, confidence: float = 0.95, digits: int = 1) -> str:
-    """``p`` of ``n`` samples in percent with its Wilson interval: "44.5 [41.4, 47.6] (n=1000)".
+def wilson_cell(p: float, n: Optional[int], confidence: float = 0.95, digits: int = 1) -> str:
+    """A table cell: ``p`` in percent with its Wilson interval over ``n`` samples, "44.5 [41.4,
+    47.6]"; where n is unknown (None or 0), the percentage alone, "44.5". The one format of such a
+    cell: the attack suite's table, the study tables and ``format_with_interval``.
 
     ``p`` is a fraction measured on ``n`` samples, so ``p · n`` is rounded to the count of successes.
     """
+    if not n:
+        return f"{100 * p:.{digits}f}"
+    low, high = wilson_interval(round(p * n), n, confidence)
+    return f"{100 * p:.{digits}f} [{100 * low:.{digits}f}, {100 * high:.{digits}f}]"
+
+
+def format_with_interval(p: float, n: int, confidence: float = 0.95, digits: int = 1) -> str:
+    """``p`` of ``n`` samples in percent with its Wilson interval: "44.5 [41.4, 47.6] (n=1000)"."""
     if n == 0:
         return "– (n=0)"
-    low, high = wilson_interval(round(p * n), n, confidence)
-    return f"{100 * p:.{digits}f} [{100 * low:.{digits}f}, {100 * high:.{digits}f}] (n={n})"
+    return f"{wilson_cell(p, n, confidence, digits)} (n={n})"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,21 +12,25 @@ from __future__ import annotations
 import sys
 
 from cce_tf import cli_flags
+from cce_tf.cli_flags import UsageError
 from cce_tf.run_files import WEIGHTS_FILE
-from eval import attack_suite, common, reuse
-from eval.common import UsageError
+from eval import reuse
+from eval.labels import run_labels
+from eval.suite.report import paper_table, samples_text
+from eval.suite.store import RESULTS_FILE, read_results
+from eval.target import eval_path, read_run_config
 
 FLAGS = cli_flags.new_flags()
 cli_flags.define_shared(FLAGS, "run_dir", note={"run_dir": "Each with eval/attack_suite.json: one column each."})
 
 
-def column(run_dir: str) -> tuple[str, dict, dict]:
-    """(header, summary for attack_suite.markdown_table, attack -> n_samples) of one finished run.
-    Only results computed on the weights the run holds now are shown (eval.reuse): a table never
-    mixes two sets of weights."""
-    config = common.read_run_config(run_dir)
-    path = common.eval_path(run_dir, attack_suite.RESULTS_FILE)
-    res = attack_suite.read_results(run_dir)
+def column(run_dir: str) -> tuple[dict, dict, dict]:
+    """(config, summary for eval.suite.report.paper_table, attack -> n_samples) of one finished
+    run. Only results computed on the weights the run holds now are shown (eval.reuse): a table
+    never mixes two sets of weights."""
+    config = read_run_config(run_dir)
+    path = eval_path(run_dir, RESULTS_FILE)
+    res = read_results(run_dir)
     if not res:
         raise UsageError(f"{path} not found: run python -m eval.attack_suite --run_dir {run_dir}")
     fp = reuse.fingerprint(run_dir)
@@ -43,7 +47,7 @@ def column(run_dir: str) -> tuple[str, dict, dict]:
                "params": {n: e["params"] for n, e in shown.items() if "params" in e},
                "stages": {n: e["stages"] for n, e in shown.items() if n in finished and "stages" in e},
                "any_attack": worst if worst and set(worst["attacks"]) <= set(finished) else None}
-    return attack_suite.run_header(config), summary, {n: e.get("n_samples") for n, e in shown.items()}
+    return config, summary, {n: e.get("n_samples") for n, e in shown.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -51,14 +55,11 @@ def main(argv: list[str]) -> int:
     if not FLAGS.run_dir:
         raise UsageError("give at least one --run_dir")
     columns = [column(r) for r in FLAGS.run_dir]
-    print(attack_suite.markdown_table([(h, s) for h, s, _ in columns]))
+    headers = run_labels(FLAGS.run_dir, [config for config, _, _ in columns], members=True)
+    print(paper_table([(h, s) for h, (_, s, _) in zip(headers, columns)]))
     print()
-    for header, _, n_samples in columns:
-        by_n: dict = {}
-        for attack, n in n_samples.items():
-            if n is not None:  # skipped attacks attacked nothing
-                by_n.setdefault(n, []).append(attack)
-        print(f"{header}: " + "; ".join(f"{n} samples: {', '.join(a)}" for n, a in by_n.items()))
+    for header, (_, _, n_samples) in zip(headers, columns):
+        print(f"{header}: {samples_text(n_samples)}")  # skipped attacks attacked nothing: left out
     return 0
 
 

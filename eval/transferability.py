@@ -42,9 +42,16 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
+
 from cce_tf import cli_flags
+from cce_tf.cli_flags import UsageError
 from cce_tf.config import converging_step, scaled_step
-from eval import common, reuse
+from eval import batches, reuse
+from eval.flags import analysis_flags, check_pgd, dataset_settings
+from eval.labels import run_label, run_labels
+from eval.output import markdown_table, pct, read_json, write_json
+from eval.progress import Progress, estimate_line, quiet_tf
+from eval.target import eval_path, is_model_file, load_run_checked, read_run_config
 
 JSON_NAME = "transferability.json"
 
@@ -113,12 +120,12 @@ def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[
                   nb_iter: int = 20) -> dict:
     """PGD's {eps, eps_iter, nb_iter}: the data set's Table 6 setting unless overridden (an ε
     without η keeps the data set's η/ε ratio)."""
-    s = common.settings(dataset)
+    s = dataset_settings(dataset)
     eps = s.eps if eps is None else float(eps)
     eps_iter = (converging_step(eps, scaled_step(eps, s.eps, s.eps_iter), int(nb_iter), s.nb_iter)
                 if eps_iter is None else float(eps_iter))
     params = dict(eps=eps, eps_iter=eps_iter, nb_iter=int(nb_iter))
-    common.check_pgd([params["eps"]], params["eps_iter"], params["nb_iter"])
+    check_pgd([params["eps"]], params["eps_iter"], params["nb_iter"])
     return params
 
 
@@ -131,16 +138,16 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
     An existing JSON computed on the same weights with the same settings and sample count is
     returned instead (eval.reuse), unless ``force``.
     """
-    cfg = common.read_run_config(run_dir)
+    cfg = read_run_config(run_dir)
     params = attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
-    path = common.eval_path(run_dir, JSON_NAME)
+    path = eval_path(run_dir, JSON_NAME)
     n_samples = n_samples or None
     if cfg.get("members", 0) < 2:
-        raise common.UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
+        raise UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
                                 f"this run has N = {cfg.get('members')}")
     fp = reuse.fingerprint(run_dir)
     settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples)
-    old = common.read_json(path)
+    old = read_json(path)
     decision = reuse.decide(old, fp, settings, force)
     if decision.reuse:
         if verbose:
@@ -151,32 +158,32 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
     if old and old.get(reuse.KEY) != fp:
         reuse.keep_stale(path, old.get(reuse.KEY))
 
-    ens, cfg = common.load_run_checked(run_dir)
-    x, y = common.test_samples(cfg["dataset"], n_samples)
+    ens, cfg = load_run_checked(run_dir)
+    x, y = batches.test_samples(cfg["dataset"], n_samples)
     n = len(ens.members)
-    label = common.run_label(cfg)
+    label = run_label(cfg)
 
     def log(msg):
         if verbose:
             print(f"[{label} {run_dir}] {msg}", flush=True)
 
-    common.seed_everything(seed)
+    batches.seed_everything(seed)
     t0 = time.time()
-    natural_accuracy = float(np.mean(common.predict(ens, x, batch_size).argmax(-1) == y))
-    log(f"{len(x)} test samples, natural accuracy {common.pct(natural_accuracy)}%; "
+    natural_accuracy = float(np.mean(batches.predict_labels(ens, x, batch_size) == y))
+    log(f"{len(x)} test samples, natural accuracy {pct(natural_accuracy)}%; "
         f"PGD eps={params['eps']:.4g} eps_iter={params['eps_iter']:.4g} k={params['nb_iter']}")
     # Each member attack costs about 1/N of the ensemble attack: 2 k ensemble steps in all.
-    log(common.estimate_line(ens, x, 2 * params["nb_iter"], batch_size,
+    log(estimate_line(ens, x, 2 * params["nb_iter"], batch_size,
                              f"PGD (k = {params['nb_iter']}) against the ensemble and each member"))
-    bar = common.Progress((n + 1) * len(x), verbose)
+    bar = Progress((n + 1) * len(x), verbose)
     log("PGD against the ensemble (x_a^en), then each member")
-    x_en = common.craft("pgd", ens, x, y, batch_size, bar, **params)
-    pred_en = common.predict(ens, x_en, batch_size).argmax(-1)
-    pred_members_en = common.predict_members(ens, x_en, batch_size).argmax(-1)
+    x_en = batches.craft("pgd", ens, x, y, batch_size, bar, **params)
+    pred_en = batches.predict_labels(ens, x_en, batch_size)
+    pred_members_en = batches.member_logits(ens, x_en, batch_size).argmax(-1)
     pred_cross = np.zeros((n, n, len(x)), np.int64)
     for i, member in enumerate(ens.members):
-        x_i = common.craft("pgd", member, x, y, batch_size, bar, **params)
-        pred_cross[i] = common.predict_members(ens, x_i, batch_size).argmax(-1)
+        x_i = batches.craft("pgd", member, x, y, batch_size, bar, **params)
+        pred_cross[i] = batches.member_logits(ens, x_i, batch_size).argmax(-1)
 
     result = dict(
         run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=label, members=n,
@@ -187,9 +194,9 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
         seconds=round(time.time() - t0, 2),
         **reuse.stamp(settings, fp),
     )
-    common.write_json(path, result)
-    log(f"done in {result['seconds']:.0f} s: a(en,en) = {common.pct(result['a_en_en'])}%, "
-        f"T = {common.pct(result['T'])}%; wrote {path}")
+    write_json(path, result)
+    log(f"done in {result['seconds']:.0f} s: a(en,en) = {pct(result['a_en_en'])}%, "
+        f"T = {pct(result['T'])}%; wrote {path}")
     return result
 
 
@@ -206,26 +213,26 @@ def table(rows: Sequence[tuple[str, dict]]) -> str:
     body = []
     for label, r in rows:
         diag = [r["a"][i][i] if i < len(r["a"]) else None for i in range(max_n)]
-        body.append([label, common.pct(r["a_en_en"]), *map(common.pct, diag),
-                     *(common.pct(r.get(k)) for k in ("S11", "S01", "S10", "S00", "T", "nT",
+        body.append([label, pct(r["a_en_en"]), *map(pct, diag),
+                     *(pct(r.get(k)) for k in ("S11", "S01", "S10", "S00", "T", "nT",
                                                       "a_single"))])
-    return common.markdown_table(headers, body)
+    return markdown_table(headers, body)
 
 
 def matrix_table(label: str, result: dict) -> str:
     """The a(i,j) matrix of one run in percentages: rows = member attacked, columns = tested."""
     n = len(result["a"])
-    return common.markdown_table(
+    return markdown_table(
         [f"{label}: x_a^i \\ f^j"] + [f"f^{j + 1}" for j in range(n)],
-        [[f"x_a^{i + 1}", *(common.pct(v) for v in result["a"][i])] for i in range(n)])
+        [[f"x_a^{i + 1}", *(pct(v) for v in result["a"][i])] for i in range(n)])
 
 
 def fooled_table(rows: Sequence[tuple[str, dict]]) -> str:
     """Share of x_a^en fooling exactly k members, in percentages."""
     max_n = max(len(r["fooled_by_k"]) - 1 for _, r in rows)
-    return common.markdown_table(
+    return markdown_table(
         ["Model"] + [f"fooled by {k}" for k in range(max_n + 1)],
-        [[label] + [common.pct(r["fooled_by_k"][k]) if k < len(r["fooled_by_k"]) else "–"
+        [[label] + [pct(r["fooled_by_k"][k]) if k < len(r["fooled_by_k"]) else "–"
                     for k in range(max_n + 1)] for label, r in rows])
 
 
@@ -233,26 +240,26 @@ def fooled_table(rows: Sequence[tuple[str, dict]]) -> str:
 # CLI
 # --------------------------------------------------------------------------------------------------
 
-FLAGS = common.analysis_flags("Where the side-by-side table of several runs goes.")
+FLAGS = analysis_flags("Where the side-by-side table of several runs goes.")
 cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Default: Table 6's (CIFAR-10 8/255)."})
 
 
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     if not FLAGS.run_dir:
-        raise common.UsageError("give at least one --run_dir")
+        raise UsageError("give at least one --run_dir")
     for run_dir in FLAGS.run_dir:          # validate everything before the slow part
-        if common.is_model_file(run_dir):
-            raise common.UsageError(f"{run_dir}: transferability attacks the members one by one, and a "
+        if is_model_file(run_dir):
+            raise UsageError(f"{run_dir}: transferability attacks the members one by one, and a "
                                     "model file is one classifier: give the run folder it came from")
-        cfg = common.read_run_config(run_dir)
+        cfg = read_run_config(run_dir)
         if cfg.get("members", 0) < 2:
-            raise common.UsageError(f"{run_dir}: transferability needs N >= 2 members, "
+            raise UsageError(f"{run_dir}: transferability needs N >= 2 members, "
                                     f"this run has N = {cfg.get('members')}")
         attack_params(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
-    configs = [common.read_run_config(d) for d in FLAGS.run_dir]
-    labels = common.run_labels(FLAGS.run_dir, configs, FLAGS.label)
-    common.quiet_tf()
+    configs = [read_run_config(d) for d in FLAGS.run_dir]
+    labels = run_labels(FLAGS.run_dir, configs, FLAGS.label)
+    quiet_tf()
 
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
@@ -275,7 +282,7 @@ def main(argv: list[str]) -> None:
             md = os.path.join(FLAGS.out_dir, "transferability.md")
             with open(md, "w") as f:
                 f.write("\n".join(text))
-            common.write_json(os.path.join(FLAGS.out_dir, JSON_NAME),
+            write_json(os.path.join(FLAGS.out_dir, JSON_NAME),
                               {"runs": [dict(r, label=label) for label, r in rows]})
             print(f"wrote {md} and {os.path.join(FLAGS.out_dir, JSON_NAME)}")
 

@@ -23,12 +23,14 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cce_tf import cli_flags  # noqa: E402
-from eval import common as eval_common  # noqa: E402
+from cce_tf.cli_flags import UsageError  # noqa: E402
+from eval import batches  # noqa: E402
+from eval.output import save_figure  # noqa: E402
+from eval.progress import quiet_tf  # noqa: E402
+from eval.target import check_run_dir  # noqa: E402
 
 __all__ = ["plt", "save", "class_names", "member_symbol", "ensemble_symbol", "pick_example",
            "figure_flags", "run_dirs", "figure_path"]
-
-UsageError = eval_common.UsageError
 
 _CLASS_NAMES = {
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -60,7 +62,7 @@ def figure_path(run_dir: str, name: str) -> str:
 
 def save(fig, run_dir: str, name: str) -> list[str]:
     """Saves fig as RUN/figures/NAME.png and .pdf, closes it, returns the two paths."""
-    return eval_common.save_figure(fig, figure_path(run_dir, name))
+    return save_figure(fig, figure_path(run_dir, name))
 
 
 def show_image(ax, image: np.ndarray) -> None:
@@ -84,13 +86,13 @@ def pick_example(ens, x: np.ndarray, y: np.ndarray, eps: float, eps_iter: float,
         if not 0 <= index < len(x):
             raise UsageError(f"--index must be in [0, {len(x)}), got {index}")
         sl = slice(index, index + 1)
-        return index, eval_common.craft("pgd", ens, x[sl], y[sl], batch_size, eps=eps,
+        return index, batches.craft("pgd", ens, x[sl], y[sl], batch_size, eps=eps,
                                         eps_iter=eps_iter, nb_iter=nb_iter)[0]
     xs, ys = x[:search], y[:search]
-    x_adv = eval_common.craft("pgd", ens, xs, ys, batch_size, eps=eps, eps_iter=eps_iter,
+    x_adv = batches.craft("pgd", ens, xs, ys, batch_size, eps=eps, eps_iter=eps_iter,
                               nb_iter=nb_iter)
-    right = eval_common.predict(ens, xs, batch_size).argmax(-1) == ys
-    fooled = eval_common.predict(ens, x_adv, batch_size).argmax(-1) != ys
+    right = batches.predict_labels(ens, xs, batch_size) == ys
+    fooled = batches.predict_labels(ens, x_adv, batch_size) != ys
     for candidates in (np.flatnonzero(right & fooled), np.flatnonzero(right), np.array([0])):
         if candidates.size:
             return int(candidates[0]), x_adv[int(candidates[0])]
@@ -129,8 +131,8 @@ def run_dirs(fv: flags.FlagValues, argv: list[str]) -> list[str]:
     if not fv.run_dir:
         raise UsageError("--run_dir is required")
     for run_dir in fv.run_dir:
-        eval_common.check_run_dir(run_dir)
-    eval_common.quiet_tf()
+        check_run_dir(run_dir)
+    quiet_tf()
     return list(fv.run_dir)
 
 

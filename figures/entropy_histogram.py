@@ -17,8 +17,9 @@ from typing import Optional
 
 import numpy as np
 
-from eval import common as eval_common
 from eval import detection
+from eval.labels import format_eps
+from eval.target import read_run_config
 from figures import common
 
 NAME = "entropy_histogram"
@@ -36,7 +37,7 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
                               nb_iter=nb_iter, force=force, verbose=verbose)
     h = detection.load_entropies(run_dir)
     clean, adv = h["clean"], h["adv_pgd"]
-    cfg = eval_common.read_run_config(run_dir)
+    cfg = read_run_config(run_dir)
     m = result["attacks"]["pgd"]
     ds = result["dataset"]
 
@@ -45,7 +46,7 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     edges = np.linspace(0, top, bins + 1)
     ax.hist(clean, bins=edges, alpha=0.6, color="tab:blue", label=f"Benign (n = {len(clean)})")
     ax.hist(adv, bins=edges, alpha=0.6, color="tab:red",
-            label=f"Adversarial, PGD ε = {eval_common.format_eps(m['eps'], ds)} (n = {len(adv)})")
+            label=f"Adversarial, PGD ε = {format_eps(m['eps'], ds)} (n = {len(adv)})")
     ax.set_title(f"{TITLE}: {result['label']}")
     ax.set_xlabel(XLABEL)
     ax.set_ylabel(YLABEL)

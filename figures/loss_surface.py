@@ -28,7 +28,12 @@ import numpy as np
 from absl import flags
 
 from cce_tf import cli_flags
-from eval import common as eval_common
+from cce_tf.cli_flags import UsageError
+from eval import batches
+from eval.flags import check_radius
+from eval.labels import format_eps, run_label
+from eval.progress import Progress
+from eval.target import load_run_checked
 from figures import common
 
 NAME = "loss_surface"
@@ -40,7 +45,7 @@ def directions(grad: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[n
     """(u, v) from the input gradient: u the normalised gradient, v a random vector ⟂ u with the
     same L2 norm."""
     if kind not in DIRECTIONS:
-        raise common.UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {kind!r}")
+        raise UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {kind!r}")
     g = grad.astype(np.float64).ravel()
     d = g.size
     if kind == "sign":
@@ -65,7 +70,7 @@ def surface(model, x_a: np.ndarray, y: int, u: np.ndarray, v: np.ndarray, steps:
     grid = grid.astype(np.float32)
     if clip:
         grid = np.clip(grid, 0.0, 1.0)
-    logits = eval_common.predict(model, grid, batch_size)
+    logits = batches.logits(model, grid, batch_size)
     log_p = logits - logits.max(-1, keepdims=True)
     log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
     loss = -log_p[:, y]
@@ -93,21 +98,21 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
     """Draws Figs 6-8 for a run; returns the PNG and PDF paths. ``verbose``: a progress bar over
     the models' grids (1) or a line when done (2)."""
     if direction not in DIRECTIONS:
-        raise common.UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        raise UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if grid < 3:
-        raise common.UsageError(f"--grid must be >= 3, got {grid}")
-    ens, cfg = eval_common.load_run_checked(run_dir)
+        raise UsageError(f"--grid must be >= 3, got {grid}")
+    ens, cfg = load_run_checked(run_dir)
     ds = cfg["dataset"]
     eps, eps_iter = common.attack_defaults(ds, eps, eps_iter)
     radius = 2 * eps if radius is None else float(radius)
-    eval_common.check_radius(radius, "--radius")
-    x, y = eval_common.test_samples(ds)
-    eval_common.seed_everything(seed)
+    check_radius(radius, "--radius")
+    x, y = batches.test_samples(ds)
+    batches.seed_everything(seed)
     index, x_a = common.pick_example(ens, x, y, eps, eps_iter, nb_iter, index, batch_size=batch_size)
     true = int(y[index])
     num_classes = int(cfg.get("num_classes", 10))
     names = common.class_names(ds, num_classes)
-    label = eval_common.run_label(cfg)
+    label = run_label(cfg)
     steps = np.linspace(-radius, radius, grid)
     rng = np.random.default_rng(seed)
 
@@ -116,7 +121,7 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
     symbols = [common.member_symbol(i) for i in range(n)] + [common.ensemble_symbol()]
     cmap = common.plt.get_cmap("tab10" if num_classes <= 10 else "tab20", min(num_classes, 20))
     fig = common.plt.figure(figsize=(13, 3.9 * len(models)))
-    bar = eval_common.Progress(len(models) * grid * grid, verbose, unit="point")
+    bar = Progress(len(models) * grid * grid, verbose, unit="point")
     for r, (model, sym) in enumerate(zip(models, symbols)):
         u, v = directions(input_gradient(model, x_a, true), direction, rng)
         loss, pred = surface(model, x_a, true, u, v, steps, clip, batch_size)
@@ -157,7 +162,7 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
                   fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     norm = "sign(∇)" if direction == "sign" else "∇/||∇||₂·√d"
     fig.suptitle(f"Loss surface around adversarial example of {label} (test image {index}, PGD "
-                 f"ε = {eval_common.format_eps(eps, ds)}). Left: Adversarial input. Middle: Loss "
+                 f"ε = {format_eps(eps, ds)}). Left: Adversarial input. Middle: Loss "
                  f"surface. Right: Predicted labels.\nGrid x_a + i·u + j·v, u = {norm} of the "
                  f"cross-entropy gradient, v random ⊥ u, |i|, |j| ≤ {radius:.3g}"
                  f"{', clipped to [0, 1]' if clip else ''}", fontsize=10)

@@ -19,7 +19,9 @@ import numpy as np
 from absl import flags
 
 from cce_tf import cli_flags
-from eval import common as eval_common
+from eval import batches
+from eval.labels import format_eps, run_label
+from eval.target import load_run_checked
 from figures import common
 
 NAME = "predictions"
@@ -31,20 +33,20 @@ def make(run_dir: str, index: Optional[int] = None, batch_size: int = 500, seed:
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
          nb_iter: int = 20) -> list[str]:
     """Draws Figs 1 / 5 for a run; returns the PNG and PDF paths."""
-    ens, cfg = eval_common.load_run_checked(run_dir)
+    ens, cfg = load_run_checked(run_dir)
     ds = cfg["dataset"]
     eps, eps_iter = common.attack_defaults(ds, eps, eps_iter)
-    x, y = eval_common.test_samples(ds)
-    eval_common.seed_everything(seed)
+    x, y = batches.test_samples(ds)
+    batches.seed_everything(seed)
     index, x_adv = common.pick_example(ens, x, y, eps, eps_iter, nb_iter, index,
                                        batch_size=batch_size)
     images = np.stack([x[index], x_adv])
-    probs_members = eval_common.softmax(eval_common.predict_members(ens, images))   # [N, 2, C]
-    probs_en = eval_common.softmax(eval_common.predict(ens, images))                 # [2, C]
+    probs_members = batches.softmax(batches.member_logits(ens, images))   # [N, 2, C]
+    probs_en = batches.softmax(batches.logits(ens, images))                 # [2, C]
     n = len(ens.members)
     num_classes = probs_en.shape[-1]
     names = common.class_names(ds, num_classes)
-    label = eval_common.run_label(cfg)
+    label = run_label(cfg)
     true = int(y[index])
 
     cols = n + 2
@@ -58,7 +60,7 @@ def make(run_dir: str, index: Optional[int] = None, batch_size: int = 500, seed:
         if row == 0:
             axes[row, 0].set_title(f"true: {names[true]}", fontsize=9)
         else:
-            axes[row, 0].set_title(f"PGD ε = {eval_common.format_eps(eps, ds)}", fontsize=9)
+            axes[row, 0].set_title(f"PGD ε = {format_eps(eps, ds)}", fontsize=9)
         for c in range(n + 1):
             p = probs_members[c, row] if c < n else probs_en[row]
             ax = axes[row, c + 1]

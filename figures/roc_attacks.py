@@ -16,8 +16,8 @@ import sys
 from typing import Optional
 
 
-from eval import common as eval_common
 from eval import detection
+from eval.labels import format_eps
 from figures import common
 
 NAME = "roc_attacks"
@@ -60,8 +60,8 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     fig, ax = common.plt.subplots(figsize=(5.5, 5))
     draw_roc(ax, curves)
     ax.set_title(f"{title(result['label'])}\n(k = {m['nb_iter']}, ε = "
-                 f"{eval_common.format_eps(m['eps'], ds)}, η = "
-                 f"{eval_common.format_eps(m['eps_iter'], ds)}, {ds})", fontsize=10)
+                 f"{format_eps(m['eps'], ds)}, η = "
+                 f"{format_eps(m['eps_iter'], ds)}, {ds})", fontsize=10)
     return common.save(fig, run_dir, NAME)
 
 

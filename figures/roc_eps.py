@@ -15,8 +15,8 @@ import sys
 from typing import Optional
 
 
-from eval import common as eval_common
 from eval import detection
+from eval.labels import format_eps
 from figures import common
 from figures.roc_attacks import draw_roc
 
@@ -36,12 +36,12 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     ds = result["dataset"]
     sweep = result["eps_sweep"]
     cmap = common.plt.get_cmap("viridis")
-    curves = [(f"ε = {eval_common.format_eps(m['eps'], ds)}", m,
+    curves = [(f"ε = {format_eps(m['eps'], ds)}", m,
                cmap(i / max(1, len(sweep) - 1))) for i, m in enumerate(sweep)]
     fig, ax = common.plt.subplots(figsize=(5.5, 5))
     draw_roc(ax, curves)
     ax.set_title(f"{title(result['label'])}\n(PGD, k = {sweep[0]['nb_iter']}, η = "
-                 f"{eval_common.format_eps(sweep[0]['eps_iter'], ds)}, {ds})", fontsize=10)
+                 f"{format_eps(sweep[0]['eps_iter'], ds)}, {ds})", fontsize=10)
     return common.save(fig, run_dir, NAME)
 
 

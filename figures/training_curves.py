@@ -19,7 +19,10 @@ from typing import Optional
 from matplotlib.ticker import MaxNLocator
 
 from cce_tf import cli_flags
-from eval import common as eval_common
+from cce_tf.cli_flags import UsageError
+from eval.labels import run_label
+from eval.output import read_json
+from eval.target import read_run_config
 from figures import common
 
 NAME = "training_curves"
@@ -32,16 +35,16 @@ ACC_KEYS = {"acc": "training accuracy (clean)", "adv_acc": "training accuracy (a
 def read_history(run_dir: str) -> list[dict]:
     """RUN/history.json; UsageError if missing or empty."""
     path = os.path.join(run_dir, "history.json")
-    history = eval_common.read_json(path)
+    history = read_json(path)
     if not history:
-        raise common.UsageError(f"{path} is missing or empty: it is written by "
+        raise UsageError(f"{path} is missing or empty: it is written by "
                                 f"python -m cce_tf.train --out_dir {run_dir} after every epoch")
     return sorted(history, key=lambda h: h["epoch"])
 
 
 def make(run_dir: str) -> list[str]:
     """Draws the training curves of a run; returns the PNG and PDF paths."""
-    cfg = eval_common.read_run_config(run_dir)
+    cfg = read_run_config(run_dir)
     history = read_history(run_dir)
     epochs = [h["epoch"] for h in history]
     marker = "o" if len(epochs) <= 30 else None
@@ -68,7 +71,7 @@ def make(run_dir: str) -> list[str]:
         ax_acc.legend(lines[0] + lr_lines[0], lines[1] + lr_lines[1], fontsize=8, loc="best")
     else:
         ax_acc.legend(fontsize=8, loc="best")
-    fig.suptitle(f"Training curves: {eval_common.run_label(cfg)}_{cfg.get('members', '?')} "
+    fig.suptitle(f"Training curves: {run_label(cfg)}_{cfg.get('members', '?')} "
                  f"({cfg.get('dataset')}, {cfg.get('arch')})")
     fig.tight_layout()
     return common.save(fig, run_dir, NAME)

@@ -27,7 +27,9 @@ import sys
 from absl import flags
 
 from cce_tf import cli_flags, run_lock
-from eval import common
+from cce_tf.cli_flags import UsageError
+from eval.output import read_json, write_json
+from eval.progress import quiet_tf
 
 TOLERANCE = 1.5   # percentage points: the "doubling the epochs changes ... by less than 1.5"
 K_TOLERANCE = 1.0  # points: eval/sanity.py's STEPS_TOLERANCE
@@ -77,7 +79,7 @@ def parse_budget(text: str, augment: bool = True) -> Budget:
     except ValueError:
         parts = []
     if len(parts) not in (2, 3) or min(parts) < 1:
-        raise common.UsageError(f"--budgets: {text!r} is not TRAIN_IMAGESxEPOCHS[xK] with positive integers")
+        raise UsageError(f"--budgets: {text!r} is not TRAIN_IMAGESxEPOCHS[xK] with positive integers")
     return Budget(*parts, augment=augment)
 
 
@@ -89,7 +91,7 @@ def study(methods: list[str], members: int):
     runs = []
     for m in methods:
         if m not in config.METHOD_CHOICES:
-            raise common.UsageError(f"--methods: {m!r} is not one of {', '.join(config.METHOD_CHOICES)}")
+            raise UsageError(f"--methods: {m!r} is not one of {', '.join(config.METHOD_CHOICES)}")
         runs.append(RunSpec(label=f"{LABELS.get(m, m)}_{members}", method=m, members=members, arch="cnn"))
     return Study(name="convergence", title="Convergence of the training budget", source="", dataset="fashion_mnist",
                  arch="cnn", layout="attacks", evaluations=("attack_suite",), attacks=("pgd",), runs=tuple(runs),
@@ -175,7 +177,7 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
 
     target = Target(run_dir)
     path, fp, cfg = os.path.join(target.results_dir, "attack_k.json"), target.fingerprint, target.config
-    have = _measured(common.read_json(path) or {}, fp)
+    have = _measured(read_json(path) or {}, fp)
     todo = [k for k in ks if k not in have]
     if todo:
         model = target.load()
@@ -187,8 +189,8 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
             print(f"{os.path.basename(run_dir)}: PGD k={k} eta={params['eps_iter']:.4g}: {have[k]:.1f} %", flush=True)
         # Read again under the results folder's lock: the k another process measured since stay.
         with run_lock.hold(run_lock.lock_path(target.results_dir), wait=True):
-            have = {**_measured(common.read_json(path) or {}, fp), **have}
-            common.write_json(path, {reuse.KEY: fp, "n_samples": K_SAMPLES,
+            have = {**_measured(read_json(path) or {}, fp), **have}
+            write_json(path, {reuse.KEY: fp, "n_samples": K_SAMPLES,
                                      "accuracy": {str(k): v for k, v in sorted(have.items())}})
     return {k: have[k] for k in ks}
 
@@ -215,13 +217,13 @@ def main(argv: list[str]) -> int:
     try:
         ks = sorted({int(k) for k in FLAGS.attack_k})
     except ValueError:
-        raise common.UsageError(f"--attack_k must be integers like 5,10,20,40, got {','.join(FLAGS.attack_k)!r}") from None
+        raise UsageError(f"--attack_k must be integers like 5,10,20,40, got {','.join(FLAGS.attack_k)!r}") from None
     if ks and min(ks) < 1:
-        raise common.UsageError(f"--attack_k must be >= 1, got {min(ks)}")
+        raise UsageError(f"--attack_k must be >= 1, got {min(ks)}")
     from studies import costs, executors, jobs, plan
     from studies.reproduce import describe
 
-    common.quiet_tf()
+    quiet_tf()
     s = study(FLAGS.methods, FLAGS.members)
     plans = [plan.make(s, scale_of(b, FLAGS.nb_iter, FLAGS.n_samples or N_SAMPLES), (FLAGS.seed,),
                        os.path.join(FLAGS.out_dir, b.name)) for b in budgets]

@@ -77,14 +77,12 @@ def is_done(job: Job, out_dir: str) -> bool:
 
 
 def suite_options(job: Job):
-    """The eval.attack_suite.SuiteOptions of an ATTACK_SUITE job: one definition, so that the shards
-    of studies.ray_executor attack exactly what the job records."""
-    from eval import attack_suite
+    """The eval.suite.plan.SuiteOptions of an ATTACK_SUITE job: its options, every one of them, as
+    keyword arguments (the options a CLI invocation would give; the rest keep the CLI's defaults), so
+    that the shards of studies.ray_executor attack exactly what the job records."""
+    from eval.suite.plan import SuiteOptions
 
-    o = job.options
-    return attack_suite.SuiteOptions(attacks=tuple(o["attacks"]), n_samples=o["n_samples"], seed=o["seed"],
-                                     nb_iter=o["nb_iter"], mul_nb_iter=o["mul_nb_iter"], sanity=o["sanity"],
-                                     subsets=tuple(sorted(o.get("subsets", {}).items())))
+    return SuiteOptions(**job.options)
 
 
 def _run(job: Job, out_dir: str, precomputed: Optional[dict] = None,

@@ -31,19 +31,19 @@ never leak between jobs), and Ray retries it up to twice if its worker or node d
 from __future__ import annotations
 
 import concurrent.futures as cf
-import math
 import os
 import time
 import traceback
 import uuid
 from typing import Any, Callable, Optional
 
-from eval.common import UsageError
+from cce_tf.cli_flags import UsageError
+from eval.suite import plan as suite_plan
+from eval.suite.plan import shard_bounds  # noqa: F401 - ray_executor.shard_bounds, as before
 from studies import jobs as jobs_mod
 from studies.plan import ATTACK_SUITE, Job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARDS_PER_SLOT = 2          # shards per CPU (or GPU): the last shards fill the gaps the first leave
 PROBE_TIMEOUT_S = 120.0      # a node that cannot run a zero-CPU task in this time is not usable
 RETRIES = 2                  # Ray re-runs a task whose worker or node died (not one that raised)
 
@@ -237,51 +237,15 @@ def _ray_probes(cwd: Optional[str], out_dir: str, driver_file: str, token: str, 
                          f"task within {PROBE_TIMEOUT_S:.0f} s") from None
 
 
-def shard_bounds(n: int, batch_size: int, slots: int, shard_size: Optional[int] = None
-                 ) -> list[tuple[int, int]]:
-    """[start, stop) of each shard of n samples: ``shard_size`` (rounded up to whole batches;
-    default whole batches for at least SHARDS_PER_SLOT shards per slot where there are enough
-    batches, so the slots finish close together).
-
-    >>> shard_bounds(1000, 100, 2)
-    [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
-    """
-    if shard_size is None:
-        batches = math.ceil(n / batch_size)
-        size = max(1, batches // (SHARDS_PER_SLOT * max(1, slots))) * batch_size
-    else:
-        size = max(1, math.ceil(shard_size / batch_size)) * batch_size
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-
 def plan_shards(job: Job, slots: int, shard_size: Optional[int] = None) -> list[tuple[str, int, int]]:
     """(attack, start, stop) of every shard of an attack-suite job, on the driver and without
-    loading the model: the run's config.json, its results so far and its weights' fingerprint.
-    Attacks whose stored result evaluate will reuse (eval.reuse: same weights, seed and settings)
-    get no shard. The sample counts are eval.attack_suite.attack_samples', as in plan_runs.
+    loading the model: eval.suite.plan.plan_shards on the job's run with its options (attacks whose
+    stored result the suite will reuse get no shard).
 
     :raises UsageError: the run folder is not a readable run (the job then runs whole, and fails
         in its log as it would locally).
     """
-    from cce_tf import data
-    from eval import attack_suite, common, reuse
-
-    opts = jobs_mod.suite_options(job)
-    run_dir = job.run_dirs[0]
-    config = common.read_run_config(run_dir)
-    dataset, arch = config["dataset"], config["arch"]
-    n_test = data.TEST_SIZES[dataset]
-    fp = reuse.fingerprint(run_dir)
-    old = {k: e for k, e in attack_suite.read_results(run_dir).get("attacks", {}).items()
-           if isinstance(e, dict) and "robust_accuracy" in e}
-    shards = []
-    for name in opts.attack_names():
-        n = attack_suite.attack_samples(name, n_test, opts)
-        settings = attack_suite.attack_settings(attack_suite.attack_params(name, dataset, arch, opts), n, opts.seed)
-        if reuse.decide(old.get(name), fp, settings, opts.force).reuse:  # same weights, seed, settings
-            continue
-        shards += [(name, start, stop) for start, stop in shard_bounds(n, opts.batch_size, slots, shard_size)]
-    return shards
+    return suite_plan.plan_shards(job.run_dirs[0], jobs_mod.suite_options(job), slots, shard_size)
 
 
 class RayPool:

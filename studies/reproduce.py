@@ -24,7 +24,8 @@ from absl import flags
 
 from cce_tf import cli_flags, run_lock
 from cce_tf.data import DATASETS
-from eval import common
+from cce_tf.cli_flags import UsageError
+from eval.progress import quiet_tf
 from studies import spec
 from studies.scale import SCALES
 
@@ -53,9 +54,9 @@ def seeds() -> tuple[int, ...]:
     try:
         out = tuple(int(s) for s in FLAGS.seeds if s.strip())
     except ValueError:
-        raise common.UsageError(f"--seeds must be integers like 0,1,2, got {','.join(FLAGS.seeds)!r}") from None
+        raise UsageError(f"--seeds must be integers like 0,1,2, got {','.join(FLAGS.seeds)!r}") from None
     if not out or any(s < 0 for s in out) or len(set(out)) != len(out):
-        raise common.UsageError(f"--seeds must be distinct integers >= 0, got {','.join(FLAGS.seeds)!r}")
+        raise UsageError(f"--seeds must be distinct integers >= 0, got {','.join(FLAGS.seeds)!r}")
     return out
 
 
@@ -63,17 +64,17 @@ def main(argv: list[str]) -> int:
     """Returns the exit code: 0 all done, 1 some job failed."""
     cli_flags.parse(FLAGS, argv)
     if not FLAGS.study:
-        raise common.UsageError(f"--study is required: one of {', '.join(spec.names())}")
+        raise UsageError(f"--study is required: one of {', '.join(spec.names())}")
     chosen_seeds = seeds()  # bad input fails here, before the slow imports below
     from studies import costs, executors, jobs, plan, results
 
-    common.quiet_tf()
+    quiet_tf()
     try:
         study = spec.load(FLAGS.study)
     except KeyError as e:
-        raise common.UsageError(str(e.args[0])) from None
+        raise UsageError(str(e.args[0])) from None
     except spec.SpecError as e:
-        raise common.UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
     scale = SCALES[FLAGS.scale]
     out_dir = FLAGS.out_dir or os.path.join("results", study.name)
     p = plan.make(study, scale, chosen_seeds, out_dir, FLAGS.dataset)

@@ -33,7 +33,12 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from eval import attack_suite, common, reuse, stats
+from attacks.settings import ATTACK_NAMES
+from eval import reuse, stats
+from eval.output import read_json
+from eval.suite import store
+from eval.suite.engine import any_attack
+from eval.suite.report import ANY_ROW, NAT_ROW, attack_label
 from studies.plan import Cell, Plan
 from studies.spec import Claim, Study
 
@@ -59,19 +64,6 @@ def _row(base: dict, **kw) -> dict:
     return {k: row.get(k) for k in ROW_KEYS}
 
 
-def suite_masks(run_dir: str, fp: str) -> dict[str, np.ndarray]:
-    """The per-sample flags of RUN/eval/attack_suite_robust.npz that belong to weights ``fp``."""
-    masks = attack_suite.read_masks(run_dir)
-    out = {}
-    for name in [k for k in masks if not k.endswith("__key")]:
-        try:
-            if json.loads(str(masks[name + "__key"]))[reuse.KEY] == fp:
-                out[name] = masks[name]
-        except (KeyError, ValueError, TypeError):
-            continue
-    return out
-
-
 def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
     """Every metric of one cell that this part's table shows."""
     try:
@@ -81,8 +73,8 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
     base, rows = _base(part, cell, fp), []
     ev = os.path.join(cell.run_dir, "eval")
     if "attack_suite" in part.evaluations:
-        r = common.read_json(os.path.join(ev, attack_suite.RESULTS_FILE))
-        if r and r.get(reuse.KEY) == fp:
+        r = store.results_on(cell.run_dir, fp)
+        if r:
             rows.append(_row(base, evaluation="attack_suite", attack="natural", n=r["n_test"],
                              metric="natural_accuracy", value=r["natural_accuracy"], key="natural"))
             entries = reuse.same_weights(r.get("attacks", {}), fp)
@@ -94,12 +86,12 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                 rows.append(_row(base, evaluation="attack_suite", attack=name, eps=p.get("eps"),
                                  eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=e["n_samples"],
                                  metric="robust_accuracy", value=e["robust_accuracy"], key=name))
-            worst = attack_suite.any_attack({a: entries[a] for a in on_file}, suite_masks(cell.run_dir, fp))
+            worst = any_attack({a: entries[a] for a in on_file}, store.masks_on(cell.run_dir, fp))
             if worst:
                 rows.append(_row(base, evaluation="attack_suite", attack="any_attack", n=worst["n_samples"],
                                  metric="robust_accuracy", value=worst["robust_accuracy"], key="any_attack"))
     if "transferability" in part.evaluations:
-        r = common.read_json(os.path.join(ev, "transferability.json"))
+        r = read_json(os.path.join(ev, "transferability.json"))
         if r and r.get(reuse.KEY) == fp:
             p = r["params"]
             vals = dict(r, a11=r["a"][0][0], a22=r["a"][1][1])
@@ -109,7 +101,7 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                                      eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], n=r["n_samples"],
                                      metric=m, value=vals[m], key=m))
     if "detection" in part.evaluations:
-        r = common.read_json(os.path.join(ev, "detection.json"))
+        r = read_json(os.path.join(ev, "detection.json"))
         if r and r.get(reuse.KEY) == fp:
             entries = [(f"auc_{n}", m) for n, m in r.get("attacks", {}).items()]
             entries += [(f"auc_sweep{i}", m) for i, m in enumerate(r.get("eps_sweep", []))]
@@ -120,7 +112,7 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                                      metric="auc", value=m["auc"], key=key))
     if "adaptive_detection" in part.evaluations:
         from eval import adaptive_detection
-        r = common.read_json(os.path.join(ev, adaptive_detection.JSON_NAME))
+        r = read_json(os.path.join(ev, adaptive_detection.JSON_NAME))
         if r and r.get(reuse.KEY) == fp:
             for name, m in r["attacks"].items():
                 p = dict(m["params"])
@@ -134,7 +126,7 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                              metric="robust_accuracy", value=r["detection_aware_robust_accuracy"],
                              key="detection_aware"))
     if "training_time" in part.evaluations:
-        h = common.read_json(os.path.join(cell.run_dir, "history.json"))
+        h = read_json(os.path.join(cell.run_dir, "history.json"))
         secs = [e["seconds"] for e in (h or []) if isinstance(e, dict) and "seconds" in e]
         if secs:
             rows.append(_row(base, evaluation="training_time", attack=None, n=len(secs),
@@ -149,7 +141,7 @@ def _blackbox_rows(plan: Plan, part: Study, cells: list[Cell]) -> list[dict]:
         if not seed_cells:
             continue
         ds = seed_cells[0].dataset
-        r = common.read_json(os.path.join(plan.out_dir, "blackbox", f"{part.name}_{ds}_s{seed}", "blackbox.json"))
+        r = read_json(os.path.join(plan.out_dir, "blackbox", f"{part.name}_{ds}_s{seed}", "blackbox.json"))
         try:
             fps = [reuse.fingerprint(c.run_dir) for c in seed_cells]
         except OSError:
@@ -219,8 +211,7 @@ def cell_text(rows: list[dict], paper: Union[None, float, dict[str, Optional[flo
     if len(values) == 1:
         r = rows[0]
         if r["metric"] in _PROPORTIONS and r["n"]:
-            lo, hi = stats.wilson_interval(round(r["value"] * r["n"]), r["n"])
-            return f"{100 * r['value']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]{paper_txt}"
+            return stats.wilson_cell(r["value"], r["n"]) + paper_txt
         return f"{scale * r['value']:.1f}{paper_txt}"
     return stats.format_mean_sd(values, scale=scale) + paper_txt
 
@@ -241,7 +232,7 @@ def _grid(part: Study, rows: list[dict], others: tuple[Study, ...] = ()) -> tupl
     row_keys = list(dict.fromkeys([*paper_keys, *(r["key"] for r in mine)]))
     if part.layout == "attacks":
         # This part's attacks, then those other studies ran on the same weights, then the worst case.
-        order = ["natural", *part.attacks, *(a for a in attack_suite.paper_settings.ATTACK_NAMES if a not in part.attacks),
+        order = ["natural", *part.attacks, *(a for a in ATTACK_NAMES if a not in part.attacks),
                  "any_attack"]
         # Beside the attacks, the detection AUCs this table's paper numbers or claims name (not the
         # ε sweep of Fig 4, which is its own study's).
@@ -292,9 +283,9 @@ def settings_text(rows: list[dict]) -> str:
 
 def _row_label(key: str) -> str:
     if key == "natural":
-        return attack_suite.NAT_ROW
+        return NAT_ROW
     if key == "any_attack":
-        return f"**{attack_suite.ANY_ROW} over every attack row of its column**"
+        return f"**{ANY_ROW} over every attack row of its column**"
     if key == "detection_aware":
         return "**Detection-aware robust accuracy (no adaptive attack evades at 5 % FPR)**"
     if key.startswith("adaptive_auc_"):
@@ -304,8 +295,8 @@ def _row_label(key: str) -> str:
     if key.startswith("auc_sweep"):
         return f"AUC, PGD ε sweep point {int(key[9:]) + 1}"
     if key.startswith("auc_"):
-        return f"AUC, {attack_suite.attack_label(key[4:], [])}"
-    return attack_suite.attack_label(key, [])
+        return f"AUC, {attack_label(key[4:], [])}"
+    return attack_label(key, [])
 
 
 def study_csv(part: Study, rows: list[dict]) -> list[list]:
@@ -453,7 +444,7 @@ def gated(plan: Plan, part: Study, claim: Claim, checked: dict, failed: set[tupl
     suite's attacks and those attacks fail the undefended canary of its data set and arch
     (``failed``: canaries_failed): the interval stays shown, it decides nothing, nor enters Holm."""
     ds = next((c.dataset for c in plan.cells if c.study == part.name), None)
-    robustness = claim.metric == "any_attack" or claim.metric in attack_suite.paper_settings.ATTACK_NAMES
+    robustness = claim.metric == "any_attack" or claim.metric in ATTACK_NAMES
     if robustness and (ds, part.run(claim.a).arch) in failed and checked["verdict"] in VERDICTS:
         return dict(checked, verdict=CANARY_FAILS, p=None)
     return checked
@@ -559,7 +550,7 @@ def main_claims(plan: Plan, checked: dict[str, list[dict]]) -> list[tuple[Study,
 def worst_case(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> Optional[dict]:
     """check_claim of the same runs on the any-attack row (each run's per-sample worst case over every
     attack on file for its weights), for a claim on an attack's robust accuracy; None otherwise."""
-    if claim.threshold or claim.metric not in attack_suite.paper_settings.ATTACK_NAMES:
+    if claim.threshold or claim.metric not in ATTACK_NAMES:
         return None
     worst = dataclasses.replace(claim, metric="any_attack", size=None)
     return gated(plan, part, worst, check_claim(plan, part, worst, rows), canaries_failed(plan))
@@ -623,8 +614,8 @@ def sanity_report(run_dir: str) -> Optional[dict]:
         fp = reuse.fingerprint(run_dir)
     except OSError:
         return None
-    r = common.read_json(os.path.join(run_dir, "eval", attack_suite.RESULTS_FILE)) or {}
-    return r.get("sanity", {}) if r.get(reuse.KEY) == fp else None
+    r = store.results_on(run_dir, fp)
+    return None if r is None else r.get("sanity", {})
 
 
 def canary_lines(plan: Plan) -> list[str]:

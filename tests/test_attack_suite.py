@@ -215,10 +215,11 @@ def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, mon
     assert _results(run_dir)["attacks"]["fgsm"] == before
     # The message names the test-set index of that sample: the last one of the first batch that
     # the model gets right (only those are attacked), not its position among them.
-    from eval import common
-    ens, _ = common.load_run_checked(run_dir)
-    x, y = common.test_samples("fashion_mnist", 32)
-    right = np.flatnonzero(common.predict(ens, x).argmax(-1) == y)
+    from eval import batches
+    from eval.target import load_run_checked
+    ens, _ = load_run_checked(run_dir)
+    x, y = batches.test_samples("fashion_mnist", 32)
+    right = np.flatnonzero(batches.predict_labels(ens, x) == y)
     assert right[-1] != len(right) - 1  # else this test could not tell the two apart
     assert f"test sample {right[-1]} is" in err
 
@@ -260,11 +261,12 @@ def test_autoattack_keeps_its_examples_and_stages(first_run, run_dir, monkeypatc
     with np.load(e["adversarial_examples"]) as z:
         assert z["indices"].tolist() == list(range(64)) and z["x_adv"].shape == (64, 28, 28, 1)
         assert z["robust"].mean() == e["robust_accuracy"] and reuse.fingerprint(run_dir) in str(z["key"])
-        from eval import common
-        x, y = common.test_samples("fashion_mnist", 64)
-        ens, _ = common.load_run_checked(run_dir)
+        from eval import batches
+        from eval.target import load_run_checked
+        x, y = batches.test_samples("fashion_mnist", 64)
+        ens, _ = load_run_checked(run_dir)
         np.testing.assert_array_equal(z["labels"], y)
-        np.testing.assert_array_equal(common.predict(ens, z["x_adv"]).argmax(-1) == y, z["robust"])
+        np.testing.assert_array_equal(batches.predict_labels(ens, z["x_adv"]) == y, z["robust"])
     assert "after APGD-CE" in capsys.readouterr().out
 
 
@@ -323,15 +325,15 @@ def test_sweep_eps():
 def test_progress_in_a_log_file_is_plain_lines_with_an_eta(monkeypatch, capsys):
     """Under a study (stdout a file) the bar becomes a plain line at most every LOG_INTERVAL seconds,
     with an ETA until done; verbose 2 prints the last line only, verbose 0 nothing."""
-    from eval import common
-    monkeypatch.setattr(common.Progress, "LOG_INTERVAL", 0.0)
-    bar = common.Progress(300, verbose=1)
+    from eval.progress import Progress
+    monkeypatch.setattr(Progress, "LOG_INTERVAL", 0.0)
+    bar = Progress(300, verbose=1)
     for _ in range(3):
         bar.add(100)
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split(",")[0].strip() for ln in lines] == ["100/300 samples", "200/300 samples", "300/300 samples"]
     assert "ETA" in lines[0] and "ETA" not in lines[-1] and not any("\x1b" in ln or "\r" in ln for ln in lines)
-    quiet, last = common.Progress(300, verbose=0), common.Progress(300, verbose=2)
+    quiet, last = Progress(300, verbose=0), Progress(300, verbose=2)
     for _ in range(3):
         quiet.add(100)
         last.add(100)

@@ -23,7 +23,7 @@ BAD = ["-1", "nan", "inf", "1e300", "abc", ""]
 ATTACK = ["n_samples", "batch_size", "seed", "nb_iter", "eps", "eps_iter"]
 CLIS = {
     "eval.attack_suite": ATTACK + ["mul_nb_iter"],
-    "eval.transferability": ATTACK,                    # the shared flags of eval.common
+    "eval.transferability": ATTACK,                    # the shared flags of eval.flags
     "eval.blackbox": ["eps", "eps_iter", "n_samples"],
     "eval.detection": ["eps", "eps_iter", "sweep_eps"],
     "figures.entropy_histogram": ATTACK,               # the shared flags of figures.common

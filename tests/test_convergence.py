@@ -1,7 +1,7 @@
 """studies.convergence: the budget verdict and the attack's k, on hand-made measurements."""
 import pytest
 
-from eval.common import UsageError
+from cce_tf.cli_flags import UsageError
 from studies import convergence
 
 

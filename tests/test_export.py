@@ -13,12 +13,13 @@ import keras
 import numpy as np
 import pytest
 
+from cce_tf.cli_flags import UsageError
 from cce_tf.ensemble import (KERAS_FILE, WEIGHTS_FILE, Ensemble, InconsistentRun, build_ensemble,
                              keras_file_weights_sha256, load_run)
 from cce_tf.export import cli as export_cli, export_run
 from cce_tf.fingerprint import file_sha256, model_file_fingerprint, weights_fingerprint
 from conftest import ROOT
-from eval import attack_suite, common, model_scan
+from eval import attack_suite, batches, model_scan
 
 SUITE = attack_suite.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=32, nb_iter=2, batch_size=32,
                                   sanity=False, dataset="fashion_mnist")
@@ -126,7 +127,7 @@ def test_attack_suite_on_an_exported_keras_file(exported, tiny_run, fmnist_test)
     from cce_tf import data
     x, y = data.load("fashion_mnist", "test")
     assert results["natural_accuracy"] == pytest.approx(
-        float(np.mean(common.predict(load_run(tiny_run), x).argmax(-1) == y)), abs=1e-9)
+        float(np.mean(batches.predict_labels(load_run(tiny_run), x) == y)), abs=1e-9)
     # Run again: reused under the same rule as a run folder's results.
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -139,7 +140,7 @@ def test_attack_suite_on_a_savedmodel_and_model_file_errors(exported, capsys):
     assert model_scan.refused_ops(model_scan.read_saved_model(sm)) == []   # loaded below after the same scan
     opts = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=16, batch_size=16, sanity=False)
     with contextlib.redirect_stdout(io.StringIO()):
-        with pytest.raises(common.UsageError, match="give --dataset"):   # 28x28x1, 10 classes: two data sets
+        with pytest.raises(UsageError, match="give --dataset"):   # 28x28x1, 10 classes: two data sets
             attack_suite.evaluate([sm], opts)
         (_, summary), = attack_suite.evaluate([sm], attack_suite.SuiteOptions(**{**opts.__dict__,
                                                                                 "dataset": "fashion_mnist"}))

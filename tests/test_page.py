@@ -134,7 +134,8 @@ def test_a_runs_worst_case_is_one_number_in_every_table_that_shows_it(tmp_path):
     show mul-PGD and the same worst case, over every attack on file for those weights."""
     import numpy as np
 
-    from eval import attack_suite, reuse
+    from eval import reuse
+    from eval.suite import plan as suite_plan, store
 
     run_dir = str(tmp_path / "run")
     (tmp_path / "run").mkdir()
@@ -144,12 +145,12 @@ def test_a_runs_worst_case_is_one_number_in_every_table_that_shows_it(tmp_path):
     entries, masks = {}, {}
     for name, mask in flags.items():
         params = {"eps": 0.1, "eps_iter": 0.0125, "nb_iter": 20}
-        settings = attack_suite.attack_settings(params, len(mask), 0)
+        settings = suite_plan.reuse_settings(params, len(mask), 0)
         entries[name] = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": len(mask),
                          "seconds": 1.0, **reuse.stamp(settings, fp)}
-        masks[name], masks[name + "__key"] = mask, np.array(attack_suite._signature(settings, fp))
-    attack_suite.write_results(run_dir, {reuse.KEY: fp, "natural_accuracy": 1.0, "n_test": 4, "attacks": entries},
-                               masks)
+        masks[name], masks[name + "__key"] = mask, np.array(store.signature(settings, fp))
+    store.write_results(run_dir, {reuse.KEY: fp, "natural_accuracy": 1.0, "n_test": 4, "attacks": entries},
+                        masks)
     t4 = dataclasses.replace(part("table4", "cifar10", {}), attacks=("pgd",))
     adaptive = dataclasses.replace(t4, name="adaptive", attacks=("pgd", "mul_pgd"), full_evaluation=True)
     for p in (t4, adaptive):

@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 
 from conftest import MINI_STUDY as STUDY, copy_run  # noqa: E402
 from eval import attack_suite  # noqa: E402
-from eval.common import UsageError  # noqa: E402
+from cce_tf.cli_flags import UsageError  # noqa: E402
 from studies import ray_executor  # noqa: E402
 
 @pytest.fixture(scope="module")

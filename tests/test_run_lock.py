@@ -179,12 +179,14 @@ def test_two_attack_suites_on_one_run_keep_both_attacks(tiny_run, tmp_path):
 
 
 def test_two_detections_on_one_run_keep_both_attacks(tiny_run, tmp_path):
-    from eval import common, detection
+    from eval import detection
+    from eval.output import read_json
+    from eval.target import eval_path
 
     flags = ("--nosweep", "--n_samples", "32", "--nb_iter", "3", "--batch_size", "16", "--verbose", "0")
     together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.detection",
                                                    [("--attacks", a, *flags) for a in ("bim", "mim")])
-    got, expected = (common.read_json(common.eval_path(r, detection.JSON_NAME)) for r in (together, alone))
+    got, expected = (read_json(eval_path(r, detection.JSON_NAME)) for r in (together, alone))
     assert set(got["attacks"]) == {"bim", "mim"}
     assert comparable(got) == comparable(expected)
     assert_same_arrays(detection.load_entropies(together), detection.load_entropies(alone))

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from cce_tf import atomic, run_files, train
+from cce_tf.cli_flags import UsageError
 from cce_tf.ensemble import Ensemble, build_ensemble, save_keras_file
 from cce_tf.fingerprint import file_sha256
 from cce_tf.models import build_member
-from eval import attack_suite, common
-from eval.target import MODEL_FILE, RUN, Target
+from eval import attack_suite
+from eval.output import write_json
+from eval.target import MODEL_FILE, RUN, Target, results_dir
 
 SUITE = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=32, batch_size=32, sanity=False)
 CONFIG = dict(dataset="fashion_mnist", arch="cnn", method="cce", preset="cce-rm", members=2,
@@ -52,13 +54,13 @@ def model_file(tmp_path_factory):
 def test_a_run_folder(run):
     t = Target(run)
     assert (t.path, t.kind, t.config) == (run, RUN, CONFIG)
-    assert t.results_dir == os.path.join(run, "eval") == common.results_dir(run)
+    assert t.results_dir == os.path.join(run, "eval") == results_dir(run)
     assert t.fingerprint == file_sha256(os.path.join(run, "ensemble.weights.h5"))
     ens = t.load()
     assert isinstance(ens, Ensemble) and len(ens.members) == 2
-    with pytest.raises(common.UsageError, match="trained on fashion_mnist"):
+    with pytest.raises(UsageError, match="trained on fashion_mnist"):
         Target(run, "mnist")
-    with pytest.raises(common.UsageError, match="config.json is missing"):
+    with pytest.raises(UsageError, match="config.json is missing"):
         Target(os.path.dirname(run))
 
 
@@ -66,11 +68,11 @@ def test_a_model_file(model_file):
     t = Target(model_file, "fashion_mnist")
     assert t.kind == MODEL_FILE and t.path == model_file
     assert (t.config["dataset"], t.config["members"], t.config["label"]) == ("fashion_mnist", 1, "member.keras")
-    assert t.results_dir == model_file + ".eval" == common.results_dir(model_file)
+    assert t.results_dir == model_file + ".eval" == results_dir(model_file)
     assert t.fingerprint == file_sha256(model_file)
     assert t.load() is t.load()   # loaded once, when opened
     assert t.load()(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
-    with pytest.raises(common.UsageError, match="give --dataset"):
+    with pytest.raises(UsageError, match="give --dataset"):
         Target(model_file)
 
 
@@ -136,10 +138,10 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, fail):
 
 
 def test_each_writer_keeps_its_bytes(tmp_path):
-    """eval.common.write_json rounds (jsonable) and ends in a newline; attack_suite.json and the
+    """eval.output.write_json rounds (jsonable) and ends in a newline; attack_suite.json and the
     training files are json.dump(indent=2) as they were."""
     obj = {"acc": 0.1 + 0.2, "n": np.int64(3)}
-    common.write_json(str(tmp_path / "c.json"), obj)
+    write_json(str(tmp_path / "c.json"), obj)
     assert (tmp_path / "c.json").read_text() == '{\n  "acc": 0.3,\n  "n": 3\n}\n'
     results = {"run_dir": "r", "attacks": {"pgd": {"robust_accuracy": 0.1 + 0.2}}}
     attack_suite.write_results(str(tmp_path / "run"), results, {"pgd": np.ones(2, bool)})
