@@ -127,6 +127,9 @@ class TrainOptions:
 
 
 _D = TrainOptions()
+# The enum flags' choices; `settings` checks them too, for options that did not come through the flags.
+_CHOICES = dict(dataset=DATASETS, arch=ARCHS, method=METHOD_CHOICES, adv_en_loss=("ensemble", "members"),
+                dverge_variant=DVERGE_VARIANTS, strategy=("default", "mirrored"))
 FLAGS = cli_flags.new_flags()
 cli_flags.define_shared(FLAGS, "batch_size", "seed", "eps", "eps_iter", "nb_iter", "verbose",
                         batch_size=_D.batch_size, seed=_D.seed, eps=_D.eps, eps_iter=_D.eps_iter,
@@ -135,18 +138,18 @@ cli_flags.define_shared(FLAGS, "batch_size", "seed", "eps", "eps_iter", "nb_iter
                               "eps": "Here the training PGD's (docs/settings.md).",
                               "eps_iter": "Here the training PGD's.",
                               "nb_iter": "Here the training PGD's (default per data set)."})
-flags.DEFINE_enum("dataset", _D.dataset, DATASETS, "The data set.", flag_values=FLAGS)
-flags.DEFINE_enum("arch", _D.arch, ARCHS, "cnn (paper Table 8) or resnet20 (ResNet-20 v1).", flag_values=FLAGS)
-flags.DEFINE_enum("method", _D.method, METHOD_CHOICES, "A method, or a preset of CCE (cce-base, cce-rm, cce-dm).",
+flags.DEFINE_enum("dataset", _D.dataset, _CHOICES["dataset"], "The data set.", flag_values=FLAGS)
+flags.DEFINE_enum("arch", _D.arch, _CHOICES["arch"], "cnn (paper Table 8) or resnet20 (ResNet-20 v1).", flag_values=FLAGS)
+flags.DEFINE_enum("method", _D.method, _CHOICES["method"], "A method, or a preset of CCE (cce-base, cce-rm, cce-dm).",
                   flag_values=FLAGS)
 flags.DEFINE_integer("members", _D.members, "Ensemble size N (default 2; 1 for adv).", flag_values=FLAGS)
 flags.DEFINE_float("lambda_pm", _D.lambda_pm, "CCE promoting weight (default from the preset; cce: 1).", flag_values=FLAGS)
 flags.DEFINE_float("lambda_dm", _D.lambda_dm, "CCE demoting weight (default from the preset; cce: 1).", flag_values=FLAGS)
-flags.DEFINE_enum("adv_en_loss", _D.adv_en_loss, ["ensemble", "members"], "ADV-EN objective: 'ensemble' (paper) or "
+flags.DEFINE_enum("adv_en_loss", _D.adv_en_loss, _CHOICES["adv_en_loss"], "ADV-EN objective: 'ensemble' (paper) or "
                   "'members' (official code).", flag_values=FLAGS)
 flags.DEFINE_float("gal_lambda", _D.gal_lambda, "GAL: weight of the gradient alignment loss (default 0.5).", flag_values=FLAGS)
 flags.DEFINE_bool("gal_adv", _D.gal_adv, "GAL: also train on PGD examples against the ensemble (--eps, --nb_iter, ...).", flag_values=FLAGS)
-flags.DEFINE_enum("dverge_variant", _D.dverge_variant, DVERGE_VARIANTS, "DVERGE: 'plain' (distilled examples only) or 'plus' "
+flags.DEFINE_enum("dverge_variant", _D.dverge_variant, _CHOICES["dverge_variant"], "DVERGE: 'plain' (distilled examples only) or 'plus' "
                   "(adds the members' clean cross-entropy).", flag_values=FLAGS)
 flags.DEFINE_float("dverge_eps", _D.dverge_eps, "DVERGE: distillation radius (default per data set, docs/settings.md).", flag_values=FLAGS)
 flags.DEFINE_float("dverge_eps_iter", _D.dverge_eps_iter, "DVERGE: distillation step (default: the data set's step/eps ratio times eps).", flag_values=FLAGS)
@@ -175,7 +178,7 @@ flags.DEFINE_float("backup_every_seconds", _D.backup_every_seconds, "Also back i
                    "the last backup (0: never).", flag_values=FLAGS)
 flags.DEFINE_bool("deterministic", _D.deterministic, "TensorFlow's op determinism: the same seed gives the same "
                   "weights on the same machine, resumed or not (slower on GPUs).", flag_values=FLAGS)
-flags.DEFINE_enum("strategy", _D.strategy, ["default", "mirrored"], "'default' (one device) or 'mirrored' (all local "
+flags.DEFINE_enum("strategy", _D.strategy, _CHOICES["strategy"], "'default' (one device) or 'mirrored' (all local "
                   "devices).", flag_values=FLAGS)
 flags.DEFINE_integer("cpu_devices", _D.cpu_devices, "Split the CPU into this many logical devices (to try --strategy mirrored without GPUs).", flag_values=FLAGS)
 
@@ -230,11 +233,6 @@ def _check_milestones(milestones, given) -> None:
     if list(milestones) != sorted(milestones) or not all(isinstance(m, int) and 1 <= m <= MAX_EPOCHS
                                                          for m in milestones):
         raise UsageError(f"--lr_milestones must be ascending epoch numbers in 1..{MAX_EPOCHS}, got {given!r}")
-
-
-# The choices the enum flags check, for options that did not come through the flags.
-_CHOICES = dict(dataset=DATASETS, arch=ARCHS, method=METHOD_CHOICES, adv_en_loss=("ensemble", "members"),
-                dverge_variant=DVERGE_VARIANTS, strategy=("default", "mirrored"))
 
 
 def settings(o: TrainOptions) -> dict:

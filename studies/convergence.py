@@ -191,7 +191,7 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
         with run_lock.hold(run_lock.lock_path(target.results_dir), wait=True):
             have = {**_measured(read_json(path) or {}, fp), **have}
             write_json(path, {reuse.KEY: fp, "n_samples": K_SAMPLES,
-                                     "accuracy": {str(k): v for k, v in sorted(have.items())}})
+                              "accuracy": {str(k): v for k, v in sorted(have.items())}})
     return {k: have[k] for k in ks}
 
 
