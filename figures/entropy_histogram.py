@@ -20,7 +20,7 @@ import numpy as np
 from eval import detection
 from eval.labels import format_eps
 from eval.target import read_run_config
-from figures import common
+from figures import drawing, figure_cli
 
 NAME = "entropy_histogram"
 TITLE = "Histogram of prediction entropy"
@@ -41,7 +41,7 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     m = result["attacks"]["pgd"]
     ds = result["dataset"]
 
-    fig, ax = common.plt.subplots(figsize=(6, 4))
+    fig, ax = drawing.plt.subplots(figsize=(6, 4))
     top = max(np.log(cfg.get("num_classes", 10)), float(np.max(np.r_[clean, adv])), 1e-3)
     edges = np.linspace(0, top, bins + 1)
     ax.hist(clean, bins=edges, alpha=0.6, color="tab:blue", label=f"Benign (n = {len(clean)})")
@@ -51,15 +51,15 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     ax.set_xlabel(XLABEL)
     ax.set_ylabel(YLABEL)
     ax.legend()
-    return common.save(fig, run_dir, NAME)
+    return drawing.save(fig, run_dir, NAME)
 
 
-FLAGS = common.detection_figure_flags()
+FLAGS = figure_cli.detection_figure_flags()
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.entropy_histogram, cce-figure entropy_histogram)."""
-    return common.detection_figure_cli(make, FLAGS, argv)
+    return figure_cli.detection_figure_cli(make, FLAGS, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from eval.flags import check_radius
 from eval.labels import format_eps, run_label
 from eval.progress import Progress
 from eval.target import load_run_checked
-from figures import common
+from figures import drawing, example, figure_cli
 
 NAME = "loss_surface"
 DIRECTIONS = ("sign", "l2")
@@ -103,24 +103,24 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
         raise UsageError(f"--grid must be >= 3, got {grid}")
     ens, cfg = load_run_checked(run_dir)
     ds = cfg["dataset"]
-    eps, eps_iter = common.attack_defaults(ds, eps, eps_iter)
+    eps, eps_iter = example.attack_defaults(ds, eps, eps_iter)
     radius = 2 * eps if radius is None else float(radius)
     check_radius(radius, "--radius")
     x, y = batches.test_samples(ds)
     batches.seed_everything(seed)
-    index, x_a = common.pick_example(ens, x, y, eps, eps_iter, nb_iter, index, batch_size=batch_size)
+    index, x_a = example.pick_example(ens, x, y, eps, eps_iter, nb_iter, index, batch_size=batch_size)
     true = int(y[index])
     num_classes = int(cfg.get("num_classes", 10))
-    names = common.class_names(ds, num_classes)
+    names = drawing.class_names(ds, num_classes)
     label = run_label(cfg)
     steps = np.linspace(-radius, radius, grid)
     rng = np.random.default_rng(seed)
 
     n = len(ens.members)
     models = list(ens.members) + [ens]
-    symbols = [common.member_symbol(i) for i in range(n)] + [common.ensemble_symbol()]
-    cmap = common.plt.get_cmap("tab10" if num_classes <= 10 else "tab20", min(num_classes, 20))
-    fig = common.plt.figure(figsize=(13, 3.9 * len(models)))
+    symbols = [drawing.member_symbol(i) for i in range(n)] + [drawing.ensemble_symbol()]
+    cmap = drawing.plt.get_cmap("tab10" if num_classes <= 10 else "tab20", min(num_classes, 20))
+    fig = drawing.plt.figure(figsize=(13, 3.9 * len(models)))
     bar = Progress(len(models) * grid * grid, verbose, unit="point")
     for r, (model, sym) in enumerate(zip(models, symbols)):
         u, v = directions(input_gradient(model, x_a, true), direction, rng)
@@ -130,7 +130,7 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
         letter = "abcdefghijklmnopqrstuvwxyz"[r % 26]
 
         ax = fig.add_subplot(len(models), 3, 3 * r + 1)
-        common.show_image(ax, x_a)
+        drawing.show_image(ax, x_a)
         ax.set_title(f"{COLUMN_TITLES[0]}\n(true: {names[true]}, {sym}: {names[centre_pred]})",
                      fontsize=9)
         ax.set_ylabel(f"({letter}) Prediction surface of model {sym}", fontsize=10)
@@ -155,7 +155,7 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
         ax.set_xlabel("u (gradient)", fontsize=8)
         ax.set_ylabel("v (random, ⊥ u)", fontsize=8)
         present = sorted(set(pred.ravel().tolist()))
-        handles = [common.plt.Rectangle((0, 0), 1, 1, color=cmap(c % cmap.N),
+        handles = [drawing.plt.Rectangle((0, 0), 1, 1, color=cmap(c % cmap.N),
                                         ec="black" if c == true else "none",
                                         lw=2 if c == true else 0) for c in present]
         ax.legend(handles, [names[c] + (" (true)" if c == true else "") for c in present],
@@ -167,10 +167,10 @@ def make(run_dir: str, index: Optional[int] = None, direction: str = "sign",
                  f"cross-entropy gradient, v random ⊥ u, |i|, |j| ≤ {radius:.3g}"
                  f"{', clipped to [0, 1]' if clip else ''}", fontsize=10)
     fig.tight_layout()
-    return common.save(fig, run_dir, NAME)
+    return drawing.save(fig, run_dir, NAME)
 
 
-FLAGS = common.figure_flags(*common.ATTACK_FLAGS, "verbose")
+FLAGS = figure_cli.figure_flags(*figure_cli.ATTACK_FLAGS, "verbose")
 flags.DEFINE_integer("index", None, "Test image (default: the first one PGD breaks).", lower_bound=0,
                      flag_values=FLAGS)
 flags.DEFINE_enum("direction", "sign", DIRECTIONS, "Normalisation of u: sign (L∞ steps) or l2.", flag_values=FLAGS)
@@ -180,7 +180,7 @@ flags.DEFINE_bool("clip", True, "Clip the neighbours to [0, 1].", flag_values=FL
 
 
 def main(argv: list[str]) -> None:
-    for run_dir in common.run_dirs(FLAGS, argv):
+    for run_dir in figure_cli.run_dirs(FLAGS, argv):
         paths = make(run_dir, FLAGS.index, FLAGS.direction, FLAGS.radius, FLAGS.grid, FLAGS.clip, FLAGS.batch_size,
                      FLAGS.seed, FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter, verbose=FLAGS.verbose)
         print("wrote " + ", ".join(paths))

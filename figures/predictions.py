@@ -22,7 +22,7 @@ from cce_tf import cli_flags
 from eval import batches
 from eval.labels import format_eps, run_label
 from eval.target import load_run_checked
-from figures import common
+from figures import drawing, example, figure_cli
 
 NAME = "predictions"
 YLABEL = "Probability"
@@ -35,27 +35,27 @@ def make(run_dir: str, index: Optional[int] = None, batch_size: int = 500, seed:
     """Draws Figs 1 / 5 for a run; returns the PNG and PDF paths."""
     ens, cfg = load_run_checked(run_dir)
     ds = cfg["dataset"]
-    eps, eps_iter = common.attack_defaults(ds, eps, eps_iter)
+    eps, eps_iter = example.attack_defaults(ds, eps, eps_iter)
     x, y = batches.test_samples(ds)
     batches.seed_everything(seed)
-    index, x_adv = common.pick_example(ens, x, y, eps, eps_iter, nb_iter, index,
+    index, x_adv = example.pick_example(ens, x, y, eps, eps_iter, nb_iter, index,
                                        batch_size=batch_size)
     images = np.stack([x[index], x_adv])
     probs_members = batches.softmax(batches.member_logits(ens, images))   # [N, 2, C]
     probs_en = batches.softmax(batches.logits(ens, images))                 # [2, C]
     n = len(ens.members)
     num_classes = probs_en.shape[-1]
-    names = common.class_names(ds, num_classes)
+    names = drawing.class_names(ds, num_classes)
     label = run_label(cfg)
     true = int(y[index])
 
     cols = n + 2
-    fig, axes = common.plt.subplots(2, cols, figsize=(2.0 + 2.6 * (n + 1), 5.6),
+    fig, axes = drawing.plt.subplots(2, cols, figsize=(2.0 + 2.6 * (n + 1), 5.6),
                                     gridspec_kw={"width_ratios": [1.0] + [1.5] * (n + 1)},
                                     squeeze=False)
-    symbols = [common.member_symbol(i) for i in range(n)] + [common.ensemble_symbol()]
+    symbols = [drawing.member_symbol(i) for i in range(n)] + [drawing.ensemble_symbol()]
     for row in range(2):
-        common.show_image(axes[row, 0], images[row])
+        drawing.show_image(axes[row, 0], images[row])
         axes[row, 0].set_ylabel(ROW_LABELS[row], fontsize=11)
         if row == 0:
             axes[row, 0].set_title(f"true: {names[true]}", fontsize=9)
@@ -83,16 +83,16 @@ def make(run_dir: str, index: Optional[int] = None, batch_size: int = 500, seed:
                  f"next columns: outputs of {', '.join(symbols)}\n"
                  "green: true class, red: wrong predicted class", fontsize=10)
     fig.tight_layout()
-    return common.save(fig, run_dir, NAME)
+    return drawing.save(fig, run_dir, NAME)
 
 
-FLAGS = common.figure_flags(*common.ATTACK_FLAGS)
+FLAGS = figure_cli.figure_flags(*figure_cli.ATTACK_FLAGS)
 flags.DEFINE_integer("index", None, "Test image to show (default: the first one PGD breaks).", lower_bound=0,
                      flag_values=FLAGS)
 
 
 def main(argv: list[str]) -> None:
-    for run_dir in common.run_dirs(FLAGS, argv):
+    for run_dir in figure_cli.run_dirs(FLAGS, argv):
         paths = make(run_dir, FLAGS.index, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
         print("wrote " + ", ".join(paths))
 

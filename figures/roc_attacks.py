@@ -18,7 +18,7 @@ from typing import Optional
 
 from eval import detection
 from eval.labels import format_eps
-from figures import common
+from figures import drawing, figure_cli
 
 NAME = "roc_attacks"
 XLABEL = "False Positive Rate"
@@ -57,20 +57,20 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
     colors = {"pgd": "tab:blue", "bim": "tab:orange", "mim": "tab:green"}
     curves = [(n.upper(), result["attacks"][n], colors[n]) for n in detection.ATTACKS]
     m = result["attacks"]["pgd"]
-    fig, ax = common.plt.subplots(figsize=(5.5, 5))
+    fig, ax = drawing.plt.subplots(figsize=(5.5, 5))
     draw_roc(ax, curves)
     ax.set_title(f"{title(result['label'])}\n(k = {m['nb_iter']}, ε = "
                  f"{format_eps(m['eps'], ds)}, η = "
                  f"{format_eps(m['eps_iter'], ds)}, {ds})", fontsize=10)
-    return common.save(fig, run_dir, NAME)
+    return drawing.save(fig, run_dir, NAME)
 
 
-FLAGS = common.detection_figure_flags()
+FLAGS = figure_cli.detection_figure_flags()
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.roc_attacks, cce-figure roc_attacks)."""
-    return common.detection_figure_cli(make, FLAGS, argv)
+    return figure_cli.detection_figure_cli(make, FLAGS, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Optional
 
 from eval import detection
 from eval.labels import format_eps
-from figures import common
+from figures import drawing, figure_cli
 from figures.roc_attacks import draw_roc
 
 NAME = "roc_eps"
@@ -35,22 +35,22 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
                               seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose)
     ds = result["dataset"]
     sweep = result["eps_sweep"]
-    cmap = common.plt.get_cmap("viridis")
+    cmap = drawing.plt.get_cmap("viridis")
     curves = [(f"ε = {format_eps(m['eps'], ds)}", m,
                cmap(i / max(1, len(sweep) - 1))) for i, m in enumerate(sweep)]
-    fig, ax = common.plt.subplots(figsize=(5.5, 5))
+    fig, ax = drawing.plt.subplots(figsize=(5.5, 5))
     draw_roc(ax, curves)
     ax.set_title(f"{title(result['label'])}\n(PGD, k = {sweep[0]['nb_iter']}, η = "
                  f"{format_eps(sweep[0]['eps_iter'], ds)}, {ds})", fontsize=10)
-    return common.save(fig, run_dir, NAME)
+    return drawing.save(fig, run_dir, NAME)
 
 
-FLAGS = common.detection_figure_flags()
+FLAGS = figure_cli.detection_figure_flags()
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
     """The command line (python -m figures.roc_eps, cce-figure roc_eps)."""
-    return common.detection_figure_cli(make, FLAGS, argv)
+    return figure_cli.detection_figure_cli(make, FLAGS, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from cce_tf.cli_flags import UsageError
 from eval.labels import run_label
 from eval.output import read_json
 from eval.target import read_run_config
-from figures import common
+from figures import drawing, figure_cli
 
 NAME = "training_curves"
 XLABEL = "Epoch"
@@ -48,7 +48,7 @@ def make(run_dir: str) -> list[str]:
     history = read_history(run_dir)
     epochs = [h["epoch"] for h in history]
     marker = "o" if len(epochs) <= 30 else None
-    fig, (ax_loss, ax_acc) = common.plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = drawing.plt.subplots(1, 2, figsize=(11, 4))
     for ax, keys, name in ((ax_loss, LOSS_KEYS, "Loss"), (ax_acc, ACC_KEYS, "Accuracy")):
         for key, label in keys.items():
             if any(key in h for h in history):
@@ -74,14 +74,14 @@ def make(run_dir: str) -> list[str]:
     fig.suptitle(f"Training curves: {run_label(cfg)}_{cfg.get('members', '?')} "
                  f"({cfg.get('dataset')}, {cfg.get('arch')})")
     fig.tight_layout()
-    return common.save(fig, run_dir, NAME)
+    return drawing.save(fig, run_dir, NAME)
 
 
-FLAGS = common.figure_flags()
+FLAGS = figure_cli.figure_flags()
 
 
 def main(argv: list[str]) -> None:
-    for run_dir in common.run_dirs(FLAGS, argv):
+    for run_dir in figure_cli.run_dirs(FLAGS, argv):
         print("wrote " + ", ".join(make(run_dir)))
 
 

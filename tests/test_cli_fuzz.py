@@ -26,7 +26,7 @@ CLIS = {
     "eval.transferability": ATTACK,                    # the shared flags of eval.flags
     "eval.blackbox": ["eps", "eps_iter", "n_samples"],
     "eval.detection": ["eps", "eps_iter", "sweep_eps"],
-    "figures.entropy_histogram": ATTACK,               # the shared flags of figures.common
+    "figures.entropy_histogram": ATTACK,               # the shared flags of figures.figure_cli
     "figures.roc_eps": ["eps", "eps_iter"],
     "figures.predictions": ["index", "eps", "eps_iter"],
     "figures.loss_surface": ["index", "radius", "grid"],

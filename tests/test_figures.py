@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from figures import common
+from figures import drawing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(batch_size=256, nb_iter=2)
@@ -29,9 +29,9 @@ def run(tiny_run, tmp_path_factory):
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """Records the text of every figure saved through figures.common.save."""
+    """Records the text of every figure saved through figures.drawing.save."""
     seen = {}
-    original = common.save
+    original = drawing.save
 
     def save(fig, run_dir, name):
         texts = set()
@@ -47,7 +47,7 @@ def drawn(monkeypatch):
         seen[name] = " | ".join(sorted(texts))
         return original(fig, run_dir, name)
 
-    monkeypatch.setattr(common, "save", save)
+    monkeypatch.setattr(drawing, "save", save)
     return seen
 
 
@@ -57,7 +57,7 @@ def check_png(paths, run_dir, name):
     assert os.path.getsize(png) > 1000 and os.path.getsize(paths[1]) > 1000
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    image = common.plt.imread(png)
+    image = drawing.plt.imread(png)
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0.01
 
 
