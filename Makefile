@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   ?= runs/demo
+TEST_WORKERS ?= 2   # pytest-xdist processes; tests/conftest.py says how the files are shared
 
 .PHONY: demo test data venv
 
@@ -28,7 +29,7 @@ data:
 	fi
 
 test: $(STAMP) data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 
 # A small CCE-RM ensemble on Fashion-MNIST (5000 training images, 3 epochs), a fast subset of the
 # attack suite on 500 test images, entropy detection and its figures. Re-running reuses what is done.

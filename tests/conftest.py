@@ -9,6 +9,19 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_collection_modifyitems(items):
+    """`make test` runs on two workers (pytest-xdist, --dist loadgroup): each test file is one unit,
+    so its module fixtures are built once, and the Ray files are one unit, so that two local Rays
+    never start together. The Ray unit, minutes of waiting on its studies, goes first (the queue
+    keeps this order under --no-loadscope-reorder) rather than last beside an idle worker."""
+    def group(item):
+        name = item.module.__name__
+        return "ray" if name.startswith("test_ray") else name
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: group(item) != "ray")   # stable: file order otherwise
+
+
 def train_cli(out_dir, *flags, check=True):
     """Run `python -m cce_tf.train` in a subprocess; returns the CompletedProcess."""
     env = dict(os.environ, CCE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
@@ -29,7 +42,7 @@ layout = "attacks"
 evaluations = ["attack_suite"]
 attacks = ["fgsm", "pgd"]
 """
-# Two runs and one claim (tests/test_studies.py, tests/test_ray_executor.py).
+# Two runs and one claim (tests/test_studies.py).
 MINI_STUDY = STUDY_HEAD + """runs = [{label = "ADV-EN_2", method = "adv-en", members = 2},
         {label = "CCE-RM_2", method = "cce-rm", members = 2}]
 [paper.pgd]

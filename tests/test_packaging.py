@@ -17,7 +17,8 @@ import pytest
 from conftest import ROOT
 
 PACKAGES = ("cce_tf", "attacks", "eval", "figures", "studies")
-TEST_AND_BUILD_TOOLS = {"pytest", "setuptools"}   # in requirements.txt for make test, not the library's
+TEST_TOOLS = {"pytest", "pytest-xdist"}
+TEST_AND_BUILD_TOOLS = TEST_TOOLS | {"setuptools"}   # in requirements.txt for make test, not the library's
 # Module -> its console script. figures.* run as `cce-figure NAME`.
 SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.attack_suite": "cce-attack",
            "eval.tables": "cce-tables", "eval.transferability": "cce-transfer", "eval.blackbox": "cce-blackbox",
@@ -49,7 +50,7 @@ def test_dependencies_are_the_requirements_files():
     extras = project["optional-dependencies"]
     assert set(extras["autoattack"]) == _requirements("requirements-autoattack.txt")
     assert set(extras["cluster"]) == _requirements("requirements-cluster.txt")
-    assert set(extras["test"]) == {r for r in reqs if _name(r) == "pytest"}
+    assert set(extras["test"]) == {r for r in reqs if _name(r) in TEST_TOOLS}
 
 
 def _cli_modules() -> set[str]:

@@ -224,7 +224,8 @@ def assert_same_results(out_dir, undisturbed) -> None:
 def undisturbed(tmp_path_factory):
     """The study's output folder after a run that nothing disturbed, on the local executor (no Ray
     start, no shard tasks: the cheaper one); one job per core keeps every job at one thread, as
-    on Ray, where training is bit-exact (tests/test_ray_executor.py checks the two agree)."""
+    on Ray, where training is bit-exact; so comparing a Ray study with it also shows that the two
+    executors agree."""
     out = tmp_path_factory.mktemp("undisturbed") / "out"
     proc = subprocess.run(command(out, "--max_parallel", str(os.cpu_count())), cwd=ROOT, env=environment(),
                           capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -256,6 +257,10 @@ def test_a_worker_killed_mid_training_and_one_mid_shard_are_retried_to_the_same_
     assert trainer[0] in driver.ran("_job_task") and len(driver.ran("_job_task")) == len(TRAIN) + 1
     assert shard[0] in driver.ran("_shard_task") and len(driver.ran("_shard_task")) == SHARDS + 1
     assert_same_results(out, undisturbed)
+    # Ray left what the local executor leaves: a marker, a lock and a log per job, no probe file.
+    for folder in ("jobs", "logs"):
+        assert sorted(os.listdir(out / folder)) == sorted(os.listdir(undisturbed / folder))
+    assert not [f for f in os.listdir(out) if f.startswith(".ray_probe")]
 
 
 def test_a_driver_killed_mid_study_is_run_again_and_redoes_only_the_jobs_in_flight(undisturbed, tmp_path):

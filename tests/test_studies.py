@@ -1,6 +1,6 @@
 """studies.reproduce end to end on a tiny study (local executor), reuse across invocations, a
 failing job, the paper-scale dry run, and the claim checker on hand-made results. The Ray executor:
-tests/test_ray_executor.py."""
+tests/test_ray_executor.py and tests/test_ray_faults.py."""
 import json
 import os
 import subprocess
