@@ -85,18 +85,16 @@ def suite_options(job: Job):
     return SuiteOptions(**job.options)
 
 
-def _run(job: Job, out_dir: str, precomputed: Optional[dict] = None,
-         precomputed_seconds: Optional[dict] = None) -> None:
-    """The library call of one job; ``precomputed`` (ATTACK_SUITE only): merged shard flags per
-    attack, see eval.attack_suite.evaluate."""
+def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
+    """The library call of one job; ``merged`` (ATTACK_SUITE only): attack -> (flags merged from
+    its shards, their seconds), see eval.attack_suite.evaluate."""
     o = dict(job.options)
     if job.kind == TRAIN:
         from cce_tf import train
         train.train(train.TrainOptions(**o, out_dir=job.run_dirs[0], verbose=2))
     elif job.kind == ATTACK_SUITE:
         from eval import attack_suite
-        attack_suite.evaluate(list(job.run_dirs), suite_options(job), precomputed=precomputed,
-                              precomputed_seconds=precomputed_seconds)
+        attack_suite.evaluate(list(job.run_dirs), suite_options(job), merged=merged)
     elif job.kind == TRANSFER:
         from eval import transferability
         transferability.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
@@ -148,12 +146,11 @@ def _logging_to(path: str, fd_level: bool):
                 os.close(saved[1])
 
 
-def run_job(job: Job, out_dir: str, fd_level: bool = False, precomputed: Optional[dict] = None,
-            precomputed_seconds: Optional[dict] = None) -> dict:
+def run_job(job: Job, out_dir: str, fd_level: bool = False, merged: Optional[dict] = None) -> dict:
     """Run ``job``, log to OUT_DIR/logs/, write its marker on success; never raises for a failing
-    job (the outcome says why), so one failure does not stop the others. ``precomputed`` and
-    ``precomputed_seconds`` go to eval.attack_suite.evaluate (the Ray executor's merged shards; their
-    seconds count in the marker's).
+    job (the outcome says why), so one failure does not stop the others. ``merged`` goes to
+    eval.attack_suite.evaluate (the Ray executor's merged shards; their seconds count in the
+    marker's).
 
     The job runs under its lock (``lock_path``): where another invocation of the study on this
     out_dir is running it, this one waits for it, then finds it done and does not run it again."""
@@ -167,14 +164,14 @@ def run_job(job: Job, out_dir: str, fd_level: bool = False, precomputed: Optiona
         t0 = time.time()  # after any wait for the lock: the marker's seconds are the job's
         print(f"== {job.id} ({time.strftime('%Y-%m-%d %H:%M:%S')}): {json.dumps(job.options)}", file=f)
         try:
-            _run(job, out_dir, precomputed, precomputed_seconds)
+            _run(job, out_dir, merged)
         except BaseException as e:  # noqa: BLE001 - SystemExit from a CLI-style check included
             if isinstance(e, KeyboardInterrupt):
                 raise
             traceback.print_exc(file=f)
             return {"id": job.id, "ok": False, "seconds": time.time() - t0, "log": log,
                     "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-        seconds = time.time() - t0 + sum((precomputed_seconds or {}).values())
+        seconds = time.time() - t0 + sum(s for _, s in (merged or {}).values())
         # Written under the lock: an invocation waiting for it sees the job done.
         marker = {"id": job.id, "kind": job.kind, "options": reuse.canonical(job.options),
                   "weights_sha256": _fingerprints(job), "seconds": round(seconds, 3), "cost": job.cost,

@@ -16,7 +16,7 @@ of the local executor), except attack-suite jobs, which are split: every attack'
 into shards on batch boundaries (``eval.attack_suite.shard_mask``; each batch is seeded by its first
 sample index, so the merged flags equal those of one process), one task per shard, then one merge
 task (started by Ray once every shard is done: the shards' ObjectRefs are its arguments) that hands
-the merged flags to ``run_job(..., precomputed=...)``.
+the merged flags to ``run_job(..., merged=...)``.
 
 The cluster shares the code and the data through the same install on every node: tasks get the
 repo root on PYTHONPATH and the driver's CCE_* variables, and for a relative --out_dir they run in
@@ -94,7 +94,7 @@ def _merge_task(job: Job, out_dir: str, cwd: Optional[str], *shards: dict) -> di
     by_name: dict[str, list[dict]] = {}
     for s in shards:
         by_name.setdefault(s["name"], []).append(s)
-    merged, seconds, notes = {}, {}, []
+    merged, notes = {}, []
     for name, parts in by_name.items():
         parts.sort(key=lambda s: s["start"])
         failed = [s for s in parts if "error" in s]
@@ -102,14 +102,13 @@ def _merge_task(job: Job, out_dir: str, cwd: Optional[str], *shards: dict) -> di
             notes.append(f"shard [{failed[0]['start']}, {failed[0]['stop']}) of {name} failed: "
                          f"{failed[0]['error']}; {name} is run again here, whole")
             continue
-        merged[name] = np.concatenate([s["mask"] for s in parts])
-        seconds[name] = round(sum(s["seconds"] for s in parts), 3)
+        merged[name] = (np.concatenate([s["mask"] for s in parts]), round(sum(s["seconds"] for s in parts), 3))
     if notes:
         log = jobs_mod.log_path(job, out_dir)
         os.makedirs(os.path.dirname(log), exist_ok=True)
         with open(log, "a") as f:
             f.write("".join(f"ray_executor: {n}\n" for n in notes))
-    return jobs_mod.run_job(job, out_dir, fd_level=True, precomputed=merged, precomputed_seconds=seconds)
+    return jobs_mod.run_job(job, out_dir, fd_level=True, merged=merged)
 
 
 def _read_text(path: str) -> Optional[str]:

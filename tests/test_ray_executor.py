@@ -48,7 +48,7 @@ def test_shards_merge_into_the_one_process_result(tiny_run, tmp_path):
     assert n == 64 and merged.shape == (64,)
     np.testing.assert_array_equal(merged, whole)
 
-    attack_suite.evaluate([a], opts, precomputed={"pgd": merged}, precomputed_seconds={"pgd": 1.5})
+    attack_suite.evaluate([a], opts, merged={"pgd": (merged, 1.5)})
     attack_suite.evaluate([b], opts)
     got, want = attack_suite.read_results(a), attack_suite.read_results(b)
     assert got["attacks"]["pgd"]["robust_accuracy"] == want["attacks"]["pgd"]["robust_accuracy"]

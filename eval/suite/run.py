@@ -8,7 +8,7 @@ Usage::
     from eval.suite.run import evaluate, shard_mask
     columns = evaluate(["runs/cce_rm"], SuiteOptions(attacks=("pgd", "mim"), n_samples=1000))
     flags = shard_mask("runs/cce_rm", opts, "pgd", 0, 500)    # one shard's robust flags
-    evaluate(["runs/cce_rm"], opts, precomputed={"pgd": merged}, precomputed_seconds={"pgd": 61.2})
+    evaluate(["runs/cce_rm"], opts, merged={"pgd": (flags_of_all_shards, 61.2)})
 
 Results already in the file are reused when eval.reuse allows (same weights, same settings); those
 computed on other weights are dropped from the file after a copy is kept in RUN/eval/stale/, so the
@@ -37,18 +37,15 @@ Merged = dict[str, tuple[np.ndarray, float]]   # attack -> (flags merged from sh
 
 
 def evaluate(run_dirs: list[str], opts: SuiteOptions = SuiteOptions(),
-             precomputed: Optional[dict[str, np.ndarray]] = None,
-             precomputed_seconds: Optional[dict[str, float]] = None) -> list[tuple[str, dict]]:
+             merged: Optional[Merged] = None) -> list[tuple[str, dict]]:
     """The attack suite on every run: (table header, evaluate_run's summary) per run, results
-    written to RUN/eval/. ``precomputed`` (one run only): merged shard flags per attack
-    (``shard_mask``), recorded instead of attacking again, with the seconds the shards took.
+    written to RUN/eval/. ``merged`` (one run only): per attack, the flags merged from its shards
+    (``shard_mask``) and the seconds they took, recorded instead of attacking again.
 
     :raises UsageError: bad options or a folder that is not a readable run (before any work).
     :raises BoundsError: an attack returned x_adv outside its bounds (earlier results are kept).
     """
     plans, test_sets = plan_runs(list(run_dirs), opts)
-    merged = {name: (np.asarray(mask, bool), float((precomputed_seconds or {}).get(name, 0.0)))
-              for name, mask in (precomputed or {}).items()}
     return [(p.header, evaluate_run(p, *test_sets[p.config["dataset"]], opts, merged)) for p in plans]
 
 
@@ -79,7 +76,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
     for name, (params, n) in plan.attacks.items():
         settings, keep = reuse_settings(params, n, seed), None
         if name in merged:  # merged from shards (shard_mask): the same flags, computed elsewhere
-            mask, seconds = merged[name]
+            mask, seconds = np.asarray(merged[name][0], bool), float(merged[name][1])
             if mask.shape != (n,):
                 raise UsageError(f"{name}: {mask.shape[0]} merged flags for {n} samples")
             how = "merged from shards"
@@ -146,7 +143,7 @@ def shard_mask(run_dir: str, opts: SuiteOptions, name: str, start: int, stop: in
     """The robust flags of attack ``name`` on test samples [start, stop) of a run, as
     ``evaluate_run`` computes them (``start`` on a batch boundary): the work of one shard when the
     samples are split across processes or Ray tasks. Merge the shards by sample index and pass them
-    to ``evaluate`` as ``precomputed``."""
+    to ``evaluate`` in ``merged``."""
     if start % opts.batch_size:
         raise UsageError(f"a shard must start on a batch boundary ({opts.batch_size}), got {start}")
     plans, test_sets = plan_runs([run_dir], dataclasses.replace(opts, attacks=(name,)))
