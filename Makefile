@@ -29,7 +29,7 @@ data:
 	fi
 
 test: $(STAMP) data
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=20 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 tests
 
 # A small CCE-RM ensemble on Fashion-MNIST (5000 training images, 3 epochs, without the random
 # shifts that slow Fashion-MNIST's training: docs/studies.md), a fast subset of the attack suite on

@@ -10,16 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_collection_modifyitems(items):
-    """`make test` runs on two workers (pytest-xdist, --dist loadgroup): each test file is one unit,
-    so its module fixtures are built once, and the Ray files are one unit, so that two local Rays
-    never start together. The Ray unit, minutes of waiting on its studies, goes first (the queue
-    keeps this order under --no-loadscope-reorder) rather than last beside an idle worker."""
-    def group(item):
-        name = item.module.__name__
-        return "ray" if name.startswith("test_ray") else name
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=lambda item: group(item) != "ray")   # stable: file order otherwise
+    """`make test` runs on two workers (pytest-xdist, --dist loadfile: a test file's tests go to one
+    worker, so its module fixtures are built once). The Ray files, minutes of waiting on their
+    studies, go first (the queue keeps this order under --no-loadscope-reorder) rather than last
+    beside an idle worker."""
+    items.sort(key=lambda item: not item.module.__name__.startswith("test_ray"))   # stable
 
 
 def train_cli(out_dir, *flags, check=True):
