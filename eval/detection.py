@@ -254,39 +254,56 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
     log(f"{len(x)} test samples, natural accuracy {pct(result['natural_accuracy'])}%, "
         f"mean clean entropy {h_clean.mean():.3f}")
 
-    def one(name: str, eps_: float, key: str) -> dict:
+    for key, (name, eps_) in todo.items():
         eta = min(p["eps_iter"], eps_)
-        batches.seed_everything(seed)  # per attack: its result does not depend on what ran before
-        x_adv = batches.craft(name, ens, x, y, batch_size, bar, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"])
-        logits_adv = batches.logits(ens, x_adv, batch_size)
-        h_adv = batches.entropy_of_logits(logits_adv)
-        fooled = logits_adv.argmax(-1) != y
-        arrays[f"adv_{key}"], arrays[f"fooled_{key}"] = h_adv, fooled
-        m = detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
-        m.update(attack=name, eps=eps_, eps_iter=eta, nb_iter=p["nb_iter"],
-                 adv_accuracy=float(np.mean(~fooled)),
-                 **reuse.stamp(_entry_settings(n_samples, seed, name, eps_, eta, p["nb_iter"]), fp))
+        settings = _entry_settings(n_samples, seed, name, eps_, eta, p["nb_iter"])
+        m, arrays[f"adv_{key}"], arrays[f"fooled_{key}"] = _attack(ens, x, y, h_clean, correct, settings,
+                                                                   batch_size, bar, fp)
         log(f"{name.upper()} eps={eps_:.4g} eta={eta:.4g}: adversarial accuracy "
             f"{pct(m['adv_accuracy'])}%, AUC {_fmt_auc(m['auc'])} "
             f"(all adversarial: {_fmt_auc(m['auc_all'])}), {m['n_pos']} positives / {m['n_neg']} negatives")
-        return m
-
-    for key, (name, eps_) in todo.items():
-        m = one(name, eps_, key)
         if key.startswith("sweep"):
             result["eps_sweep"].append(m)
         else:
             result["attacks"][key] = m
     result["seconds"] = round(time.time() - t0, 2)
-    # Under the results folder's lock, the files are read again just before they are written: the
-    # entries another process wrote since (other attacks of this run) are kept beside this one's.
+    _save(run_dir, result, arrays, (kept, kept_arrays, kept_sweep), fp, p, n_samples, seed, force)
+    log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
+    return result
+
+
+def _attack(ens, x: np.ndarray, y: np.ndarray, h_clean: np.ndarray, correct: np.ndarray, settings: dict,
+            batch_size: int, bar: Progress, fp: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One attack (``settings``: _entry_settings) on every sample: its detection entry (the
+    metrics on the clean-correct samples, stamped with the weights and settings), the adversarial
+    entropies and which examples fool the ensemble."""
+    name, eps, eta, k = settings["attack"], settings["eps"], settings["eps_iter"], settings["nb_iter"]
+    batches.seed_everything(settings["seed"])  # per attack: its result does not depend on what ran before
+    x_adv = batches.craft(name, ens, x, y, batch_size, bar, eps=eps, eps_iter=eta, nb_iter=k)
+    logits_adv = batches.logits(ens, x_adv, batch_size)
+    h_adv = batches.entropy_of_logits(logits_adv)
+    fooled = logits_adv.argmax(-1) != y
+    m = detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
+    m.update(attack=name, eps=eps, eps_iter=eta, nb_iter=k, adv_accuracy=float(np.mean(~fooled)),
+             **reuse.stamp(settings, fp))
+    return m, h_adv, fooled
+
+
+def _save(run_dir: str, result: dict, arrays: dict, kept: tuple[dict, dict, list], fp: str, p: dict,
+          n_samples: Optional[int], seed: int, force: bool) -> None:
+    """Writes this evaluation's ``result`` and ``arrays`` with the entries ``kept`` from the file it
+    read (_reusable's entries, arrays, sweep). Under the results folder's lock the files are read
+    again just before they are written: the entries another process wrote since (other attacks of
+    this run) are kept beside this one's."""
+    json_path, npz_path = eval_path(run_dir, JSON_NAME), eval_path(run_dir, NPZ_NAME)
+    kept_entries, kept_arrays, kept_sweep = kept
     with run_lock.hold(run_lock.lock_path(results_dir(run_dir)), wait=True):
         latest = read_json(json_path) or {}
         theirs, their_arrays, their_sweep, _ = _reusable(latest, _load_npz(npz_path), fp, p, n_samples, seed, force)
         if latest.get(reuse.KEY) not in (None, fp):  # written meanwhile for other weights
             reuse.keep_stale(json_path, latest[reuse.KEY])
             reuse.keep_stale(npz_path, latest[reuse.KEY])
-        result["attacks"] = {**kept, **theirs, **result["attacks"]}
+        result["attacks"] = {**kept_entries, **theirs, **result["attacks"]}
         result["eps_sweep"] = result["eps_sweep"] or their_sweep or kept_sweep
         arrays = {**kept_arrays, **their_arrays, **arrays}
         if result["eps_sweep"]:
@@ -294,8 +311,6 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         # The entropies first: detection.json names the weights its arrays belong to.
         atomic.write_file(npz_path, lambda f: np.savez_compressed(f, **arrays), "wb")
         write_json(json_path, result)
-    log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
-    return result
 
 
 def load_entropies(run_dir: str) -> dict:
