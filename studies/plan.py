@@ -1,5 +1,5 @@
 """From a study, a scale and seeds to jobs: one training job per (run settings, seed), one evaluation
-job per (run, evaluation), one black-box job per (study, seed); and which of them are done.
+job per (run, evaluation), one black-box job per set of runs; and which of them are done.
 
 Usage::
 
@@ -16,6 +16,7 @@ OUT_DIR/runs/, shared by every study with the same settings.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from typing import Optional
@@ -93,6 +94,13 @@ def train_options(run: RunSpec, dataset: str, seed: int, scale: Scale) -> dict:
     return opts
 
 
+def blackbox_folder(out_dir: str, dataset: str, seed: int, run_dirs: list[str]) -> str:
+    """OUT_DIR/blackbox/DATASET_sSEED_DIGEST: named by the runs it crosses, not by the table, so
+    that tables sharing their runs (12 and 13 on Fashion-MNIST) share one black-box job."""
+    names = "\n".join(os.path.basename(d) for d in run_dirs)
+    return os.path.join(out_dir, BLACKBOX, f"{dataset}_s{seed}_{hashlib.sha256(names.encode()).hexdigest()[:10]}")
+
+
 def _studies(study: Study) -> tuple[Study, ...]:
     return study.parts or (study,)
 
@@ -134,11 +142,11 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                 if TRANSFER in part.evaluations and run.members >= 2:
                     transfer_runs[run_dir] = None
             if BLACKBOX in part.evaluations and len(part_dirs) > 1:
-                bid = f"{BLACKBOX}/{part.name}_{ds}_s{seed}"
+                folder = blackbox_folder(out_dir, ds, seed, part_dirs)
+                bid = f"{BLACKBOX}/{os.path.basename(folder)}"
                 jobs[bid] = Job(bid, BLACKBOX, tuple(part_dirs),
                                 dict(labels=[r.label for r in kept], seed=seed, n_samples=scale.n_samples,
-                                     nb_iter=scale.analysis_nb_iter,
-                                     out_dir=os.path.join(out_dir, BLACKBOX, f"{part.name}_{ds}_s{seed}")),
+                                     nb_iter=scale.analysis_nb_iter, out_dir=folder),
                                 needs=tuple(f"{TRAIN}/{os.path.basename(d)}" for d in part_dirs),
                                 cost=_blackbox_cost(len(part_dirs), scale))
         if not kept:

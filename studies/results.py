@@ -39,7 +39,7 @@ from eval.output import read_json
 from eval.suite import store
 from eval.suite.engine import any_attack
 from eval.suite.report import ANY_ROW, NAT_ROW, attack_label
-from studies.plan import Cell, Plan
+from studies.plan import Cell, Plan, blackbox_folder
 from studies.spec import Claim, Study
 
 ROW_KEYS = ("study", "dataset", "arch", "method", "preset", "members", "lambda_pm", "lambda_dm", "seed",
@@ -141,7 +141,8 @@ def _blackbox_rows(plan: Plan, part: Study, cells: list[Cell]) -> list[dict]:
         if not seed_cells:
             continue
         ds = seed_cells[0].dataset
-        r = read_json(os.path.join(plan.out_dir, "blackbox", f"{part.name}_{ds}_s{seed}", "blackbox.json"))
+        folder = blackbox_folder(plan.out_dir, ds, seed, [c.run_dir for c in seed_cells])
+        r = read_json(os.path.join(folder, "blackbox.json"))
         try:
             fps = [reuse.fingerprint(c.run_dir) for c in seed_cells]
         except OSError:
@@ -738,9 +739,9 @@ def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
                 path = os.path.join(cell.run_dir, "figures", f"{name}.png")
                 if os.path.isfile(path):
                     found.append((f"{cell.run.label}, seed {seed}: {name.replace('_', ' ')}", path))
-    if "blackbox" in part.evaluations and plan.cells:
-        ds = next(c.dataset for c in plan.cells if c.study == part.name)
-        folder = os.path.join(plan.out_dir, "blackbox", f"{part.name}_{ds}_s{seed}")
+    cells = [c for c in plan.cells if c.study == part.name and c.seed == seed]
+    if "blackbox" in part.evaluations and len(cells) > 1:
+        folder = blackbox_folder(plan.out_dir, cells[0].dataset, seed, [c.run_dir for c in cells])
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if name.endswith(".png"):
                 found.append((f"seed {seed}: {name[:-4].replace('_', ' ')}", os.path.join(folder, name)))

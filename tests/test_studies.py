@@ -104,6 +104,20 @@ def test_paper_scale_dry_run_needs_no_data(tmp_path):
     assert not os.path.exists(os.path.join(ROOT, "results", "table4", "jobs"))
 
 
+def test_tables_sharing_their_runs_share_one_blackbox_job():
+    """Tables 12 and 13 cross the same four runs on Fashion-MNIST: one black-box job per seed, whose
+    folder both tables read; on their own data sets (the paper scale) they keep one job each."""
+    def four_run_boxes(scale):
+        p = plan.make(spec.load("paper"), SCALES[scale], seeds=(0, 1), out_dir="out")
+        return [j for j in p.jobs if j.kind == plan.BLACKBOX and len(j.run_dirs) == 4]
+
+    small = four_run_boxes("small")
+    assert sorted(j.options["seed"] for j in small) == [0, 1]
+    assert all(j.options["out_dir"] == os.path.join("out", "blackbox", j.id.split("/")[1]) for j in small)
+    assert sorted(j.id.split("/")[1].rsplit("_", 1)[0] for j in four_run_boxes("paper")) == [
+        "cifar100_s0", "cifar100_s1", "cifar10_s0", "cifar10_s1"]
+
+
 def _hand_made(values_a, values_b, n=1000):
     """A plan-free check: rows of two runs over seeds (the t interval over seeds, DESIGN.md contract 11)."""
     study = spec._parse(__import__("tomllib").loads(STUDY), "mini.toml")
