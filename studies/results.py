@@ -560,7 +560,8 @@ def worst_case(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> Optio
 def summary(plan: Plan, rows: list[dict], checked: dict[str, list[dict]]) -> str:
     """The page's first table, one row per main_claims claim: our mean a − b with its 95 % t interval
     over seeds and the verdict (check_claims), the same comparison on the worst case over every
-    attack (worst_case), and the paper's a − b. "" when the plan measures none of them."""
+    attack (worst_case), and the paper's a − b; then the MAIN_CLAIMS the plan does not measure. ""
+    when the plan measures none of them."""
     found = main_claims(plan, checked)
     if not found:
         return ""
@@ -573,6 +574,12 @@ def summary(plan: Plan, rows: list[dict], checked: dict[str, list[dict]]) -> str
         worst = worst_case(plan, part, claim, rows)
         lines.append(f"| {claim.a} {claim.direction} {b} {_SAID[claim.metric]} ({c['where']}) "
                      f"| {_verdict_text(c)} | {_verdict_text(worst) if worst else '–'} | {_paper_diff_text(c)} |")
+    measured = {(claim.metric, claim.a, claim.b) for _, claim, _ in found}
+    missing = [f"{a} vs {b if isinstance(b, str) else f'{b:g}'} {_SAID[metric]}"
+               for metric, a, b in MAIN_CLAIMS if (metric, a, b) not in measured]
+    if missing:  # said, so that a main claim left out of the study is not read as one that was checked
+        lines += ["", "Not measured by this study (it does not state the claim or train its runs): "
+                  + "; ".join(missing) + "."]
     return "\n".join(lines)
 
 

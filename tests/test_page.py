@@ -111,9 +111,15 @@ def test_the_summary_gives_each_main_claim_with_its_worst_case_and_the_papers_di
     assert ("| CCE-DM_2 > CCE-RM_2 in entropy-detection AUC under PGD (Figure 2) | +6.0 [+3.5, +8.5] **holds** "
             "| – | – |") in md
     # Only the main claims this plan states and trains: no CCE-RM_2 > ADP_2 claim, no N = 3 runs.
-    summary = results.summary(p, rows, results.check_claims(p, rows))
-    assert [line.split(" (")[0] for line in summary.splitlines()[4:]] == [
+    summary = results.summary(p, rows, results.check_claims(p, rows)).splitlines()
+    assert [line.split(" (")[0] for line in summary[4:6]] == [
         "| CCE-RM_2 > ADV-EN_2 under PGD", "| CCE-DM_2 > CCE-RM_2 in entropy-detection AUC under PGD"]
+    # The others are named as not measured, so that the table is not read as the whole list.
+    assert summary[6:] == ["", "Not measured by this study (it does not state the claim or train its runs): "
+                           "CCE-RM_2 vs ADP_2 under PGD; CCE-RM_3 vs ADV-EN_3 under PGD; CCE-RM_3 vs ADP_3 "
+                           "under PGD; CCE-RM_3 vs CCE-RM_2 under PGD; CCE-RM_2 vs ADV-EN_2 in transferability "
+                           "T; CCE-RM_2 vs ADP_2 in transferability T; CCE-DM_2 vs 90 in entropy-detection "
+                           "AUC under PGD."]
 
 
 def test_no_summary_without_the_main_claims_runs():
