@@ -740,13 +740,13 @@ def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
     (Figs 2-4) of every run, the black-box heatmaps (Tables 12-13)."""
     seed = plan.seeds[0]
     found = []
-    for cell in (c for c in plan.cells if c.study == part.name and c.seed == seed):
+    cells = [c for c in plan.cells if c.study == part.name and c.seed == seed]
+    for cell in cells:
         if "detection" in part.evaluations:
             for name in ("entropy_histogram", "roc_attacks", "roc_eps"):
                 path = os.path.join(cell.run_dir, "figures", f"{name}.png")
                 if os.path.isfile(path):
                     found.append((f"{cell.run.label}, seed {seed}: {name.replace('_', ' ')}", path))
-    cells = [c for c in plan.cells if c.study == part.name and c.seed == seed]
     if "blackbox" in part.evaluations and len(cells) > 1:
         folder = blackbox_folder(plan.out_dir, cells[0].dataset, seed, [c.run_dir for c in cells])
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
