@@ -113,16 +113,24 @@ def main(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def figure_copy(page: str, part: str, png: str) -> str:
+    """Where ``page`` keeps its copy of a part's figure: figures/PAGE/PART/ beside the page, so that two
+    pages in one folder (docs/results.md and docs/results-small.md) never overwrite each other's
+    figures of the same part and run folder."""
+    folder, name = os.path.split(os.path.abspath(page))
+    return os.path.join(folder, "figures", os.path.splitext(name)[0], part, "_".join(png.split(os.sep)[-3:]))
+
+
 def write_page(p, rows: list[dict], header: str, page: str) -> None:
-    """The Markdown page at ``page``, its figures copied to figures/STUDY/ beside it."""
+    """The Markdown page at ``page``, its figures copied beside it (figure_copy)."""
     import shutil
 
     from studies import results
 
     folder = os.path.dirname(os.path.abspath(page))
 
-    def link(study: str, png: str) -> str:
-        dest = os.path.join(folder, "figures", study, "_".join(png.split(os.sep)[-3:]))
+    def link(part: str, png: str) -> str:
+        dest = figure_copy(page, part, png)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.copy(png, dest)
         return os.path.relpath(dest, folder)

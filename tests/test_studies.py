@@ -130,6 +130,18 @@ def _hand_made(values_a, values_b, n=1000):
     return results.check_claim(p, study, study.claims[0], rows)
 
 
+def test_two_pages_in_one_folder_keep_their_own_figures():
+    # docs/results.md (the headline) and docs/results-small.md show Figure 3 of a run folder of the
+    # same name: each page's copy lives under its own name, so neither overwrites the other's.
+    png = os.path.join("out", "runs", "fashion_mnist_cnn_cce_pm1_dm1_n2_s0", "figures", "roc_attacks.png")
+    headline = reproduce.figure_copy(os.path.join("docs", "results.md"), "fig3", png)
+    small = reproduce.figure_copy(os.path.join("docs", "results-small.md"), "fig3", png)
+    assert headline != small
+    assert headline.endswith(os.path.join("docs", "figures", "results", "fig3",
+                                          "fashion_mnist_cnn_cce_pm1_dm1_n2_s0_figures_roc_attacks.png"))
+    assert os.path.dirname(os.path.dirname(small)).endswith(os.path.join("figures", "results-small"))
+
+
 def test_claim_checker_on_hand_made_results():
     assert _hand_made([0.45, 0.46, 0.47], [0.40, 0.41, 0.40])["verdict"] == stats.HOLDS
     assert _hand_made([0.35, 0.36, 0.37], [0.40, 0.41, 0.40])["verdict"] == stats.FAILS
