@@ -112,7 +112,7 @@ def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
         adaptive_detection.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
     elif job.kind == BLACKBOX:
         from eval import blackbox
-        out = o["out_dir"]
+        out = os.path.join(out_dir, job.id)  # plan.blackbox_folder
         result = blackbox.evaluate(list(job.run_dirs), o["labels"], n_samples=o["n_samples"], seed=o["seed"],
                                    nb_iter=o["nb_iter"], previous=os.path.join(out, blackbox.JSON_NAME))
         print("wrote " + ", ".join(blackbox.write_outputs(result, out)))

@@ -145,8 +145,10 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                 folder = blackbox_folder(out_dir, ds, seed, part_dirs)
                 bid = f"{BLACKBOX}/{os.path.basename(folder)}"
                 jobs[bid] = Job(bid, BLACKBOX, tuple(part_dirs),
+                                # No path in the options: the marker must not depend on how out_dir was
+                                # spelled; the job writes to OUT_DIR/ID (studies.jobs).
                                 dict(labels=[r.label for r in kept], seed=seed, n_samples=scale.n_samples,
-                                     nb_iter=scale.analysis_nb_iter, out_dir=folder),
+                                     nb_iter=scale.analysis_nb_iter),
                                 needs=tuple(f"{TRAIN}/{os.path.basename(d)}" for d in part_dirs),
                                 cost=_blackbox_cost(len(part_dirs), scale))
         if not kept:

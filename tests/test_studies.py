@@ -113,7 +113,15 @@ def test_tables_sharing_their_runs_share_one_blackbox_job():
 
     small = four_run_boxes("small")
     assert sorted(j.options["seed"] for j in small) == [0, 1]
-    assert all(j.options["out_dir"] == os.path.join("out", "blackbox", j.id.split("/")[1]) for j in small)
+    # The job's folder is OUT_DIR/ID, where results.py reads it; its options name no path, so a marker
+    # written under /abs/out still matches the same job planned under out.
+    assert all(plan.blackbox_folder("out", "fashion_mnist", j.options["seed"], list(j.run_dirs))
+               == os.path.join("out", j.id) for j in small)
+    absolute = [j for j in plan.make(spec.load("paper"), SCALES["small"], seeds=(0, 1),
+                                     out_dir=os.path.abspath("out")).jobs if j.kind == plan.BLACKBOX]
+    assert {j.id: j.options for j in absolute} == {
+        j.id: j.options for j in plan.make(spec.load("paper"), SCALES["small"], seeds=(0, 1),
+                                          out_dir="out").jobs if j.kind == plan.BLACKBOX}
     assert sorted(j.id.split("/")[1].rsplit("_", 1)[0] for j in four_run_boxes("paper")) == [
         "cifar100_s0", "cifar100_s1", "cifar10_s0", "cifar10_s1"]
 
