@@ -19,7 +19,8 @@ Usage::
     stats.verdict(d["ci_low"], d["ci_high"], ">")     # stats.HOLDS / stats.FAILS / stats.UNDECIDED
     c = stats.combine_seeds([d_seed0, d_seed1, d_seed2])
     u = stats.unpaired_difference(56, 70, 48, 80)     # independent proportions (Newcombe)
-    s = stats.seed_interval([0.05, 0.03, 0.04])       # a method claim: t interval over seeds
+    s = stats.seed_interval([0.05, 0.03, 0.04],       # a method claim: t interval over seeds,
+                            min_sd=stats.least_test_noise([(0.70, 0.65, 500), ...]))  # sd >= test noise
     stats.holm([s["p"], 0.2, 0.01])                   # [True, False, True]: which hold family-wise
 
 Parts, top to bottom:
@@ -29,7 +30,8 @@ Parts, top to bottom:
 3. Two models on the same samples: ``paired_difference`` (bootstrap CI + exact McNemar test),
    ``combine_seeds`` across seeds.
 4. Two proportions on different samples: ``unpaired_difference`` (Newcombe's hybrid score).
-5. Methods over seeds: ``seed_interval``, ``t_half_width``; across claims: ``holm``.
+5. Methods over seeds: ``seed_interval``, ``least_test_noise``, ``t_half_width``; across claims:
+   ``holm``.
 6. ``verdict`` (from an interval), ``significance_verdict`` (from a test) and their three strings
    ``HOLDS``, ``FAILS``, ``UNDECIDED``.
 """
@@ -276,7 +278,8 @@ def t_half_width(sd: float, n_seeds: int, confidence: float = 0.95) -> float:
     return float(_sps.t.ppf(0.5 + confidence / 2.0, n_seeds - 1) * sd / math.sqrt(n_seeds))
 
 
-def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confidence: float = 0.95) -> dict:
+def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confidence: float = 0.95,
+                  min_sd: float = 0.0) -> dict:
     """The interval of a method claim: the seed is the unit (DESIGN.md, contract 11).
 
     ``per_seed_diffs``: one difference per training seed, a_s - b_s (for a threshold claim
@@ -289,11 +292,16 @@ def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confiden
     noise, so the interval covers both the training-run and the test-sample variance. A two-level
     (cluster) bootstrap over seeds then test images would resample only n = 3-5 clusters, and its
     percentile interval under-covers badly at such n; the t interval is the small-n choice.
-    The interval excludes ``margin`` exactly when p < 1 - confidence. Identical d_s (sd = 0) give a
-    zero-width interval and p = 0 (p = 1 if they equal the margin). One seed has no spread to
-    estimate: ``ci_low``, ``ci_high``, ``p`` and ``sd`` are None.
 
-    Returns {"diff", "ci_low", "ci_high", "p", "sd", "n_seeds"}.
+    ``min_sd``: a floor on the sd in both formulas, the test-sample noise each d_s is known to carry
+    (``least_test_noise``). A few seeds can agree more closely than that by chance, or exactly on
+    the 1/n grid of accuracies (+0.4, +0.4 points on 250 images: sd 0), and a zero-width interval
+    would call a one-image difference a finding. The interval excludes ``margin`` exactly when p <
+    1 - confidence. Identical d_s with ``min_sd`` 0 give a zero-width interval and p = 0 (p = 1 if
+    they equal the margin). One seed has no spread to estimate: ``ci_low``, ``ci_high``, ``p`` and
+    ``sd`` are None.
+
+    Returns {"diff", "ci_low", "ci_high", "p", "sd" (the d_s' own sample sd), "n_seeds"}.
     """
     d = np.asarray(per_seed_diffs, dtype=float)
     if d.ndim != 1 or d.size == 0:
@@ -303,12 +311,25 @@ def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confiden
     if n < 2:
         return out
     sd = float(d.std(ddof=1))
-    half = t_half_width(sd, n, confidence)
-    if sd > 0:
-        p = float(2 * _sps.t.sf(abs(mean - margin) / (sd / math.sqrt(n)), n - 1))
+    used = max(sd, float(min_sd))
+    half = t_half_width(used, n, confidence)
+    if used > 0:
+        p = float(2 * _sps.t.sf(abs(mean - margin) / (used / math.sqrt(n)), n - 1))
     else:
         p = 1.0 if mean == margin else 0.0
     return dict(out, ci_low=mean - half, ci_high=mean + half, p=p, sd=sd)
+
+
+def least_test_noise(per_seed: Sequence[tuple[float, float, int]]) -> float:
+    """The smallest sd of a per-seed difference of two accuracies that its test images allow:
+    ``per_seed`` holds (acc_a, acc_b, n) per seed, both measured on the same n images (acc_b None:
+    a claim against a fixed threshold). Paired on the same images, d = acc_a - acc_b has variance
+    ((n10 + n01)/n - d^2)/n, n10 (n01) the images only a (only b) gets right; the least
+    n10 + n01 the accuracies allow is n·|d|, hence (|d| - d^2)/n. Against a threshold the
+    variance is acc_a(1 - acc_a)/n. Returns the root of the mean over seeds (seed_interval's
+    ``min_sd``)."""
+    var = [(a * (1.0 - a) if b is None else abs(a - b) - (a - b) ** 2) / n for a, b, n in per_seed]
+    return math.sqrt(sum(var) / len(var)) if var else 0.0
 
 
 def holm(pvalues: Sequence[float], alpha: float = 0.05) -> list[bool]:

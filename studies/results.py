@@ -362,10 +362,21 @@ def _left_out(plan: Plan, part: Study, claim: Claim) -> Optional[str]:
     return None
 
 
+def _least_test_noise(a_rows: dict[int, dict], b_rows: dict[int, dict], seeds: list[int]) -> float:
+    """The seed interval's floor on the sd (eval.stats.least_test_noise) for a share of test images
+    (_PROPORTIONS); 0 for other metrics (AUC, T, seconds), whose test-sample noise has no such
+    bound from the two numbers alone."""
+    if not seeds or a_rows[seeds[0]].get("metric") not in _PROPORTIONS:
+        return 0.0
+    return stats.least_test_noise([(a_rows[s]["value"], b_rows[s]["value"] if "n" in b_rows[s] else None,
+                                    max(a_rows[s]["n"], b_rows[s].get("n") or 0)) for s in seeds])
+
+
 def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict:
     """One claim on the plan's seeds. ``per_seed``: a - b per seed (fractions for percentages; a -
     threshold for a threshold claim); ``diff``, ``ci_low``, ``ci_high``, ``p``: their mean, its 95 %
-    t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval); the
+    t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval, its sd
+    no smaller than the test-sample noise of a share of test images: _least_test_noise); the
     verdict from that interval (one seed: no interval, cannot be told apart); ``paper_diff``: the
     paper's own a - b where it prints both (in its printed unit); ``size_in_interval``: whether the size
     the paper's text states meets our interval ("yes" / "no" / "–")."""
@@ -386,7 +397,7 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
     if not seeds:
         why = _left_out(plan, part, claim)
         return dict(out, method=why or "no results yet", verdict=NOT_AT_SCALE if why else NOT_MEASURED)
-    s = stats.seed_interval(out["per_seed"], claim.margin / scale)
+    s = stats.seed_interval(out["per_seed"], claim.margin / scale, min_sd=_least_test_noise(a_rows, b_rows, seeds))
     out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"])
     if s["p"] is None:
         return dict(out, method="one seed: no seed-level interval", verdict=stats.UNDECIDED)

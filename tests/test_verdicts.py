@@ -132,7 +132,30 @@ def test_seeds_that_agree_make_a_claim_hold():
     c = results.check_claim(make_plan([t4], (0, 1, 2)), t4, PGD_CLAIM, rows)
     assert c["per_seed"] == pytest.approx([0.03, 0.03, 0.03])
     assert c["verdict"] == stats.HOLDS
-    assert c["diff"] == pytest.approx(0.03) and c["p"] < 1e-6
+    # sd 0 over seeds, floored by the test noise of 15 images that only a gets right out of 500
+    assert c["diff"] == pytest.approx(0.03) and c["sd"] == pytest.approx(0, abs=1e-12) and c["p"] < 0.05
+    assert c["ci_high"] - c["ci_low"] == pytest.approx(2 * stats.t_half_width(np.sqrt(0.03 * 0.97 / 500), 3))
+
+
+def test_seeds_that_agree_on_one_image_do_not_make_a_claim_hold():
+    """+0.4, +0.4 points on 250 images (one image each): sd 0 over the two seeds, but each difference
+    carries at least the test noise of one image, and a one-image difference is no finding."""
+    t4 = part("table4")
+    rows = rows_from_flags("table4", [(176, 175), (171, 170)], 250)
+    c = results.check_claim(make_plan([t4], (0, 1)), t4, PGD_CLAIM, rows)
+    assert c["per_seed"] == pytest.approx([0.004, 0.004]) and c["sd"] == pytest.approx(0, abs=1e-12)
+    assert c["verdict"] == stats.UNDECIDED and c["ci_low"] < 0 < c["ci_high"]
+
+
+def test_least_test_noise_hand_worked():
+    # paired: the fewest images on which a and b can differ is n|d|: var ((|d| - d^2))/n, mean over seeds
+    assert stats.least_test_noise([(0.70, 0.65, 500)]) == pytest.approx(np.sqrt((0.05 - 0.0025) / 500))
+    assert stats.least_test_noise([(0.5, 0.5, 100), (0.6, 0.5, 100)]) == pytest.approx(np.sqrt(0.09 / 100 / 2))
+    # against a threshold: the binomial variance of a alone
+    assert stats.least_test_noise([(0.9, None, 400)]) == pytest.approx(np.sqrt(0.09 / 400))
+    wide = stats.seed_interval([0.004, 0.004], min_sd=0.004)
+    assert wide["sd"] == 0 and wide["ci_low"] == pytest.approx(0.004 - stats.t_half_width(0.004, 2))
+    assert stats.seed_interval([0.05, 0.03, 0.04], min_sd=0.001) == stats.seed_interval([0.05, 0.03, 0.04])
 
 
 def test_one_seed_gives_no_interval():
