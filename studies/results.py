@@ -375,8 +375,9 @@ def _least_test_noise(a_rows: dict[int, dict], b_rows: dict[int, dict], seeds: l
 def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict:
     """One claim on the plan's seeds. ``per_seed``: a - b per seed (fractions for percentages; a -
     threshold for a threshold claim); ``diff``, ``ci_low``, ``ci_high``, ``p``: their mean, its 95 %
-    t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval, its sd
-    no smaller than the test-sample noise of a share of test images: _least_test_noise); the
+    t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval); ``sd``:
+    the one that interval used, the per-seed differences' own or, if larger, the test-sample noise
+    of a share of test images (_least_test_noise); the
     verdict from that interval (one seed: no interval, cannot be told apart); ``paper_diff``: the
     paper's own a - b where it prints both (in its printed unit); ``size_in_interval``: whether the size
     the paper's text states meets our interval ("yes" / "no" / "–")."""
@@ -397,8 +398,10 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
     if not seeds:
         why = _left_out(plan, part, claim)
         return dict(out, method=why or "no results yet", verdict=NOT_AT_SCALE if why else NOT_MEASURED)
-    s = stats.seed_interval(out["per_seed"], claim.margin / scale, min_sd=_least_test_noise(a_rows, b_rows, seeds))
-    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"])
+    floor = _least_test_noise(a_rows, b_rows, seeds)
+    s = stats.seed_interval(out["per_seed"], claim.margin / scale, min_sd=floor)
+    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"],
+               sd=None if s["sd"] is None else max(s["sd"], floor))
     if s["p"] is None:
         return dict(out, method="one seed: no seed-level interval", verdict=stats.UNDECIDED)
     if claim.size:
@@ -602,8 +605,8 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
     """The dry run's word on the claims, before anything runs: how many distinct claims the plan
     checks on how many seeds, and the smallest difference those seeds resolve, the half-width
     t_{0.975, n-1} · sd / √n of a claim's interval with n the plan's seed count and sd the median sd
-    of the per-seed differences (percentage points) of the distinct claims measured so far on two
-    seeds or more (``rows``: results.collect(plan))."""
+    (as check_claim's intervals use it) of the per-seed differences (percentage points) of the
+    distinct claims measured so far on two seeds or more (``rows``: results.collect(plan))."""
     counted = [c for cs in check_claims(plan, rows).values() for c in cs if c["same_as"] is None]
     if not counted:
         return []
