@@ -2,7 +2,7 @@
 
     python -m studies.reproduce --study table4 --dry_run                  # the paper-scale plan (CIFAR-10)
     python -m studies.reproduce --study paper --scale small --seeds 0,1,2 # every table, Fashion-MNIST, CPU
-    python -m studies.reproduce --study headline --scale standard --seeds 0,1,2,3,4   # the main claims, converged
+    python -m studies.reproduce --study headline --scale standard --seeds 0,1,2,3,4   # the main claims, standard scale
     python -m studies.reproduce --study table4 --executor ray --ray_address auto --max_parallel 8
 
 Writes under --out_dir (default results/STUDY): runs/ (one run folder per settings and seed, with
@@ -35,8 +35,8 @@ flags.DEFINE_string("study", None, "A study: " + ", ".join(spec.names()) + ", or
 flags.DEFINE_enum("dataset", None, DATASETS, "Data set of every run (default: the scale's, else the paper's).",
                   flag_values=FLAGS)
 flags.DEFINE_enum("scale", "paper", list(SCALES), "paper: the paper's settings; standard: Fashion-MNIST "
-                  "models trained to convergence under the whole attack list; small: a quick CPU budget, not "
-                  "converged; tiny: a smoke test of the pipeline (studies/scale.py).", flag_values=FLAGS)
+                  "models trained near convergence (10 epochs) under the whole attack list; small: a quick CPU "
+                  "budget, not converged; tiny: a smoke test of the pipeline (studies/scale.py).", flag_values=FLAGS)
 flags.DEFINE_list("seeds", ["0"], "Training seeds, e.g. 0,1,2.", flag_values=FLAGS)
 flags.DEFINE_string("out_dir", None, "Output folder (default results/STUDY).", flag_values=FLAGS)
 flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where jobs run.", flag_values=FLAGS)
