@@ -301,7 +301,7 @@ def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confiden
     they equal the margin). One seed has no spread to estimate: ``ci_low``, ``ci_high``, ``p`` and
     ``sd`` are None.
 
-    Returns {"diff", "ci_low", "ci_high", "p", "sd" (the d_s' own sample sd), "n_seeds"}.
+    Returns {"diff", "ci_low", "ci_high", "p", "sd" (the one both formulas used), "n_seeds"}.
     """
     d = np.asarray(per_seed_diffs, dtype=float)
     if d.ndim != 1 or d.size == 0:
@@ -310,11 +310,10 @@ def seed_interval(per_seed_diffs: Sequence[float], margin: float = 0.0, confiden
     out = {"diff": mean, "ci_low": None, "ci_high": None, "p": None, "sd": None, "n_seeds": n}
     if n < 2:
         return out
-    sd = float(d.std(ddof=1))
-    used = max(sd, float(min_sd))
-    half = t_half_width(used, n, confidence)
-    if used > 0:
-        p = float(2 * _sps.t.sf(abs(mean - margin) / (used / math.sqrt(n)), n - 1))
+    sd = max(float(d.std(ddof=1)), float(min_sd))
+    half = t_half_width(sd, n, confidence)
+    if sd > 0:
+        p = float(2 * _sps.t.sf(abs(mean - margin) / (sd / math.sqrt(n)), n - 1))
     else:
         p = 1.0 if mean == margin else 0.0
     return dict(out, ci_low=mean - half, ci_high=mean + half, p=p, sd=sd)

@@ -362,14 +362,16 @@ def _left_out(plan: Plan, part: Study, claim: Claim) -> Optional[str]:
     return None
 
 
-def _least_test_noise(a_rows: dict[int, dict], b_rows: dict[int, dict], seeds: list[int]) -> float:
+def _least_test_noise(a_rows: dict[int, dict], b_rows: Optional[dict[int, dict]], seeds: list[int]) -> float:
     """The seed interval's floor on the sd (eval.stats.least_test_noise) for a share of test images
-    (_PROPORTIONS); 0 for other metrics (AUC, T, seconds), whose test-sample noise has no such
-    bound from the two numbers alone."""
-    if not seeds or a_rows[seeds[0]].get("metric") not in _PROPORTIONS:
+    (_PROPORTIONS; ``b_rows`` None: a claim against a threshold); 0 for other metrics (AUC, T,
+    seconds), whose test-sample noise has no such bound from the two numbers alone."""
+    if a_rows[seeds[0]]["metric"] not in _PROPORTIONS:
         return 0.0
-    return stats.least_test_noise([(a_rows[s]["value"], b_rows[s]["value"] if "n" in b_rows[s] else None,
-                                    max(a_rows[s]["n"], b_rows[s].get("n") or 0)) for s in seeds])
+    if b_rows is None:
+        return stats.least_test_noise([(a_rows[s]["value"], None, a_rows[s]["n"]) for s in seeds])
+    return stats.least_test_noise([(a_rows[s]["value"], b_rows[s]["value"], max(a_rows[s]["n"], b_rows[s]["n"]))
+                                   for s in seeds])
 
 
 def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict:
@@ -398,10 +400,9 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
     if not seeds:
         why = _left_out(plan, part, claim)
         return dict(out, method=why or "no results yet", verdict=NOT_AT_SCALE if why else NOT_MEASURED)
-    floor = _least_test_noise(a_rows, b_rows, seeds)
+    floor = _least_test_noise(a_rows, None if claim.threshold else b_rows, seeds)
     s = stats.seed_interval(out["per_seed"], claim.margin / scale, min_sd=floor)
-    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"],
-               sd=None if s["sd"] is None else max(s["sd"], floor))
+    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"])
     if s["p"] is None:
         return dict(out, method="one seed: no seed-level interval", verdict=stats.UNDECIDED)
     if claim.size:

@@ -154,7 +154,7 @@ def test_least_test_noise_hand_worked():
     # against a threshold: the binomial variance of a alone
     assert stats.least_test_noise([(0.9, None, 400)]) == pytest.approx(np.sqrt(0.09 / 400))
     wide = stats.seed_interval([0.004, 0.004], min_sd=0.004)
-    assert wide["sd"] == 0 and wide["ci_low"] == pytest.approx(0.004 - stats.t_half_width(0.004, 2))
+    assert wide["sd"] == 0.004 and wide["ci_low"] == pytest.approx(0.004 - stats.t_half_width(0.004, 2))
     assert stats.seed_interval([0.05, 0.03, 0.04], min_sd=0.001) == stats.seed_interval([0.05, 0.03, 0.04])
 
 
