@@ -46,6 +46,8 @@ flags.DEFINE_integer("max_parallel", 1, "Jobs at a time (local: worker processes
                      lower_bound=1, upper_bound=4096, flag_values=FLAGS)
 flags.DEFINE_string("page", None, "Also write the Markdown page here (e.g. docs/results.md), with its "
                     "figures copied into a figures/ folder beside it.", flag_values=FLAGS)
+flags.DEFINE_list("kinds", [], "Run only the jobs of these kinds (train, or an evaluation), e.g. train to "
+                  "train now and evaluate later; the tables are still written from what is done.", flag_values=FLAGS)
 flags.DEFINE_bool("dry_run", False, "Print the plan, its estimated time and the smallest difference its "
                   "claims resolve (from the seed spread measured so far); run nothing.", flag_values=FLAGS)
 
@@ -79,7 +81,13 @@ def main(argv: list[str]) -> int:
     out_dir = FLAGS.out_dir or os.path.join("results", study.name)
     p = plan.make(study, scale, chosen_seeds, out_dir, FLAGS.dataset)
     done = {j.id for j in p.jobs if jobs.is_done(j, out_dir)}
-    todo = [j for j in p.jobs if j.id not in done]
+    kinds = {j.kind for j in p.jobs}
+    if set(FLAGS.kinds) - kinds:
+        raise UsageError(f"--kinds: {', '.join(sorted(set(FLAGS.kinds) - kinds))} is not a kind of this plan's "
+                         f"jobs ({', '.join(sorted(kinds))})")
+    todo = [j for j in p.jobs if j.id not in done and (not FLAGS.kinds or j.kind in FLAGS.kinds)]
+    # A job whose training --kinds leaves undone waits for a later invocation.
+    todo = [j for j in todo if all(n in done or n in {t.id for t in todo} for n in j.needs)]
     parallel = FLAGS.max_parallel
     model = costs.load(out_dir, threads=max(1, (os.cpu_count() or 1) // parallel))
     print(describe(p, done, todo, model, parallel, results.collect(p)))

@@ -11,7 +11,7 @@ STUDIES = ("fig2", "fig3", "fig4", "table3", "table4", "table5", "table6", "tabl
            "table10a", "table10b", "table11a", "table11b", "table12", "table13", "adaptive", "baselines",
            "baselines_blackbox")
 NOT_PAPER = ("adaptive", "baselines", "baselines_blackbox")   # studies of the evaluation itself: no paper table to fill
-COMPOSITES = ("headline",)   # made of the files above (parts, keep)
+COMPOSITES = ("headline", "robustness")   # made of the files above (parts, keep)
 TABLE6 = ("a_en_en", "a11", "a22", "S11", "S01", "S10", "S00", "T", "nT", "a_single")
 # The metric names of spec.py's docstring, attacks aside.
 METRICS = {"natural", "any_attack", *TABLE6, "blackbox_eps0", "blackbox_eps1",
@@ -38,8 +38,8 @@ def test_every_paper_object_has_a_study(studies):
     assert sorted(spec.names()) == sorted([*STUDIES, *COMPOSITES, "paper"])
     # The paper's order: tables by number, then figures.
     assert spec.names()[:3] == ["table3", "table4", "table5"]
-    assert spec.names()[-8:] == ["fig2", "fig3", "fig4", "adaptive", "baselines", "baselines_blackbox", "headline",
-                                 "paper"]
+    assert spec.names()[-9:] == ["fig2", "fig3", "fig4", "adaptive", "baselines", "baselines_blackbox", "headline",
+                                 "robustness", "paper"]
     assert spec.names().index("table9") < spec.names().index("table10a")
     for name, s in studies.items():
         assert s.name == name and s.title and s.source, name
