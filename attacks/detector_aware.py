@@ -8,15 +8,15 @@ Usage::
 
     from attacks import detector_aware
     x_adv = detector_aware.pgd_confident(model, x, y, eps=0.1, eps_iter=0.01, nb_iter=100, beta=1.0)
-    x_adv = detector_aware.mul_pgd_confident(model, x, y, threshold=0.8, eps=0.1, eps_iter=0.01, nb_iter=20)
+    x_adv = detector_aware.mul_pgd_confident(model, x, y, eps=0.1, eps_iter=0.01, nb_iter=20)
     x_adv = detector_aware.two_stage(model, x, y, eps=0.1, eps_iter=0.01, nb_iter=100, nb_iter_entropy=50)
 
 Built from cleverhans' PGD with another loss (loss × step rule × projection):
 
 * ``pgd_confident``: PGD on C(f^en(x), y) − β·H(f^en(x)), fooling while staying confident.
 * ``mul_pgd_confident``: targeted PGD towards every wrong class t (maximising log f^en_t, so a
-  success has low entropy by construction); per sample the first target that fools the model and
-  passes the detector, else the least uncertain wrong one.
+  success has low entropy by construction); per sample the wrong one with the lowest entropy over
+  all C − 1 targets (the one a detector at any threshold is least likely to flag).
 * ``two_stage``: the untargeted PGD example, then PGD steps that lower the entropy (ascending −H),
   keeping for each sample the last step that is still misclassified.
 
@@ -67,15 +67,15 @@ def _entropy_and_pred(model: Callable, x: np.ndarray) -> tuple[np.ndarray, np.nd
     return entropy_of_logits(logits).numpy(), logits.numpy().argmax(-1)
 
 
-def mul_pgd_confident(model: Callable, x: np.ndarray, y: np.ndarray, threshold: float, eps: float,
-                      eps_iter: float, nb_iter: int) -> np.ndarray:
+def mul_pgd_confident(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, eps_iter: float,
+                      nb_iter: int) -> np.ndarray:
     """Targeted PGD towards each wrong class t = (y + k) mod C (``gradient.multi_targeted``); per
-    sample the first candidate that is misclassified with entropy below ``threshold`` (fools model
-    and detector), else the wrong one with the lowest entropy, else the one with the lowest entropy."""
+    sample the misclassified candidate with the lowest entropy, else the one with the lowest entropy.
+    Every target runs on every sample: stopping at the first that passes one threshold would keep
+    a higher-entropy success than the attacker can find (and the AUC counts every threshold)."""
     def rank(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         h = entropy_of_logits(tf.constant(logits)).numpy()
-        wrong = logits.argmax(-1) != labels
-        return np.where(wrong & (h < threshold), -1.0, np.where(wrong, h, 1e6 + h))
+        return np.where(logits.argmax(-1) != labels, h, 1e6 + h)   # never negative: no early stop
 
     return gradient.multi_targeted(gradient.pgd, model, x, y, rank=rank, eps=eps, eps_iter=eps_iter,
                                    nb_iter=nb_iter)

@@ -109,7 +109,8 @@ def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
             print("wrote " + ", ".join(makers[name](job.run_dirs[0], **kw)))
     elif job.kind == ADAPTIVE:
         from eval import adaptive_detection
-        adaptive_detection.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
+        adaptive_detection.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"],
+                                    max_nb_iter=o.get("max_nb_iter"))
     elif job.kind == BLACKBOX:
         from eval import blackbox
         out = os.path.join(out_dir, job.id)  # plan.blackbox_folder

@@ -169,7 +169,8 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                                                  nb_iter=scale.analysis_nb_iter, figures=list(FIGURES)))
     for run_dir in adaptive_runs:
         _add_eval(jobs, ADAPTIVE, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
-                                                nb_iter=scale.analysis_nb_iter))
+                                                nb_iter=scale.analysis_nb_iter,
+                                                max_nb_iter=scale.analysis_nb_iter * 2 ** scale.adaptive_doublings))
     ordered = [j for j in jobs.values() if j.kind == TRAIN] + [j for j in jobs.values() if j.kind != TRAIN]
     return Plan(study, scale, tuple(seeds), out_dir, cells, ordered, left_out, canaries)
 
@@ -290,11 +291,13 @@ def eval_cost(kind: str, options: dict, train_opts: dict) -> float:
     n = _test_size(ds, options.get("n_samples"))
     if kind == TRANSFER:
         return float(2 * options["nb_iter"] * n * n_members)
-    if kind == ADAPTIVE:  # PGD, PGD − βH per β, a targeted PGD per wrong class, the two stages
-        from cce_tf import data
+    if kind == ADAPTIVE:  # PGD, PGD − βH per β, a targeted PGD per wrong class, the two stages, at
+        from cce_tf import data  # every k of the doubling up to max_nb_iter (the most it can cost)
         from eval.adaptive_detection import BETAS
         classes = data.info(ds).num_classes
-        return float((1 + len(BETAS) + classes - 1 + 2) * options["nb_iter"] * n * n_members)
+        k = options["nb_iter"]
+        ks = sum(k * 2 ** i for i in range(32) if k * 2 ** i <= options.get("max_nb_iter", k))
+        return float((1 + len(BETAS) + classes - 1 + 2) * ks * n * n_members)
     return float(11 * options["nb_iter"] * n * n_members)  # detection: 3 attacks + 8 sweep radii
 
 

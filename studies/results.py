@@ -631,11 +631,18 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
     return lines
 
 
+def sanity_fingerprint(run_dir: str) -> Optional[str]:
+    """The fingerprint of the weights a run holds now; None before it is trained."""
+    try:
+        return reuse.fingerprint(run_dir)
+    except OSError:
+        return None
+
+
 def sanity_report(run_dir: str) -> Optional[dict]:
     """The sanity report (with its canaries) of a run's attack suite on the weights it holds now."""
-    try:
-        fp = reuse.fingerprint(run_dir)
-    except OSError:
+    fp = sanity_fingerprint(run_dir)
+    if fp is None:
         return None
     r = store.results_on(run_dir, fp)
     return None if r is None else r.get("sanity", {})
@@ -679,6 +686,29 @@ def sanity_lines(plan: Plan, part: Study) -> list[str]:
         out.append(f"- {cell.run.label}, seed {cell.seed}: {versus}"
                    + ("; ".join(f"**{w}**" for w in warnings) if warnings else "no masking warning"))
     return out
+
+
+def adaptive_lines(plan: Plan, part: Study) -> tuple[list[str], list[str]]:
+    """(flags for the top of the part's table, one bullet per run and seed): the k-doubling ladder of
+    the detector-aware attacks (eval.adaptive_detection.k_ladder) on the weights each run holds now;
+    a run whose attacker had not converged is flagged above the table."""
+    from eval import adaptive_detection
+    from eval.target import eval_path
+
+    flags, lines = [], []
+    for cell in (c for c in plan.cells if c.study == part.name):
+        r = read_json(eval_path(cell.run_dir, adaptive_detection.JSON_NAME))
+        if not r or "k_check" not in r or r.get(reuse.KEY) != sanity_fingerprint(cell.run_dir):
+            continue
+        c = r["k_check"]
+        ladder = ", ".join(f"{x['nb_iter']}: {100 * x['robust']:.1f}" for x in c["rungs"])
+        how = f"measured k = {c['nb_iter']}" if c["converged"] else f"**{r['warnings'][0]}**"
+        lines.append(f"- {cell.run.label}, seed {cell.seed}: detection-aware robust accuracy at k = {ladder} "
+                     f"(n = {r['n_samples']}); {how}")
+        if not c["converged"]:
+            flags.append(f"**{cell.run.label}, seed {cell.seed}: {r['warnings'][0]}; its detection-aware "
+                         "numbers below are upper bounds.**")
+    return flags, lines
 
 
 def _dataset_name(name: str) -> str:
@@ -785,11 +815,13 @@ def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict]
         if not any(c.study == part.name for c in plan.cells):
             return md
         suite = "attack_suite" in part.evaluations
-        canaries = canary_lines(plan) if suite else []
+        unconverged, ladders = (adaptive_lines(plan, part) if "adaptive_detection" in part.evaluations
+                                else ([], []))
+        canaries = (canary_lines(plan) if suite else []) + unconverged
         if canaries:
             md += [*canaries, ""]
         md += [study_table(part, rows, _paper_labels(group) if len(group) > 1 else None), ""]
-        checks = sanity_lines(plan, part) if suite else []
+        checks = (sanity_lines(plan, part) if suite else []) + ladders
         if checks:
             md += ["Sanity checks and canaries of these runs (eval/sanity.py; thresholds in each line, "
                    "Carlini et al. 2019):", "", *checks, ""]

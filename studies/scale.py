@@ -56,6 +56,7 @@ class Scale:
     mul_nb_iter: Optional[int] = None          # k of the multi-targeted attacks; None: the paper's
     n_samples: Optional[int] = None     # test samples per evaluation; None: the paper's counts
     analysis_nb_iter: int = 20          # k of transferability, black box, detection (the paper's)
+    adaptive_doublings: int = 3         # the detector-aware attacks double k up to this often (until converged)
     sanity: bool = True
     subsets: tuple[tuple[str, int], ...] = ()   # (attack, test samples) for the attacks cut further
     caveat: str = ""                    # said under every table of its page: what the scale is not
@@ -89,7 +90,7 @@ SCALES = {
     # A smoke test of the whole pipeline in about a minute per run (the tests use it): not a result.
     "tiny": Scale(name="tiny", dataset="fashion_mnist", archs=("cnn",), train_subset=256, epochs=1,
                   train_nb_iter=2, attacks=("fgsm", "pgd"), attack_nb_iter=2, mul_nb_iter=2, n_samples=64,
-                  analysis_nb_iter=2, sanity=False, caveat="a smoke test of the pipeline, not a result"),
+                  analysis_nb_iter=2, adaptive_doublings=1, sanity=False, caveat="a smoke test of the pipeline, not a result"),
     "paper": Scale(name="paper", dataset=None, archs=("cnn", "resnet20")),
     "small": Scale(name="small", dataset="fashion_mnist", archs=("cnn",), train_subset=2000, epochs=2,
                    train_nb_iter=3, attacks=("fgsm", "pgd", "bim", "mim"), attack_nb_iter=10,

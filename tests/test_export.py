@@ -165,7 +165,7 @@ def test_detection_and_black_box_on_a_model_file(exported, tiny_run, tmp_path, c
     assert d["members"] == 1 and (m["auc"] is None) == (m["n_pos"] == 0 or m["n_neg"] == 0)
     assert m["auc"] is None or 0 <= m["auc"] <= 1
     assert os.path.isfile(exported / "ens.keras.eval" / detection.JSON_NAME)
-    a = adaptive_detection.evaluate(path, betas=(1.0,), **kw)
+    a = adaptive_detection.evaluate(path, betas=(1.0,), max_nb_iter=4, **kw)
     assert a["weights_sha256"] == model_file_fingerprint(path)
     assert 0 <= a["detection_aware_robust_accuracy"] <= a["natural_accuracy"]
     r = blackbox.evaluate([tiny_run, path], ["run", "file"], eps_list=[0.1], **kw)

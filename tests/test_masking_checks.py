@@ -117,8 +117,6 @@ def test_detector_aware_attacks_find_the_confident_wrong_class(name):
     x = np.full((8, 2, 2, 1), 0.3, np.float32)   # class 0, with class 1 within reach of ε = 0.5
     y = np.zeros(8, np.int64)
     params = dict(eps=0.5, eps_iter=0.05, nb_iter=20)
-    if name == "mul_pgd_confident":
-        params["threshold"] = 0.1
     if name == "pgd_confident":
         params["beta"] = 0.1  # a larger β holds random starts deep in class 0 there (the sweep has both)
     x_adv = getattr(detector_aware, name)(model, x, y, **params)
@@ -133,10 +131,76 @@ def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run
     from conftest import copy_run
     from eval import adaptive_detection
     run = copy_run(tiny_run, tmp_path / "run")
-    r = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
+    kw = dict(n_samples=48, batch_size=48, nb_iter=2, max_nb_iter=4, betas=(1.0,), verbose=False)
+    r = adaptive_detection.evaluate(run, **kw)
     assert set(r["attacks"]) == {"pgd", "pgd_confident_beta1", "mul_pgd_confident", "two_stage"}
     worst = min(m["robust"] for m in r["attacks"].values())
     assert r["detection_aware_robust_accuracy"] <= worst <= r["natural_accuracy"]
+    # The worst case is over every k the ladder ran: never above any rung's own.
+    rungs = r["k_check"]["rungs"]
+    assert [x["nb_iter"] for x in rungs] == [2, 4] and r["detection_aware_robust_accuracy"] == rungs[-1]["robust"]
+    assert {m["params"]["nb_iter"] for m in r["attacks"].values()} == {4}   # the rows: the longest attack
     assert adaptive_detection.threshold_at_fpr(np.arange(100.0)) == pytest.approx(94.05)
-    again = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
+    again = adaptive_detection.evaluate(run, **kw)
     assert again["seconds"] == r["seconds"]  # reused: same weights and settings
+
+
+def _ladder(robust_at: dict, n: int = 200):
+    """k_ladder on a synthetic attacker: at k it evades the first n·(1 − robust_at[k]) of n samples,
+    all classified right."""
+    from eval import adaptive_detection
+    calls = []
+
+    def evaded_at(k):
+        calls.append(k)
+        return np.arange(n) < round(n * (1 - robust_at[k]))
+
+    check, evaded = adaptive_detection.k_ladder(evaded_at, np.ones(n, bool), 20, 160)
+    return check, evaded, calls
+
+
+def test_k_ladder_stops_where_doubling_moves_less_than_a_point():
+    # The issue's CCE-DM_2: 52.8 at k = 20, about 45.4 from k = 100 on: measured k = 80.
+    check, evaded, calls = _ladder({20: 0.528, 40: 0.49, 80: 0.455, 160: 0.45})
+    assert calls == [20, 40, 80, 160] and check["converged"] and check["nb_iter"] == 80
+    assert evaded.mean() == pytest.approx(0.55)
+    # A threshold no bounded perturbation reaches: nothing is ever evaded, k = 20 is converged.
+    check, evaded, calls = _ladder({20: 1.0, 40: 1.0})
+    assert calls == [20, 40] and check["nb_iter"] == 20 and not evaded.any()
+    # One that a targeted step always evades: all of it at k = 20 already.
+    check, evaded, calls = _ladder({20: 0.0, 40: 0.0})
+    assert calls == [20, 40] and check["nb_iter"] == 20 and evaded.all()
+
+
+def test_k_ladder_flags_an_attacker_still_moving_at_its_longest_k():
+    from eval import adaptive_detection
+    check, _, calls = _ladder({20: 0.60, 40: 0.55, 80: 0.50, 160: 0.45})
+    assert calls == [20, 40, 80, 160] and not check["converged"] and check["nb_iter"] is None
+    w, = adaptive_detection.k_warnings(check)
+    assert "not converged" in w and "from 80 to 160" in w and "5.0 points" in w
+    # Exactly one point is not "less than a point"; 0.5 of a point is.
+    assert not _ladder({20: 0.60, 40: 0.59, 80: 0.58, 160: 0.57})[0]["converged"]
+    assert _ladder({20: 0.60, 40: 0.595})[0]["nb_iter"] == 20
+
+
+def test_a_detector_no_bounded_perturbation_can_reach(tmp_path):
+    """A classifier whose output does not depend on its input: no attack at any k fools it, so the
+    detection-aware robust accuracy is its natural accuracy and the ladder stops at the first
+    doubling, converged."""
+    import keras
+
+    from eval import adaptive_detection
+    inp = keras.Input((28, 28, 1))
+    out = keras.layers.Dense(10, kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant([3.0] + [0.0] * 9))(keras.layers.Flatten()(inp))
+    path = str(tmp_path / "constant.keras")
+    keras.Model(inp, out).save(path)
+    r = adaptive_detection.evaluate(path, n_samples=40, batch_size=40, nb_iter=2, betas=(10.0,),
+                                    dataset="fashion_mnist", verbose=0)
+    from cce_tf import data
+    _, y = data.load("fashion_mnist", "test")
+    assert r["natural_accuracy"] == pytest.approx(np.mean(y[:40] == 0))
+    assert r["detection_aware_robust_accuracy"] == r["natural_accuracy"]
+    assert r["k_check"]["converged"] and [x["nb_iter"] for x in r["k_check"]["rungs"]] == [2, 4]
+    assert r["warnings"] == [] and set(r["attacks"]) == {"pgd", "pgd_confident_beta10", "mul_pgd_confident",
+                                                       "two_stage"}

@@ -176,7 +176,12 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     suite = [j for j in p.jobs if j.kind == plan.ATTACK_SUITE and j.run_dirs[0] not in canary]
     assert suite and all(j.options["attacks"] == ["pgd", "mul_pgd", "autoattack"] and j.options["sanity"]
                          for j in suite)
-    assert len([j for j in p.jobs if j.kind == plan.ADAPTIVE]) == 2
+    adaptive = [j for j in p.jobs if j.kind == plan.ADAPTIVE]
+    # k doubles from the scale's analysis k while the attacker still gains (eval.adaptive_detection);
+    # the plan's cost counts every doubling it may take.
+    assert len(adaptive) == 2 and all(j.options["max_nb_iter"] == 4 for j in adaptive)
+    assert adaptive[0].cost == 3 * plan.eval_cost(plan.ADAPTIVE, dict(adaptive[0].options, max_nb_iter=2),
+                                                  next(j.options for j in p.jobs if j.id == adaptive[0].needs[0]))
     raw.update(full_evaluation=False)  # the same study without it: the scale's cut applies
     cut = plan.make(spec._parse(raw, "cut.toml"), SCALES["tiny"], (0,), str(tmp_path))
     assert all(j.options["attacks"] == ["pgd"] and not j.options["sanity"]
@@ -186,10 +191,10 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
         ["pgd", "mul_pgd"]]
 
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, verbose=False)
+    adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, max_nb_iter=4, verbose=False)
     cell = plan.Cell("mini", study.runs[1], "fashion_mnist", 0, run_dir)
     rows = {r["key"]: r for r in results._cell_rows(study, cell, ())}
-    r = adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, verbose=False)  # reused
+    r = adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, max_nb_iter=4, verbose=False)  # reused
     assert rows["detection_aware"]["value"] == r["detection_aware_robust_accuracy"]
     # An AUC is a row only where it is defined (both classes among 32 samples: the tiny model's last
     # bits decide, so the test asserts the rule, not the score).
