@@ -30,8 +30,9 @@ Parts, top to bottom:
 3. Two models on the same samples: ``paired_difference`` (bootstrap CI + exact McNemar test),
    ``combine_seeds`` across seeds.
 4. Two proportions on different samples: ``unpaired_difference`` (Newcombe's hybrid score).
-5. Methods over seeds: ``seed_interval``, ``least_test_noise``, ``t_half_width``; across claims:
-   ``holm``.
+5. Methods over seeds: ``seed_interval`` with its floor on the sd, the test noise of each per-seed
+   difference (``least_test_noise`` from two accuracies, ``observed_test_noise`` from the per-sample
+   flags, ``least_auc_noise`` for AUCs by Hanley–McNeil), ``t_half_width``; across claims: ``holm``.
 6. ``verdict`` (from an interval), ``significance_verdict`` (from a test) and their three strings
    ``HOLDS``, ``FAILS``, ``UNDECIDED``.
 """
@@ -328,6 +329,43 @@ def least_test_noise(per_seed: Sequence[tuple[float, float, int]]) -> float:
     variance is acc_a(1 - acc_a)/n. Returns the root of the mean over seeds (seed_interval's
     ``min_sd``)."""
     var = [(a * (1.0 - a) if b is None else abs(a - b) - (a - b) ** 2) / n for a, b, n in per_seed]
+    return math.sqrt(sum(var) / len(var)) if var else 0.0
+
+
+def observed_test_noise(per_seed: Sequence[tuple[float, int, int]]) -> float:
+    """``least_test_noise`` from the per-sample flags instead of the least disagreement the two
+    accuracies allow: ``per_seed`` holds (d, n, n_disagree) per seed, d = acc_a - acc_b on the same n
+    images of which n_disagree = n10 + n01 have one model right and the other wrong. The variance of
+    the paired difference is (n_disagree/n - d^2)/n; returns the root of its mean over seeds."""
+    var = [max(k / n - d * d, 0.0) / n for d, n, k in per_seed]
+    return math.sqrt(sum(var) / len(var)) if var else 0.0
+
+
+def auc_variance(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley & McNeil (1982, Radiology 143:29) variance of an empirical AUC on n_pos positives and
+    n_neg negatives: [A(1-A) + (n_pos-1)(Q1-A^2) + (n_neg-1)(Q2-A^2)] / (n_pos n_neg), with
+    Q1 = A/(2-A), Q2 = 2A^2/(1+A). At A = 1 it is 0: such an AUC is floored by ``auc_floor_variance``."""
+    a = float(auc)
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"an AUC needs positives and negatives, got {n_pos} and {n_neg}")
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    return max(a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a), 0.0) / (n_pos * n_neg)
+
+
+def auc_floor_variance(auc: float, n_pos: int, n_neg: int) -> float:
+    """``auc_variance``, no smaller than that of an AUC one positive-negative pair below the perfect
+    1 (or above 0): an AUC of 1.000 on 60 positives is not known to the last pair."""
+    edge = 1.0 - 1.0 / (n_pos * n_neg)
+    return auc_variance(min(max(float(auc), 1.0 - edge), edge), n_pos, n_neg)
+
+
+def least_auc_noise(per_seed: Sequence[tuple[tuple[float, int, int], Optional[tuple[float, int, int]]]]) -> float:
+    """The test-sample sd of a per-seed AUC (threshold claim: b None) or AUC difference: per seed
+    ((auc_a, n_pos_a, n_neg_a), (auc_b, n_pos_b, n_neg_b) or None), each side's Hanley–McNeil
+    variance (``auc_floor_variance``), summed for a difference (two models' adversarial positives
+    differ, so their AUCs are treated as independent: the larger, safe floor). Returns the root of
+    the mean over seeds (seed_interval's ``min_sd``)."""
+    var = [auc_floor_variance(*a) + (auc_floor_variance(*b) if b is not None else 0.0) for a, b in per_seed]
     return math.sqrt(sum(var) / len(var)) if var else 0.0
 
 

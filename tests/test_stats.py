@@ -206,3 +206,53 @@ def test_verdict_margin_and_direction():
         stats.verdict(0.0, 0.1, ">=")
     with pytest.raises(ValueError):
         stats.verdict(0.1, 0.0)
+
+
+def test_hanley_mcneil_against_simulation():
+    """The Hanley–McNeil sd of an empirical AUC is the spread of AUCs simulated under the exponential
+    score model it derives Q1, Q2 from (within 10 %), and errs wide under the binormal one."""
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(0)
+    n_pos, n_neg = 70, 430
+    labels = np.r_[np.ones(n_pos), np.zeros(n_neg)]
+    for draw, wide in ((lambda: np.r_[rng.exponential(1 / 0.163, n_pos), rng.exponential(1, n_neg)], False),
+                       (lambda: np.r_[rng.normal(1.5, 1, n_pos), rng.normal(0, 1, n_neg)], True)):
+        aucs = [roc_auc_score(labels, draw()) for _ in range(1500)]
+        hm = math.sqrt(stats.auc_variance(float(np.mean(aucs)), n_pos, n_neg))
+        assert hm >= 0.95 * np.std(aucs) if wide else hm == pytest.approx(np.std(aucs), rel=0.1)
+    # The issue's figure: CCE-RM's AUC of 86 on about 70 adversarial positives, sd about 2.9 points.
+    assert 100 * math.sqrt(stats.auc_variance(0.86, 70, 430)) == pytest.approx(2.9, abs=0.1)
+    with pytest.raises(ValueError):
+        stats.auc_variance(0.9, 0, 10)
+
+
+def test_auc_claim_is_not_decided_by_seeds_that_agree_closer_than_their_data():
+    """Five seeds' AUCs agree to 0.1 points just above 90, each on 60 adversarial positives: their own
+    spread makes a tiny interval, the Hanley–McNeil floor one as wide as 60 positives allow."""
+    aucs = [0.905, 0.906, 0.904, 0.905, 0.906]
+    diffs = [a - 0.90 for a in aucs]
+    bare = stats.seed_interval(diffs)
+    assert stats.verdict(bare["ci_low"], bare["ci_high"], ">") == stats.HOLDS   # on agreement alone
+    floor = stats.least_auc_noise([((a, 60, 440), None) for a in aucs])
+    assert floor == pytest.approx(math.sqrt(stats.auc_variance(0.905, 60, 440)), rel=0.01)
+    s = stats.seed_interval(diffs, min_sd=floor)
+    assert stats.verdict(s["ci_low"], s["ci_high"], ">") == stats.UNDECIDED
+    # A difference of two AUCs carries both sides' noise; a perfect AUC is floored one pair below 1.
+    both = stats.least_auc_noise([((0.95, 60, 440), (0.90, 70, 430))])
+    assert both ** 2 == pytest.approx(stats.auc_variance(0.95, 60, 440) + stats.auc_variance(0.90, 70, 430))
+    assert stats.auc_floor_variance(1.0, 60, 440) > 0 == stats.auc_variance(1.0, 60, 440)
+
+
+def test_observed_disagreement_floor():
+    """The floor from the flags: a 1-point difference on 500 images where 10 % of them disagree is far
+    noisier than the 5 disagreeing images n·|d| assumes; equal to the least floor when they are
+    exactly n·|d|."""
+    d, n = 0.01, 500
+    least = stats.least_test_noise([(0.70, 0.69, n)])
+    assert stats.observed_test_noise([(d, n, 5)]) == pytest.approx(least)
+    wide = stats.observed_test_noise([(d, n, 50)])
+    assert wide == pytest.approx(math.sqrt((50 / n - d * d) / n)) and wide > 3 * least
+    # The issue's case: +0.9 points a seed, about 6 % of 500 images disagreeing -> undecided.
+    diffs = [0.008, 0.010, 0.009, 0.009, 0.010]
+    s = stats.seed_interval(diffs, min_sd=stats.observed_test_noise([(x, 500, 30) for x in diffs]))
+    assert stats.verdict(s["ci_low"], s["ci_high"], ">") == stats.UNDECIDED
