@@ -163,12 +163,13 @@ def _run(torch: Any, adversary: Any, device: str, x: np.ndarray, y: np.ndarray,
 
 
 def autoattack_stages(model: Callable, x: np.ndarray, y: np.ndarray, eps: float, seed: Optional[int] = 0,
-                      batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """Standard L∞ AutoAttack, one sub-attack of ``STANDARD_ATTACKS`` at a time on the points the
-    earlier ones left robust, with the standard version's settings and seed: the same procedure and
-    x_adv as ``run_standard_evaluation`` with all four.
+                      batch_size: int = 500, stages: Optional[tuple[str, ...]] = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Standard L∞ AutoAttack, one sub-attack of ``stages`` (default ``STANDARD_ATTACKS``, all four)
+    at a time on the points the earlier ones left robust, with the standard version's settings and
+    seed: the same procedure and x_adv as ``run_standard_evaluation`` with those sub-attacks.
 
-    :return: (x_adv, broken_by): broken_by[i] is the index in ``STANDARD_ATTACKS`` of the sub-attack
+    :return: (x_adv, broken_by): broken_by[i] is the index in ``stages`` of the sub-attack
         that first misclassified sample i (0 when x itself is misclassified, as AutoAttack counts
         it: it never attacks those), ``NOT_BROKEN`` if none did. The robust accuracy after
         sub-attack s is ``mean((broken_by == NOT_BROKEN) | (broken_by > s))``.
@@ -180,7 +181,7 @@ def autoattack_stages(model: Callable, x: np.ndarray, y: np.ndarray, eps: float,
     if len(x) == 0:
         return x_adv, broken_by
     torch, adversary, device = _adversary(model, eps, "standard", None, seed)
-    for stage, name in enumerate(STANDARD_ATTACKS):
+    for stage, name in enumerate(stages or STANDARD_ATTACKS):
         left = np.flatnonzero(broken_by == NOT_BROKEN)
         if not left.size:
             break

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from attacks import autoattack, brendel_bethge, gradient, spsa
+from attacks import autoattack, brendel_bethge, cascade, gradient, spsa
 from attacks.settings import (  # noqa: F401 - re-exported: the registry's users read them here
     ATTACK_NAMES, DEFAULT_ATTACKS, EPSILONS, MUL_NB_ITER, NB_ITER, PAPER_ATTACKS, RESTARTS, STEP_ATTACKS,
     default_n_samples, default_params)
@@ -43,6 +43,7 @@ ATTACKS: dict[str, Callable[..., np.ndarray]] = {
     "bb_pgd1": functools.partial(brendel_bethge.brendel_bethge, start="pgd1"),
     "bb_pgd2": functools.partial(brendel_bethge.brendel_bethge, start="pgd2"),
     "autoattack": autoattack.autoattack,
+    "cascade": cascade.cascade,
 }
 assert tuple(ATTACKS) == ATTACK_NAMES, "attacks.settings.ATTACK_NAMES and the adapters must agree"
 
@@ -65,10 +66,14 @@ def run(name: str, model: Callable, x: np.ndarray, y: np.ndarray, **params: Any)
 
 def run_detailed(name: str, model: Callable, x: np.ndarray, y: np.ndarray,
                  **params: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``run``, and per-sample details where the attack reports them: standard AutoAttack gives
-    ``broken_by`` (``autoattack.autoattack_stages``), the other attacks none ({})."""
+    """``run``, and per-sample details where the attack reports them: standard AutoAttack and the
+    cascade give ``broken_by`` (the stage that broke each sample: ``autoattack.autoattack_stages``,
+    ``cascade.cascade_stages``), the other attacks none ({})."""
     if name == "autoattack" and params.get("version") == "standard" and not params.get("attacks"):
         x_adv, broken_by = autoattack.autoattack_stages(
             model, x, y, **{k: v for k, v in params.items() if k not in ("version", "attacks")})
+        return x_adv, {"broken_by": broken_by}
+    if name == "cascade":
+        x_adv, broken_by = cascade.cascade_stages(model, x, y, **params)
         return x_adv, {"broken_by": broken_by}
     return run(name, model, x, y, **params), {}

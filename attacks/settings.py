@@ -33,14 +33,15 @@ from cce_tf.config import converging_step, scaled_step
 # --------------------------------------------------------------------------------------------------
 
 ATTACK_NAMES = ("fgsm", "pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim",
-                "mul_mim", "spsa", "bb_pgd1", "bb_pgd2", "autoattack")
+                "mul_mim", "spsa", "bb_pgd1", "bb_pgd2", "autoattack", "cascade")
 PAPER_ATTACKS = ("pgd", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim", "spsa", "bb_pgd1", "bb_pgd2",
                  "autoattack")
 # The suite's default: the paper's, and PGD on the margin loss, which the paper's cross-entropy-only
 # protocol lacks (a loss that does not saturate; Carlini et al. 2019).
 DEFAULT_ATTACKS = PAPER_ATTACKS[:3] + ("pgd_margin",) + PAPER_ATTACKS[3:]
 
-_GRADIENT = ("fgsm", "pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
+_GRADIENT = ("fgsm", "pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim",
+             "cascade")
 
 # --------------------------------------------------------------------------------------------------
 # 2. ε and η per data set
@@ -78,7 +79,8 @@ def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[flo
     Overrides: ``eps`` moves every radius defined relative to ε (B&B's start radii too) and, unless
     ``eps_iter`` is given, every step size keeps its ratio to ε; ``eps_iter`` sets η of the attacks
     that have one (B&B's start PGD included); ``nb_iter`` sets k of ``STEP_ATTACKS`` only and
-    ``mul_nb_iter`` k of the multi-targeted attacks (SPSA's 50 steps are a setting of their own).
+    ``mul_nb_iter`` k of the multi-targeted attacks (SPSA's 50 steps are a setting of their own);
+    the cascade takes both for its stages.
     A k shorter than the paper's, given without ``eps_iter``, raises η to 2.5 ε / k
     (``cce_tf.config.converging_step``): 10 steps of the default η could not cross the ball.
 
@@ -115,6 +117,10 @@ def default_params(name: str, dataset: str, arch: str = "cnn", eps: Optional[flo
         scale = 1 if name == "bb_pgd1" else 2
         return {"eps": eps, "start": name[3:], "start_eps": scale * eps, "start_eps_iter": step,
                 "start_nb_iter": 20, "steps": 100, "repeats": 3}
+    if name == "cascade":  # its PGD stages at the suite's k, multi-targeted PGD at the mul k (attacks/cascade.py)
+        mul_k = MUL_NB_ITER if mul_nb_iter is None else int(mul_nb_iter)
+        return {"eps": eps, "eps_iter": eta(k, NB_ITER[arch]), "nb_iter": k,
+                "mul_eps_iter": eta(mul_k, MUL_NB_ITER), "mul_nb_iter": mul_k, "seed": 0}
     return {"eps": eps, "version": "standard", "seed": 0}  # autoattack
 
 

@@ -329,7 +329,7 @@ def test_autoattack_unavailable_without_torch(monkeypatch, ensemble, batch):
 
 def test_registry_names():
     assert list(registry.ATTACKS) == ["fgsm", "pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd",
-                                      "mul_bim", "mul_mim", "spsa", "bb_pgd1", "bb_pgd2", "autoattack"]
+                                      "mul_bim", "mul_mim", "spsa", "bb_pgd1", "bb_pgd2", "autoattack", "cascade"]
     assert registry.PAPER_ATTACKS == ("pgd", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim", "spsa",
                                       "bb_pgd1", "bb_pgd2", "autoattack")
     assert registry.get("mul_mim") is gradient.mul_mim
@@ -386,3 +386,74 @@ def test_registry_sample_counts_and_errors():
         registry.default_params("pgd", "svhn")
     with pytest.raises(ValueError, match="arch"):
         registry.default_params("pgd", "cifar10", arch="vgg")
+
+
+# --------------------------------------------------------------------------------------------------
+# The cascade (attacks/cascade.py)
+# --------------------------------------------------------------------------------------------------
+
+
+class _Coded:
+    """3 classes on 2x2 images: the class coded by pixel 0 (y / 10), moved to the next class when an
+    attack has set pixel 1 above 0.5."""
+
+    def __call__(self, x):
+        flat = tf.reshape(x, [-1, 4])
+        label = tf.cast(tf.round(flat[:, 0] * 10), tf.int32) + tf.cast(flat[:, 1] > 0.5, tf.int32)
+        return tf.one_hot(label % 3, 3) * 10.0
+
+
+def test_cascade_attacks_only_survivors_and_its_worst_case_is_the_per_sample_minimum(monkeypatch):
+    """Stand-in stages that break known samples (and record what they were given): each stage sees
+    only the samples every earlier one left, and the cascade's robust flags equal the per-sample AND
+    of the same stages run separately on every sample."""
+    from attacks import cascade
+    n = 40
+    y = np.arange(n) % 3
+    x = np.zeros((n, 2, 2, 1), np.float32)
+    x[:, 0, 0, 0] = y / 10
+    rng = np.random.default_rng(0)
+    breaks = {name: set(rng.choice(n, 8, replace=False).tolist()) for name in cascade.STAGES}
+    seen = {}
+
+    def stage(name):
+        def attack(model, xs, ys, **params):
+            idx = np.rint(xs[:, 1, 1, 0] * 100).astype(int)     # each image carries its index
+            seen.setdefault(name, []).append(idx)
+            out = xs.copy()
+            out[[i in breaks[name] for i in idx], 0, 1, 0] = 1.0
+            return out
+        return attack
+
+    def autoattack_stage(model, xs, ys, eps, seed, batch_size, stages):
+        out = stage(stages[0])(model, xs, ys)
+        return out, np.where(np.asarray(model(tf.constant(out))).argmax(-1) != ys, 0, cascade.NOT_BROKEN)
+
+    x[:, 1, 1, 0] = np.arange(n) / 100
+    for name in ("pgd", "pgd_margin", "mul_pgd"):
+        monkeypatch.setattr(cascade.gradient, name, stage(name))
+    monkeypatch.setattr(cascade.autoattack, "autoattack_stages", autoattack_stage)
+    params = dict(eps=0.1, eps_iter=0.01, nb_iter=5, mul_eps_iter=0.02, mul_nb_iter=5)
+    x_adv, broken_by = cascade.cascade_stages(_Coded(), x, y, **params)
+    left = set(range(n))
+    for s, name in enumerate(cascade.STAGES):
+        assert set(np.concatenate(seen[name]).tolist()) == left, name       # only the survivors
+        assert {i for i in range(n) if broken_by[i] == s} == left & breaks[name]
+        left -= breaks[name]
+    alone = np.logical_and.reduce([[i not in breaks[name] for i in range(n)] for name in cascade.STAGES])
+    np.testing.assert_array_equal(broken_by == cascade.NOT_BROKEN, alone)
+    np.testing.assert_array_equal(np.asarray(_Coded()(tf.constant(x_adv))).argmax(-1) != y, ~alone)
+    assert registry.run_detailed("cascade", _Coded(), x, y, **params)[1]["broken_by"].tolist() == broken_by.tolist()
+
+
+def test_cascade_breaks_an_undefended_ensemble_with_its_first_stage(ensemble, batch):
+    """At ε = 0.3 cross-entropy PGD breaks the undefended ensemble outright: the later stages
+    (AutoAttack's among them) never run, and every x_adv is inside the ball."""
+    from attacks import cascade
+    x, y = batch[0][:16], batch[1][:16]
+    x_adv, broken_by = cascade.cascade_stages(ensemble, x, y, eps=0.3, eps_iter=0.03, nb_iter=20,
+                                              mul_eps_iter=0.03, mul_nb_iter=5)
+    assert_in_bounds(x_adv, x, 0.3)
+    assert set(broken_by.tolist()) == {0} and accuracy(ensemble, x_adv, y) == 0.0
+    p = registry.default_params("cascade", "fashion_mnist", nb_iter=40, mul_nb_iter=20)
+    assert (p["nb_iter"], p["mul_nb_iter"], p["seed"]) == (40, 20, 0)
