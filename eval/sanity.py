@@ -31,8 +31,8 @@ evaluating adversarial robustness"):
    loss from ``attacks.registry.RESTARTS`` random starts, on the same samples: a worst case that a
    restarted PGD beats was built from too weak a set of attacks.
 
-Two canaries cost no extra attack, so the suite runs them on every evaluation, sanity sweep or not
-(``canaries``): an evaluation that fails them cannot rank defences.
+Two canaries and check 9 cost no extra attack, so the suite runs them on every evaluation, sanity
+sweep or not (``canaries``): an evaluation that fails them cannot rank defences.
 
 7. ``single_step``: single-step FGSM does not find more adversarial examples than its iterative
    counterpart (PGD, else BIM) beyond the sampling noise: the paired 95 % interval of
@@ -43,6 +43,12 @@ Two canaries cost no extra attack, so the suite runs them on every evaluation, s
    under white-box PGD at the data set's ε. The paper's NAT_2 keeps 9.2 % under its own PGD on
    CIFAR-10 (Table 12's diagonal; 13.0 % on CIFAR-100 at its small ε = 0.01, Table 13); an
    undefended model that keeps more says the attack is too weak to tell defences apart.
+
+9. ``beyond_cascade``: the masking checks (SPSA, B&B, AutoAttack with its FAB-T and Square) break
+   no more images that the white-box cascade (attacks/cascade.py) left robust, on the same images,
+   than the sampling noise allows: the lower end of the 95 % Wilson interval of that share must not
+   exceed ``MASKING_TOLERANCE``. Where it does, the gradients mislead the cascade and its worst case
+   is not to be trusted.
 
 Each check returns its numbers and ``passed``; ``report`` gathers them with one warning string per
 failed check.
@@ -64,6 +70,8 @@ STRONGER = ("pgd_margin", "mul_pgd", "mul_bim", "mul_mim", "autoattack")  # what
 SUBSET = 500  # samples the PGD checks run on (the first ones of the attacked set)
 SINGLE_STEP = {"fgsm": ("pgd", "bim")}   # a single-step attack -> its iterative counterparts, first found
 UNDEFENDED_MAX_ACCURACY = 0.10
+MASKING_CHECKS = ("spsa", "bb_pgd1", "bb_pgd2", "autoattack")   # check 9: gradient-free or not only gradients
+MASKING_TOLERANCE = 0.01
 
 RobustFn = Callable[[dict], np.ndarray]
 
@@ -163,6 +171,21 @@ def check_single_step(masks: dict[str, np.ndarray]) -> dict:
     return out
 
 
+def check_beyond_cascade(masks: dict[str, np.ndarray], tolerance: float = MASKING_TOLERANCE) -> dict:
+    """Check 9 for every attack of ``MASKING_CHECKS`` in ``masks`` beside ``masks["cascade"]``, each on
+    the first min(len) samples both attacked."""
+    from eval import stats
+
+    out = {}
+    for name in (a for a in MASKING_CHECKS if a in masks and "cascade" in masks):
+        n = min(len(masks[name]), len(masks["cascade"]))
+        beyond = int(np.sum(~np.asarray(masks[name][:n], bool) & np.asarray(masks["cascade"][:n], bool)))
+        low, high = stats.wilson_interval(beyond, n)
+        out[name] = {"n_samples": n, "beyond_cascade": beyond, "ci": [low, high], "tolerance": tolerance,
+                     "passed": not low > tolerance}
+    return out
+
+
 def check_undefended(pgd_mask: np.ndarray, params: dict,
                      max_accuracy: float = UNDEFENDED_MAX_ACCURACY) -> dict:
     """Check 8 on an undefended model's PGD flags (``params``: that PGD's settings)."""
@@ -174,7 +197,7 @@ def check_undefended(pgd_mask: np.ndarray, params: dict,
 def canaries(masks: dict[str, np.ndarray], undefended: bool, pgd_params: Optional[dict]) -> dict:
     """Checks 7 and 8 from the suite's per-sample flags: ``undefended`` says the model was trained
     without any defence (method NAT), ``pgd_params`` the settings of ``masks["pgd"]``."""
-    out = {"single_step": check_single_step(masks)}
+    out = {"single_step": check_single_step(masks), "beyond_cascade": check_beyond_cascade(masks)}
     if undefended and "pgd" in masks and pgd_params is not None:
         out["undefended"] = check_undefended(masks["pgd"], pgd_params)
     return out
@@ -182,7 +205,7 @@ def canaries(masks: dict[str, np.ndarray], undefended: bool, pgd_params: Optiona
 
 def with_canaries(report: dict, checks: dict) -> dict:
     """``report`` with the canaries ``checks`` put in (replacing older ones) and its warnings redone."""
-    merged = {k: v for k, v in report.items() if k not in ("single_step", "undefended")}
+    merged = {k: v for k, v in report.items() if k not in ("single_step", "undefended", "beyond_cascade")}
     merged.update(checks)
     merged["warnings"] = warnings_for(merged)
     return merged
@@ -222,6 +245,12 @@ def warnings_for(checks: dict) -> list[str]:
                        f"than {c['iterative']} ({c['iterative_accuracy']:.3f}) on the same {c['n_samples']} samples, "
                        f"beyond the sampling noise (95 % interval of the gap [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]): "
                        f"{c['iterative']} has too few or too small steps here, or the gradients are masked")
+    for name, c in checks.get("beyond_cascade", {}).items():
+        if c.get("passed") is False:
+            out.append(f"masking: {name} breaks {c['beyond_cascade']} of {c['n_samples']} images that the white-box "
+                       f"cascade left robust (95 % interval of the share [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}], "
+                       f"above {c['tolerance']:g}): the gradients mislead the cascade; its worst case is not to "
+                       "be trusted")
     c = checks.get("undefended", {})
     if c.get("passed") is False:
         p = c["params"]

@@ -204,3 +204,54 @@ def test_a_detector_no_bounded_perturbation_can_reach(tmp_path):
     assert r["k_check"]["converged"] and [x["nb_iter"] for x in r["k_check"]["rungs"]] == [2, 4]
     assert r["warnings"] == [] and set(r["attacks"]) == {"pgd", "pgd_confident_beta10", "mul_pgd_confident",
                                                        "two_stage"}
+
+
+def test_beyond_cascade_counts_only_what_the_cascade_left_and_allows_sampling_noise():
+    cascade = np.r_[np.ones(30, bool), np.zeros(70, bool)]
+    one = cascade.copy()
+    one[0] = False                                       # 1 of 100 beyond the cascade: noise
+    many = cascade.copy()
+    many[:6] = False                                      # 6 of 100: the 95 % interval is above 1 %
+    only_elsewhere = cascade.copy()
+    only_elsewhere[40:] = True                            # robust where the cascade broke: not counted
+    c = sanity.check_beyond_cascade({"cascade": np.r_[cascade, np.ones(900, bool)], "spsa": one,
+                                     "autoattack": many, "bb_pgd1": only_elsewhere, "pgd": many})
+    assert set(c) == {"spsa", "autoattack", "bb_pgd1"}    # pgd is part of the cascade, not a check
+    assert (c["spsa"]["beyond_cascade"], c["spsa"]["passed"], c["spsa"]["n_samples"]) == (1, True, 100)
+    assert (c["autoattack"]["beyond_cascade"], c["autoattack"]["passed"]) == (6, False)
+    assert (c["bb_pgd1"]["beyond_cascade"], c["bb_pgd1"]["passed"]) == (0, True)
+    w, = sanity.warnings_for({"beyond_cascade": c})
+    assert w.startswith("masking: autoattack breaks 6 of 100 images")
+    assert sanity.canaries({"cascade": cascade, "spsa": many}, False, None)["beyond_cascade"]["spsa"]["passed"] is False
+
+
+class _Masked:
+    """The ensemble behind a front whose gradient is zero everywhere (x·0 + stop_gradient(x)): the
+    same predictions, nothing for a gradient attack to follow."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x, training=False):
+        return self.model(x * 0.0 + tf.stop_gradient(x), training=training)
+
+
+def test_masking_check_fires_on_a_model_that_masks_gradients_and_not_on_a_plain_one(tiny_run, fmnist_test):
+    """At ε = 0.3 the gradient-free SPSA breaks the short-trained ensemble whichever front it has; the
+    cascade's gradient stages break it only without the masking front."""
+    from attacks import cascade
+    from cce_tf.ensemble import load_run
+    from eval.suite.engine import robust_mask
+    ens = load_run(tiny_run)
+    x, y = fmnist_test[0][:32], fmnist_test[1][:32]
+    eps = 0.3
+    spsa = dict(registry.default_params("spsa", "fashion_mnist", eps=eps), nb_iter=20)
+    stages = dict(eps=eps, eps_iter=0.03, nb_iter=20, mul_eps_iter=0.06, mul_nb_iter=5, stages=cascade.STAGES[:3])
+    verdicts = {}
+    for name, model in (("plain", ens), ("masked", _Masked(ens))):
+        _, broken_by = cascade.cascade_stages(model, x, y, **stages)
+        masks = {"cascade": broken_by == cascade.NOT_BROKEN,
+                 "spsa": robust_mask(model, "spsa", x, y, spsa, batch_size=32, seed=0)}
+        verdicts[name] = sanity.check_beyond_cascade(masks)["spsa"]
+    assert verdicts["plain"]["passed"] and verdicts["plain"]["beyond_cascade"] == 0
+    assert not verdicts["masked"]["passed"]
