@@ -3,6 +3,7 @@
     python bench/attacks.py                                   # fresh 2-member CNN, Fashion-MNIST, k = 100
     python bench/attacks.py --run_dir RUN --rounds 5          # a trained run's ensemble
     python bench/attacks.py --suite_run_dir RUN               # + the paper's suite on RUN, 1000 samples
+    python bench/attacks.py --rounds 1 --n_images 500 --cascade_run_dir RUN   # + the cascade on 1000 images
     python bench/attacks.py --n_images 100 --nb_iter 20 --rounds 2 \\
         --suite_run_dir RUN --suite_n_samples 20 --suite_attacks pgd,spsa   # a quick check
 
@@ -22,6 +23,14 @@
    nor overwritten), in a subprocess whose progress goes to stderr. Printed: each attack's seconds
    and robust accuracy from the results file, the sanity report's seconds and the total wall time
    (which includes start-up, loading and the natural accuracy on the whole test set).
+
+3. With ``--cascade_run_dir RUN``: the white-box worst case (attacks/cascade.py: PGD, margin PGD,
+   multi-targeted PGD, APGD-CE, APGD-T, each on the survivors of the last) on the first
+   ``--cascade_n_images`` test images of RUN's ensemble, beside its floor: the cascade's own count of
+   images sent through a forward pass and through a forward-and-gradient pass (counted around
+   attacks.gradient's PGD and AutoAttack's TF bridge), each times the cost of one image measured in
+   the same run at batch 500. Target: wall / floor <= 1.5 and the cascade <= 15 minutes on 1,000
+   images of a standard run on the 2-core machine.
 
 Figures are recorded in docs/benchmarks.md.
 """
@@ -68,6 +77,12 @@ flags.DEFINE_integer("suite_n_samples", 1000, "--n_samples of the suite run.", l
 cli_flags.define_choice_list(FLAGS, "suite_attacks", None, ATTACK_NAMES,
                              "(dev) Comma list of attacks for the suite run (default: the paper's, "
                              "attacks.settings.PAPER_ATTACKS).")
+flags.DEFINE_string("cascade_run_dir", None, "Also time the cascade (the white-box worst case) on this run.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("cascade_n_images", 1000, "Test images the cascade attacks (the first ones).", lower_bound=1,
+                     upper_bound=cli_flags.MAX_SAMPLES, flag_values=FLAGS)
+flags.DEFINE_integer("cascade_nb_iter", 40, "k of the cascade's PGD stages (the standard scale's).", lower_bound=1,
+                     upper_bound=100000, flag_values=FLAGS)
 flags.DEFINE_bool("keep_suite_copy", False, "Keep the temporary run copy and its eval results.", flag_values=FLAGS)
 
 TOLERANCE = 1e-6  # float32 slack of the ε-ball and [0, 1] checks, as eval.suite.engine
@@ -80,7 +95,8 @@ def _check_flags() -> None:
         raise cli_flags.UsageError(f"--run_dir given {len(FLAGS.run_dir)} times: the benchmark attacks one run")
     if FLAGS.suite_attacks == []:
         raise cli_flags.UsageError("--suite_attacks is empty")
-    for flag, run_dir in (("run_dir", _run_dir()), ("suite_run_dir", FLAGS.suite_run_dir)):
+    for flag, run_dir in (("run_dir", _run_dir()), ("suite_run_dir", FLAGS.suite_run_dir),
+                          ("cascade_run_dir", FLAGS.cascade_run_dir)):
         if run_dir is None:
             continue
         for needed in (CONFIG_FILE, WEIGHTS_FILE):
@@ -255,6 +271,114 @@ def bench_suite() -> None:
         shutil.rmtree(copy, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------------------------------
+# 3. The cascade against its floor
+# --------------------------------------------------------------------------------------------------
+
+
+def _seconds_per_image(fn, x, y, batch: int = 500, rounds: int = 3) -> float:
+    """Median over ``rounds`` of the seconds ``fn`` takes per image on ``x`` in batches of ``batch``
+    (after one warm-up call that traces it)."""
+    import tensorflow as tf
+
+    xs = [(tf.constant(x[i:i + batch]), tf.constant(y[i:i + batch])) for i in range(0, len(x), batch)]
+    fn(*xs[0]).numpy()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for xb, yb in xs:
+            fn(xb, yb).numpy()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / len(x)
+
+
+def bench_cascade() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from attacks import autoattack, cascade, gradient, registry
+    from cce_tf import data
+    from cce_tf.ensemble import load_run, read_config
+
+    print("\n## The cascade (attacks/cascade.py) against its floor\n")
+    if not FLAGS.cascade_run_dir:
+        print("skipped: no --cascade_run_dir")
+        return
+    cfg = read_config(FLAGS.cascade_run_dir)
+    model = load_run(FLAGS.cascade_run_dir)
+    x_test, y_test = data.load(cfg["dataset"], "test")
+    x, y = x_test[:FLAGS.cascade_n_images], y_test[:FLAGS.cascade_n_images].astype(np.int64)
+    params = registry.default_params("cascade", cfg["dataset"], cfg["arch"], nb_iter=FLAGS.cascade_nb_iter)
+
+    @tf.function
+    def forward(xb, yb):
+        return model(xb, training=False)
+
+    @tf.function
+    def forward_gradient(xb, yb):
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, model(xb, training=False)))
+        return tape.gradient(loss, xb)
+
+    t_fwd, t_grad = _seconds_per_image(forward, x, y), _seconds_per_image(forward_gradient, x, y)
+    counts = {"forward": 0, "gradient": 0}
+
+    def counted_steps(fn):
+        def attack(model_, xs, ys, nb_iter, **kw):
+            counts["gradient"] += len(xs) * int(nb_iter)
+            return fn(model_, xs, ys, nb_iter=nb_iter, **kw)
+        return attack
+
+    class Counted:   # eager forward passes (the labels after each stage, multi-targeted's ranking)
+        def __call__(self, xs, training=False):
+            if tf.executing_eagerly():
+                counts["forward"] += int(xs.shape[0])
+            return model(xs, training=training)
+
+    def counted_bridge(original):
+        def functions(model_, shape):
+            fwd, vjp = original(model_, shape)
+
+            def fwd_counted(xs):
+                counts["forward"] += int(xs.shape[0])
+                return fwd(xs)
+
+            def vjp_counted(xs, g):
+                counts["gradient"] += int(xs.shape[0])
+                return vjp(xs, g)
+            return fwd_counted, vjp_counted
+        return functions
+
+    saved = (gradient.pgd, gradient.pgd_margin, gradient.mul_pgd, autoattack._tf_functions)
+    pgd = counted_steps(saved[0])
+    gradient.pgd, gradient.pgd_margin = pgd, counted_steps(saved[1])
+    gradient.mul_pgd = lambda m, xs, ys, **kw: gradient.multi_targeted(pgd, m, xs, ys, **kw)
+    autoattack._tf_functions = counted_bridge(saved[3])
+    try:
+        t0 = time.perf_counter()
+        _, broken_by = cascade.cascade_stages(Counted(), x, y, **params)
+        wall = time.perf_counter() - t0
+    finally:
+        gradient.pgd, gradient.pgd_margin, gradient.mul_pgd, autoattack._tf_functions = saved
+    floor = counts["forward"] * t_fwd + counts["gradient"] * t_grad
+    left = len(x)
+    print(f"run: {FLAGS.cascade_run_dir} ({(cfg.get('preset') or cfg['method']).upper()}, N = {cfg['members']}); "
+          f"{len(x)} test images; {', '.join(f'{k} = {v:.4g}' for k, v in params.items())}\n")
+    print("| stage | images attacked | images it broke |\n|---|---:|---:|")
+    for s, name in enumerate(cascade.STAGES):
+        broke = int(np.sum(broken_by == s))
+        print(f"| {name} | {left} | {broke}{' (with the clean errors)' if s == 0 else ''} |")
+        left -= broke
+    print(f"\nrobust after the cascade: {left / len(x):.4f} ({left} of {len(x)})")
+    print(f"cost of one image at batch 500: forward {1e3 * t_fwd:.4f} ms, forward + gradient {1e3 * t_grad:.4f} ms")
+    print(f"calls: {counts['forward']:,} images forward, {counts['gradient']:,} images forward + gradient")
+    print(f"\n| | seconds |\n|---|---:|\n| cascade wall time | {wall:.1f} |\n| floor (calls x cost) | {floor:.1f} |")
+    print(f"\nwall / floor: {wall / floor:.2f} (target <= 1.5: {'met' if wall / floor <= 1.5 else 'NOT met'}); "
+          f"wall {wall / 60:.1f} min (target <= 15 min on 1,000 images: "
+          f"{'met' if wall <= 900 or len(x) < 1000 else 'NOT met'})")
+
+
 def main(argv: list[str]) -> None:
     cli_flags.parse(FLAGS, argv)
     _check_flags()
@@ -273,6 +397,7 @@ def main(argv: list[str]) -> None:
           f"TensorFlow {tf.__version__}")
     bench_pgd()
     bench_suite()
+    bench_cascade()
 
 
 if __name__ == "__main__":
