@@ -70,8 +70,6 @@ from cce_tf.config import ARCHS, DVERGE_VARIANTS, METHOD_CHOICES
 from cce_tf.data import DATASETS
 from cce_tf.run_files import CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, KERAS_FILE, LOCK_FILE, LOG_DIR, WEIGHTS_FILE
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress output
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:

@@ -227,3 +227,33 @@ def test_bad_init_from_is_one_line_exit_2_before_tensorflow(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:") and names in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+@pytest.mark.parametrize("env,argv,level", [
+    ({}, ["cce-train"], "3"),
+    ({"TF_CPP_MIN_LOG_LEVEL": "0"}, ["cce-train"], "0"),            # the user's own setting is kept
+    ({}, ["cce-train", "--verbose", "2"], None),                    # asked for TensorFlow's log
+    ({}, ["cce-train", "--verbose=2"], None),
+    ({}, ["cce-train", "--verbose=1"], "3"),
+])
+def test_quiet_tf_log_unless_the_user_asked(monkeypatch, env, argv, level):
+    from cce_tf import cli_flags
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cli_flags.quiet_tf_log(argv)
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == level
+
+
+@pytest.mark.skipif(os.path.exists("/proc/driver/nvidia"), reason="with a CUDA driver cuInit succeeds: nothing to hide")
+def test_cli_quiets_tensorflows_cuinit_error_before_importing_it(tmp_path):
+    """--cpu_devices lists the devices (CUDA's cuInit fails on a machine without it, an ERROR line),
+    then the too-large subset exits 2: the CLI alone sets the level, a user's 0 shows the line."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    cmd = [sys.executable, "-m", "cce_tf.train", "--out_dir", str(tmp_path / "run"), "--cpu_devices", "2",
+           "--train_subset", "70000"]
+    for user_level, shown in ((None, False), ("0", True)):
+        run_env = dict(env, CCE_OFFLINE="1", **({"TF_CPP_MIN_LOG_LEVEL": user_level} if user_level else {}))
+        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "more than the data set's 60000 images" in proc.stderr, proc.stderr
+        assert ("cuInit" in proc.stderr) == shown, proc.stderr
