@@ -62,6 +62,12 @@ class UsageError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def one_line(e: BaseException) -> str:
+    """An exception's message as one line of at most 500 characters (an OS or TensorFlow error can
+    run over several)."""
+    return " ".join(str(e).split())[:500]
+
+
 class FractionParser(flags.ArgumentParser):
     """A number in (lower, upper], written as a decimal ("0.0314") or a fraction ("8/255")."""
 

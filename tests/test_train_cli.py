@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from cce_tf import train
+from cce_tf.cli_flags import UsageError
+from cce_tf.train_settings import Settings, TrainOptions
 from cce_tf.ensemble import load_run, read_config
 from conftest import ROOT, train_cli
 
@@ -99,9 +101,9 @@ def fresh_flags():
 
 def check_flags(*argv):
     """cce_tf.train's checks of its command line, in-process; returns the UsageError's message."""
-    with pytest.raises(train.UsageError) as e:
+    with pytest.raises(UsageError) as e:
         train.parse(["cce_tf.train", *argv])
-        train.settings(train.TrainOptions.from_flags(train.FLAGS))
+        Settings.from_options(TrainOptions.from_flags(train.FLAGS))
     assert "\n" not in str(e.value)
     return str(e.value)
 
@@ -119,8 +121,8 @@ def test_bad_lr_milestones_are_refused_in_one_line(fresh_flags, value):
 def test_good_flags_pass_the_checks(fresh_flags):
     train.parse(["cce_tf.train", "--lambda_pm=0", "--train_subset=0", "--seed=0", "--backup_every_steps=0",
                  "--lr_milestones=", "--epochs=100000", "--members=16"])
-    s = train.settings(train.TrainOptions.from_flags(train.FLAGS))
-    assert (s["lr_milestones"], s["epochs"], s["members"]) == ([], 100000, 16)
+    s = Settings.from_options(TrainOptions.from_flags(train.FLAGS))
+    assert (s.lr_milestones, s.epochs, s.members) == ((), 100000, 16)
 
 
 @pytest.mark.parametrize("argv,names", [
@@ -204,12 +206,12 @@ def test_bad_diversity_flags_are_refused_in_one_line(fresh_flags, argv, names):
 
 def test_diversity_defaults_follow_the_data_set(fresh_flags):
     train.parse(["cce_tf.train", "--method=dverge", "--dataset=cifar10", "--dverge_eps=0.14"])
-    s = train.settings(train.TrainOptions.from_flags(train.FLAGS))
-    assert s["dverge"] == {"variant": "plain", "eps": 0.14, "eps_iter": pytest.approx(0.014), "nb_iter": 10}
-    assert (s["gal"], s["trs"], s["init_from"]) == (None, None, None)
+    s = Settings.from_options(TrainOptions.from_flags(train.FLAGS))
+    assert s.as_json()["dverge"] == {"variant": "plain", "eps": 0.14, "eps_iter": pytest.approx(0.014), "nb_iter": 10}
+    assert (s.gal, s.trs, s.init_from) == (None, None, None)
     train.parse(["cce_tf.train", "--method=trs"])
-    assert train.settings(train.TrainOptions.from_flags(train.FLAGS))["trs"] == {"lambda_a": 10.0, "lambda_b": 20 / 128**2, "eps": 0.1, "eps_end": 0.2,
-                                       "nb_iter": 6}
+    assert Settings.from_options(TrainOptions.from_flags(train.FLAGS)).as_json()["trs"] == {
+        "lambda_a": 10.0, "lambda_b": 20 / 128**2, "eps": 0.1, "eps_end": 0.2, "nb_iter": 6}
 
 
 def test_bad_init_from_is_one_line_exit_2_before_tensorflow(tmp_path):
