@@ -12,12 +12,16 @@ TEST_WORKERS ?= 2   # pytest-xdist processes; tests/conftest.py says how the fil
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-autoattack.txt requirements-cluster.txt
+# The package itself last, editable (--no-build-isolation: built by requirements.txt's setuptools,
+# nothing downloaded): the console scripts (cce-train, ...) and python -m cce_tf.train then work from
+# any folder, running this checkout's code.
+$(STAMP): requirements.txt requirements-autoattack.txt requirements-cluster.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q -r requirements-autoattack.txt
 	$(PY) -m pip install -q -r requirements-cluster.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Fashion-MNIST, the embedded default, comes from Debian's dataset-fashion-mnist.

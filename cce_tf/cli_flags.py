@@ -37,12 +37,14 @@ Every tool has its own ``FlagValues`` (no tool's flags leak into another's, so a
 can be imported into one process, as the tests and ``studies.cli_docs`` do). ``run`` is the one exit
 wrapper: ``--help`` prints the tool's description and flags and exits 0; bad input (``UsageError``,
 a flag absl refuses, a data set's ``DataError``) is one line on stderr and exit 2; the tool's own
-failures (``failures``) one line and exit 1.
+failures (``failures``) one line and exit 1. It first quiets TensorFlow's C++ log
+(``quiet_tf_log``), before any tool imports TensorFlow.
 
 Pure Python: no TensorFlow import, so a tool refuses bad flags in a fraction of a second.
 """
 from __future__ import annotations
 
+import os
 import sys
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -58,6 +60,12 @@ class UsageError(ValueError):
 
     def __init__(self, message: Any):
         super().__init__(" ".join(str(message).split()))
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message as one line of at most 500 characters (an OS or TensorFlow error can
+    run over several)."""
+    return " ".join(str(e).split())[:500]
 
 
 class FractionParser(flags.ArgumentParser):
@@ -234,6 +242,24 @@ def _is_bad_input(e: BaseException) -> bool:
     return isinstance(e, UsageError) or type(e).__name__ == "DataError"
 
 
+def quiet_tf_log(argv: Sequence[str]) -> None:
+    """TF_CPP_MIN_LOG_LEVEL=3 for TensorFlow's C++ log, unless the user set it or asked for it with
+    --verbose 2. Level 3, not 2: on a machine without CUDA, TensorFlow's first op logs "failed call to
+    cuInit" at ERROR, which level 2 still prints. It must be set before TensorFlow's first import,
+    which reads it once. (The "oneDNN custom operations" and "cudart_stub" lines that ``import
+    tensorflow`` prints come from its libraries' static initialisers, before the variable is read:
+    no level hides them.)"""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name == "verbose":
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            if value.strip() == "2":
+                return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+
 def run(main: Callable[[list[str]], Optional[int]], fv: flags.FlagValues,
         argv: Optional[Sequence[str]] = None, doc: Optional[str] = None,
         failures: Iterable[type] = ()) -> int:
@@ -242,6 +268,7 @@ def run(main: Callable[[list[str]], Optional[int]], fv: flags.FlagValues,
     ``error: ...`` on stderr, 2; an exception of ``failures`` (the tool's own, e.g. a NaN loss):
     one line, 1."""
     argv = list(sys.argv if argv is None else argv)
+    quiet_tf_log(argv)
     if any(a in HELP_ARGS for a in argv[1:]):
         print(help_text(doc if doc is not None else sys.modules[main.__module__].__doc__ or "", fv))
         return 0

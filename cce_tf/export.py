@@ -28,7 +28,6 @@ from absl import flags
 
 from cce_tf import cli_flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FORMATS = ("keras", "savedmodel")
 

@@ -7,7 +7,7 @@ Usage::
     cfg = run_files.read_config("runs/demo")     # OSError or ValueError if missing or unreadable
     os.path.join("runs/demo", run_files.WEIGHTS_FILE)
 
-No TensorFlow import: cce_tf.train checks a run folder with these names before TensorFlow starts.
+No TensorFlow import: cce_tf.resume checks a run folder with these names before TensorFlow starts.
 """
 from __future__ import annotations
 

@@ -36,7 +36,6 @@ importable from here too.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
@@ -57,7 +56,6 @@ from eval.suite.report import ANY_ROW  # noqa: F401
 from eval.suite.run import shard_mask  # noqa: F401
 from eval.suite.store import RESULTS_FILE, read_masks, read_results, write_results  # noqa: F401
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter out of the progress
 
 # The tool's own FlagValues (cce_tf.cli_flags): the flags only fill ``SuiteOptions`` (its
 # ``from_flags``); the suite takes its settings as one argument.

@@ -90,8 +90,9 @@ def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
     its shards, their seconds), see eval.attack_suite.evaluate."""
     o = dict(job.options)
     if job.kind == TRAIN:
-        from cce_tf import train
-        train.train(train.TrainOptions(**o, out_dir=job.run_dirs[0], verbose=2))
+        from cce_tf.train import train
+        from cce_tf.train_settings import TrainOptions
+        train(TrainOptions(**o, out_dir=job.run_dirs[0], verbose=2))
     elif job.kind == ATTACK_SUITE:
         from eval import attack_suite
         attack_suite.evaluate(list(job.run_dirs), suite_options(job), merged=merged)

@@ -76,7 +76,7 @@ def test_every_cli_has_a_console_script():
     assert set(scripts) == set(SCRIPTS.values()) | {"cce-figure"}
 
 
-def test_pip_install_then_every_script_runs_its_help_outside_the_repo(tmp_path):
+def _source_copy(tmp_path) -> str:
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -84,6 +84,11 @@ def test_pip_install_then_every_script_runs_its_help_outside_the_repo(tmp_path):
     for package in PACKAGES:
         shutil.copytree(os.path.join(ROOT, package), src / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(src)
+
+
+def _fresh_venv(tmp_path) -> tuple[str, str, dict]:
+    """(venv, its purelib, the environment to run it in): a venv without the package."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -94,8 +99,21 @@ def test_pip_install_then_every_script_runs_its_help_outside_the_repo(tmp_path):
     with open(os.path.join(purelib, "_cce_base.pth"), "w") as f:
         f.write("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in bases) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_INDEX_URL")}
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                              "--no-index", str(src)], capture_output=True, text=True, env=env, timeout=300)
+    return str(venv), purelib, env
+
+
+def _where(python: str, cwd, env) -> str:
+    """The files that ``import cce_tf, eval`` loads, run from ``cwd``."""
+    return subprocess.run([python, "-c", "import cce_tf, eval; print(cce_tf.__file__, eval.__file__)"],
+                          cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_pip_install_then_every_script_runs_its_help_outside_the_repo(tmp_path):
+    src = _source_copy(tmp_path)
+    venv, purelib, env = _fresh_venv(tmp_path)
+    python = os.path.join(venv, "bin", "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--no-index", src], capture_output=True, text=True, env=env, timeout=300)
     assert install.returncode == 0, install.stdout + install.stderr[-3000:]
     assert os.path.isfile(os.path.join(purelib, "studies", "specs", "table4.toml"))   # package data
     assert not any(os.path.exists(os.path.join(ROOT, p)) for p in ("build", "cce_tf.egg-info", "cce_tf_egg-info"))
@@ -104,14 +122,60 @@ def test_pip_install_then_every_script_runs_its_help_outside_the_repo(tmp_path):
     elsewhere.mkdir()
     scripts = [[s] for s in sorted(_pyproject()["project"]["scripts"])] + [["cce-figure", "roc_eps"]]
     for argv in scripts:
-        proc = subprocess.run([str(venv / "bin" / argv[0]), *argv[1:], "--help"], cwd=elsewhere, env=env,
+        proc = subprocess.run([os.path.join(venv, "bin", argv[0]), *argv[1:], "--help"], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"{argv}: {proc.stderr[-2000:]}"
         assert "--" in proc.stdout and len(proc.stdout.splitlines()) > 3, f"{argv}: {proc.stdout[:500]}"
     # The installed copy answered, not the repo: its modules live in the venv.
-    where = subprocess.run([str(python), "-c", "import cce_tf, eval; print(cce_tf.__file__, eval.__file__)"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout
-    assert where.count(purelib) == 2, where
+    assert _where(python, elsewhere, env).count(purelib) == 2
+
+
+def _stamp_rule() -> tuple[list[str], list[str]]:
+    """The prerequisites and the recipe lines of the Makefile's venv rule ($(STAMP))."""
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        lines = f.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("$(STAMP):"))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return lines[start].split(":", 1)[1].split(), recipe
+
+
+def test_make_installs_the_package_editable_so_its_clis_run_from_any_folder(tmp_path):
+    prerequisites, recipe = _stamp_rule()
+    assert "pyproject.toml" in prerequisites          # a new console script or package reinstalls
+    installs = [i for i, line in enumerate(recipe) if " pip install " in line]
+    editable = [i for i in installs if re.search(r" -e \.$", recipe[i])]
+    assert editable and editable[-1] == installs[-1], recipe   # after the requirements, its dependencies
+    command = recipe[editable[-1]]
+    assert "--no-deps" in command, command
+
+    # The rule's own command, on a copy of the repo in a fresh venv: the copy's modules answer from
+    # another folder, so the CLIs run this checkout's code (an editable install, not a copy of it).
+    src = _source_copy(tmp_path)
+    venv, purelib, env = _fresh_venv(tmp_path)
+    python = os.path.join(venv, "bin", "python")
+    argv = command.replace("$(PY)", python).split() + ["--no-index"]
+    install = subprocess.run(argv, cwd=src, capture_output=True, text=True, env=env, timeout=300)
+    assert install.returncode == 0, install.stdout + install.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert _where(python, elsewhere, env).count(src) == 2
+    for cmd in ([python, "-m", "cce_tf.train", "--helpshort"], [os.path.join(venv, "bin", "cce-train"), "--helpshort"]):
+        proc = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "--out_dir" in proc.stdout, f"{cmd}: {proc.stderr[-2000:]}"
+
+
+def test_every_package_folder_is_declared():
+    """pyproject lists the packages one by one: a new folder of modules must be added there, or an
+    install leaves it out."""
+    declared = set(_pyproject()["tool"]["setuptools"]["packages"])
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".")
+             for package in PACKAGES for d, _, files in os.walk(os.path.join(ROOT, package))
+             if any(f.endswith(".py") for f in files)}
+    assert found <= declared, found - declared
 
 
 @pytest.mark.parametrize("argv", [["nope"], []])

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from cce_tf import atomic, run_files, train
+from cce_tf import atomic, checkpoint, run_files
 from cce_tf.cli_flags import UsageError
 from cce_tf.ensemble import Ensemble, build_ensemble, save_keras_file
 from cce_tf.fingerprint import file_sha256
@@ -146,13 +146,13 @@ def test_each_writer_keeps_its_bytes(tmp_path):
     results = {"run_dir": "r", "attacks": {"pgd": {"robust_accuracy": 0.1 + 0.2}}}
     attack_suite.write_results(str(tmp_path / "run"), results, {"pgd": np.ones(2, bool)})
     assert (tmp_path / "run" / "eval" / "attack_suite.json").read_text() == json.dumps(results, indent=2)
-    train._write_json(str(tmp_path / "history.json"), [{"epoch": 1}])
+    checkpoint.write_json(str(tmp_path / "history.json"), [{"epoch": 1}])
     assert (tmp_path / "history.json").read_text() == json.dumps([{"epoch": 1}], indent=2)
 
 
 def test_train_turns_a_failed_write_into_one_line_exit_1(tmp_path):
     path = tmp_path / "config.json"
     path.mkdir()
-    with pytest.raises(train.WriteError, match=f"^cannot write {path}: .*Is a directory") as e:
-        train._write_json(str(path), {})
-    assert "\n" not in str(e.value) and isinstance(e.value, train.RunFailed)   # RunFailed: exit code 1
+    with pytest.raises(checkpoint.WriteError, match=f"^cannot write {path}: .*Is a directory") as e:
+        checkpoint.write_json(str(path), {})
+    assert "\n" not in str(e.value) and isinstance(e.value, checkpoint.RunFailed)   # RunFailed: exit code 1

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from cce_tf import train
+from cce_tf.cli_flags import UsageError
+from cce_tf.train_settings import Settings, TrainOptions
 from cce_tf.ensemble import load_run, read_config
 from conftest import ROOT, train_cli
 
@@ -99,9 +101,9 @@ def fresh_flags():
 
 def check_flags(*argv):
     """cce_tf.train's checks of its command line, in-process; returns the UsageError's message."""
-    with pytest.raises(train.UsageError) as e:
+    with pytest.raises(UsageError) as e:
         train.parse(["cce_tf.train", *argv])
-        train.settings(train.TrainOptions.from_flags(train.FLAGS))
+        Settings.from_options(TrainOptions.from_flags(train.FLAGS))
     assert "\n" not in str(e.value)
     return str(e.value)
 
@@ -119,8 +121,8 @@ def test_bad_lr_milestones_are_refused_in_one_line(fresh_flags, value):
 def test_good_flags_pass_the_checks(fresh_flags):
     train.parse(["cce_tf.train", "--lambda_pm=0", "--train_subset=0", "--seed=0", "--backup_every_steps=0",
                  "--lr_milestones=", "--epochs=100000", "--members=16"])
-    s = train.settings(train.TrainOptions.from_flags(train.FLAGS))
-    assert (s["lr_milestones"], s["epochs"], s["members"]) == ([], 100000, 16)
+    s = Settings.from_options(TrainOptions.from_flags(train.FLAGS))
+    assert (s.lr_milestones, s.epochs, s.members) == ((), 100000, 16)
 
 
 @pytest.mark.parametrize("argv,names", [
@@ -204,12 +206,12 @@ def test_bad_diversity_flags_are_refused_in_one_line(fresh_flags, argv, names):
 
 def test_diversity_defaults_follow_the_data_set(fresh_flags):
     train.parse(["cce_tf.train", "--method=dverge", "--dataset=cifar10", "--dverge_eps=0.14"])
-    s = train.settings(train.TrainOptions.from_flags(train.FLAGS))
-    assert s["dverge"] == {"variant": "plain", "eps": 0.14, "eps_iter": pytest.approx(0.014), "nb_iter": 10}
-    assert (s["gal"], s["trs"], s["init_from"]) == (None, None, None)
+    s = Settings.from_options(TrainOptions.from_flags(train.FLAGS))
+    assert s.as_json()["dverge"] == {"variant": "plain", "eps": 0.14, "eps_iter": pytest.approx(0.014), "nb_iter": 10}
+    assert (s.gal, s.trs, s.init_from) == (None, None, None)
     train.parse(["cce_tf.train", "--method=trs"])
-    assert train.settings(train.TrainOptions.from_flags(train.FLAGS))["trs"] == {"lambda_a": 10.0, "lambda_b": 20 / 128**2, "eps": 0.1, "eps_end": 0.2,
-                                       "nb_iter": 6}
+    assert Settings.from_options(TrainOptions.from_flags(train.FLAGS)).as_json()["trs"] == {
+        "lambda_a": 10.0, "lambda_b": 20 / 128**2, "eps": 0.1, "eps_end": 0.2, "nb_iter": 6}
 
 
 def test_bad_init_from_is_one_line_exit_2_before_tensorflow(tmp_path):
@@ -227,3 +229,33 @@ def test_bad_init_from_is_one_line_exit_2_before_tensorflow(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:") and names in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+@pytest.mark.parametrize("env,argv,level", [
+    ({}, ["cce-train"], "3"),
+    ({"TF_CPP_MIN_LOG_LEVEL": "0"}, ["cce-train"], "0"),            # the user's own setting is kept
+    ({}, ["cce-train", "--verbose", "2"], None),                    # asked for TensorFlow's log
+    ({}, ["cce-train", "--verbose=2"], None),
+    ({}, ["cce-train", "--verbose=1"], "3"),
+])
+def test_quiet_tf_log_unless_the_user_asked(monkeypatch, env, argv, level):
+    from cce_tf import cli_flags
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cli_flags.quiet_tf_log(argv)
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == level
+
+
+@pytest.mark.skipif(os.path.exists("/proc/driver/nvidia"), reason="with a CUDA driver cuInit succeeds: nothing to hide")
+def test_cli_quiets_tensorflows_cuinit_error_before_importing_it(tmp_path):
+    """--cpu_devices lists the devices (CUDA's cuInit fails on a machine without it, an ERROR line),
+    then the too-large subset exits 2: the CLI alone sets the level, a user's 0 shows the line."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    cmd = [sys.executable, "-m", "cce_tf.train", "--out_dir", str(tmp_path / "run"), "--cpu_devices", "2",
+           "--train_subset", "70000"]
+    for user_level, shown in ((None, False), ("0", True)):
+        run_env = dict(env, CCE_OFFLINE="1", **({"TF_CPP_MIN_LOG_LEVEL": user_level} if user_level else {}))
+        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "more than the data set's 60000 images" in proc.stderr, proc.stderr
+        assert ("cuInit" in proc.stderr) == shown, proc.stderr
