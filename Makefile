@@ -38,6 +38,9 @@ test: $(STAMP) data
 # A small CCE-RM ensemble on Fashion-MNIST (5000 training images, 3 epochs, without the random
 # shifts that slow Fashion-MNIST's training: docs/studies.md), a fast subset of the attack suite on
 # 500 test images, entropy detection and its figures. Re-running reuses what is done.
+# The demo's training logs one line per epoch (--verbose 2), which would also show TensorFlow's C++
+# log (cce_tf.cli_flags.quiet_tf_log); a CPU-only machine's "failed call to cuInit" reads as a failure.
+demo: export TF_CPP_MIN_LOG_LEVEL ?= 3
 demo: $(STAMP) data
 	$(PY) -m cce_tf.train --train_subset 5000 --epochs 3 --noaugment --verbose 2 --out_dir $(DEMO)
 	$(PY) -m eval.attack_suite --run_dir $(DEMO) --attacks fgsm,pgd,bim,mim,mul_pgd --n_samples 500 --nb_iter 20
