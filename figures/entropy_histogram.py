@@ -6,7 +6,7 @@ Usage::
 
     python -m figures.entropy_histogram --run_dir runs/cce_dm [--n_samples 1000]
 
-Reads RUN/eval/detection.json and detection_entropy.npz (``python -m eval.detection``); where they
+Reads RUN/eval/detection.json and detection_entropy.npz (``python -m eval.analyses.detection``); where they
 are missing it runs the PGD part of that evaluation first. Writes RUN/figures/entropy_histogram.png
 and .pdf.
 """
@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from eval import detection
+from eval.analyses import detection
 from eval.labels import format_eps
 from eval.target import read_run_config
 from figures import drawing, figure_cli

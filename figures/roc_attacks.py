@@ -5,7 +5,7 @@ Usage::
 
     python -m figures.roc_attacks --run_dir runs/cce_rm [--n_samples 1000]
 
-Reads the ROC points of RUN/eval/detection.json (``python -m eval.detection``); where attacks are
+Reads the ROC points of RUN/eval/detection.json (``python -m eval.analyses.detection``); where attacks are
 missing it runs that part of the evaluation first. Positives: adversarial examples that fool the
 ensemble; negatives: clean images it classifies correctly. Writes RUN/figures/roc_attacks.png and
 .pdf.
@@ -16,7 +16,7 @@ import sys
 from typing import Optional
 
 
-from eval import detection
+from eval.analyses import detection
 from eval.labels import format_eps
 from figures import drawing, figure_cli
 

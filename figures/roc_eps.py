@@ -6,7 +6,7 @@ Usage::
 
     python -m figures.roc_eps --run_dir runs/cce_rm [--n_samples 1000]
 
-Reads the ε sweep of RUN/eval/detection.json (``python -m eval.detection``); where it is missing it
+Reads the ε sweep of RUN/eval/detection.json (``python -m eval.analyses.detection``); where it is missing it
 runs the sweep first. Writes RUN/figures/roc_eps.png and .pdf.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from typing import Optional
 
 
-from eval import detection
+from eval.analyses import detection
 from eval.labels import format_eps
 from figures import drawing, figure_cli
 from figures.roc_attacks import draw_roc

@@ -7,9 +7,9 @@ Usage::
     outcome = jobs.run_job(job, out_dir)      # {"id", "ok", "seconds", "log", "error"}
     jobs.is_done(job, out_dir)                 # its marker matches the options and the weights now
 
-Each job calls a library function with explicit arguments: cce_tf.train.train, eval.attack_suite
-.evaluate, eval.transferability.evaluate, eval.detection.evaluate (and the figures drawn from it),
-eval.adaptive_detection.evaluate, eval.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
+Each job calls a library function with explicit arguments: cce_tf.train.train, eval.analyses.attack_suite
+.evaluate, eval.analyses.transferability.evaluate, eval.analyses.detection.evaluate (and the figures drawn from it),
+eval.analyses.adaptive_detection.evaluate, eval.analyses.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
 OUT_DIR/jobs/ID.json records the options, the weights fingerprints of its runs and the seconds it
 took (the cost model of studies.costs learns from them). A job that fails leaves no marker, so the
 next invocation retries it. A job runs under its lock OUT_DIR/jobs/ID.lock, so two invocations of a
@@ -77,29 +77,29 @@ def is_done(job: Job, out_dir: str) -> bool:
 
 
 def suite_options(job: Job):
-    """The eval.suite.plan.SuiteOptions of an ATTACK_SUITE job: its options, every one of them, as
+    """The eval.analyses.attack_suite.plan.SuiteOptions of an ATTACK_SUITE job: its options, every one of them, as
     keyword arguments (the options a CLI invocation would give; the rest keep the CLI's defaults), so
     that the shards of studies.ray_executor attack exactly what the job records."""
-    from eval.suite.plan import SuiteOptions
+    from eval.analyses.attack_suite.plan import SuiteOptions
 
     return SuiteOptions(**job.options)
 
 
 def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
     """The library call of one job; ``merged`` (ATTACK_SUITE only): attack -> (flags merged from
-    its shards, their seconds), see eval.attack_suite.evaluate."""
+    its shards, their seconds), see eval.suite_run.evaluate."""
     o = dict(job.options)
     if job.kind == TRAIN:
         from cce_tf import train
         train.train(train.TrainOptions(**o, out_dir=job.run_dirs[0], verbose=2))
     elif job.kind == ATTACK_SUITE:
-        from eval import attack_suite
-        attack_suite.evaluate(list(job.run_dirs), suite_options(job), merged=merged)
+        from eval.analyses.attack_suite import run as suite_run
+        suite_run.evaluate(list(job.run_dirs), suite_options(job), merged=merged)
     elif job.kind == TRANSFER:
-        from eval import transferability
+        from eval.analyses import transferability
         transferability.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
     elif job.kind == DETECTION:
-        from eval import detection
+        from eval.analyses import detection
         from figures import entropy_histogram, roc_attacks, roc_eps
         kw = dict(n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
         detection.evaluate(job.run_dirs[0], **kw)
@@ -108,10 +108,10 @@ def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
         for name in o.get("figures", []):
             print("wrote " + ", ".join(makers[name](job.run_dirs[0], **kw)))
     elif job.kind == ADAPTIVE:
-        from eval import adaptive_detection
+        from eval.analyses import adaptive_detection
         adaptive_detection.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
     elif job.kind == BLACKBOX:
-        from eval import blackbox
+        from eval.analyses import blackbox
         out = os.path.join(out_dir, job.id)  # plan.blackbox_folder
         result = blackbox.evaluate(list(job.run_dirs), o["labels"], n_samples=o["n_samples"], seed=o["seed"],
                                    nb_iter=o["nb_iter"], previous=os.path.join(out, blackbox.JSON_NAME))
@@ -149,7 +149,7 @@ def _logging_to(path: str, fd_level: bool):
 def run_job(job: Job, out_dir: str, fd_level: bool = False, merged: Optional[dict] = None) -> dict:
     """Run ``job``, log to OUT_DIR/logs/, write its marker on success; never raises for a failing
     job (the outcome says why), so one failure does not stop the others. ``merged`` goes to
-    eval.attack_suite.evaluate (the Ray executor's merged shards; their seconds count in the
+    eval.suite_run.evaluate (the Ray executor's merged shards; their seconds count in the
     marker's).
 
     The job runs under its lock (``lock_path``): where another invocation of the study on this

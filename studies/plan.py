@@ -292,7 +292,7 @@ def eval_cost(kind: str, options: dict, train_opts: dict) -> float:
         return float(2 * options["nb_iter"] * n * n_members)
     if kind == ADAPTIVE:  # PGD, PGD − βH per β, a targeted PGD per wrong class, the two stages
         from cce_tf import data
-        from eval.adaptive_detection import BETAS
+        from eval.analyses.adaptive_detection import BETAS
         classes = data.info(ds).num_classes
         return float((1 + len(BETAS) + classes - 1 + 2) * options["nb_iter"] * n * n_members)
     return float(11 * options["nb_iter"] * n * n_members)  # detection: 3 attacks + 8 sweep radii

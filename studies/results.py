@@ -36,9 +36,9 @@ import numpy as np
 from attacks.settings import ATTACK_NAMES
 from eval import reuse, stats
 from eval.output import read_json
-from eval.suite import store
-from eval.suite.engine import any_attack
-from eval.suite.report import ANY_ROW, NAT_ROW, attack_label
+from eval.analyses.attack_suite import store
+from eval.analyses.attack_suite.engine import any_attack
+from eval.analyses.attack_suite.report import ANY_ROW, NAT_ROW, attack_label
 from studies.plan import Cell, Plan, blackbox_folder
 from studies.spec import Claim, Study
 
@@ -111,7 +111,7 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
                                      eps_iter=m["eps_iter"], nb_iter=m["nb_iter"], n=m["n_pos"] + m["n_neg"],
                                      metric="auc", value=m["auc"], key=key))
     if "adaptive_detection" in part.evaluations:
-        from eval import adaptive_detection
+        from eval.analyses import adaptive_detection
         r = read_json(os.path.join(ev, adaptive_detection.JSON_NAME))
         if r and r.get(reuse.KEY) == fp:
             for name, m in r["attacks"].items():

@@ -32,7 +32,7 @@ A study file holds:
                               "auc_pgd" / "auc_bim" / "auc_mim" (Fig 3), "auc_sweep0" ... "auc_sweep7"
                               (Fig 4, ε × {1,2,4,8,12,16,20,24}/8), "seconds_per_epoch", or from
                               adaptive_detection "adaptive_auc_ATTACK", "evaded_robust_ATTACK" and
-                              "detection_aware" (eval/adaptive_detection.py)
+                              "detection_aware" (eval/analyses/adaptive_detection.py)
     parts, keep               instead of all of the above but name and title: a study made of other
                               studies (their file names, in order), each kept to the run labels of
                               ``keep`` and the claims between them (e.g. headline.toml)

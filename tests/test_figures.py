@@ -18,7 +18,7 @@ DETECTION = dict(FAST, n_samples=64)  # the detection figures reuse the fixture'
 @pytest.fixture(scope="module")
 def run(tiny_run, tmp_path_factory):
     """A copy of the tiny run (config, weights, history) with a small detection result."""
-    from eval import detection
+    from eval.analyses import detection
 
     out = tmp_path_factory.mktemp("fig") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("eval", "figures", "logs",

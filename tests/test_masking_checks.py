@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from attacks import gradient, registry
-from eval import blackbox, sanity
+from eval import sanity
+from eval.analyses import blackbox
 
 
 def test_margin_loss_by_hand():
@@ -131,7 +132,7 @@ def test_detector_aware_attacks_find_the_confident_wrong_class(name):
 
 def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run, tmp_path):
     from conftest import copy_run
-    from eval import adaptive_detection
+    from eval.analyses import adaptive_detection
     run = copy_run(tiny_run, tmp_path / "run")
     r = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
     assert set(r["attacks"]) == {"pgd", "pgd_confident_beta1", "mul_pgd_confident", "two_stage"}

@@ -9,11 +9,13 @@ import pytest
 
 from cce_tf import fingerprint
 from conftest import copy_run, train_cli
-from eval import attack_suite, detection, reuse, transferability
+from eval import reuse
+from eval.analyses import detection, transferability
+from eval.analyses.attack_suite import plan as suite_plan, run as suite_run
 from figures import entropy_histogram, roc_attacks, roc_eps
 
 TINY_TRAIN = ("--train_subset", "256", "--nb_iter", "1", "--batch_size", "64")
-SUITE = attack_suite.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=64, nb_iter=3, batch_size=64,
+SUITE = suite_plan.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=64, nb_iter=3, batch_size=64,
                                   sanity=False)
 
 
@@ -56,15 +58,15 @@ def extended(tmp_path_factory):
     import io
     run = tmp_path_factory.mktemp("extend") / "run"
     train_cli(run, *TINY_TRAIN, "--epochs", "1")
-    attack_suite.evaluate([str(run)], SUITE)
+    suite_run.evaluate([str(run)], SUITE)
     first = json.loads((run / "eval" / "attack_suite.json").read_text())
     train_cli(run, *TINY_TRAIN, "--epochs", "2")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        attack_suite.evaluate([str(run)], SUITE)
+        suite_run.evaluate([str(run)], SUITE)
     fresh = tmp_path_factory.mktemp("fresh") / "run"
     copy_run(run, fresh)
-    attack_suite.evaluate([str(fresh)], SUITE)
+    suite_run.evaluate([str(fresh)], SUITE)
     return run, fresh, first, buf.getvalue()
 
 

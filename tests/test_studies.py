@@ -164,7 +164,8 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     """A study of the evaluation itself: the tiny scale may cut k and samples, not the attacks nor the
     sanity checks; its adaptive-detection results become rows with their own keys."""
     import tomllib
-    from eval import adaptive_detection, reuse
+    from eval import reuse
+    from eval.analyses import adaptive_detection
     from conftest import copy_run
 
     raw = tomllib.loads(STUDY)

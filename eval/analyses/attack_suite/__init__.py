@@ -1,5 +1,5 @@
 """The attack suite (Tables 3-5): robust accuracy of a run under the paper's attacks. Its CLI is
-eval/attack_suite.py; one concept per module, in the order a run goes through them:
+eval/analyses/attack_suite/cli.py; one concept per module, in the order a run goes through them:
 
     plan     SuiteOptions and their checks; per run, the attacks' params and sample counts, which
              stored results are reused; the shards of an attack (the Ray executor's)

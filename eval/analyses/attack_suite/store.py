@@ -6,7 +6,7 @@ A model file's go to PATH.eval/ (eval.target). Every write is atomic (cce_tf.ato
 
 Usage::
 
-    from eval.suite import store
+    from eval.analyses.attack_suite import store
     store.read_results("runs/cce_rm")             # attack_suite.json's dict, {} if none
     store.read_masks("runs/cce_rm")               # every array of the npz, signatures included
     store.masks_on("runs/cce_rm", fp)             # {name: flags} of the weights fp only
@@ -147,7 +147,7 @@ def adopt(stored: dict, stored_masks: dict, results: dict, masks: dict[str, np.n
     hold (``stored``, ``stored_masks``; read when the suite starts and again before each write):
     the entries on weights ``fp`` with that seed and their robust flags, but for the attacks in
     ``mine``, computed by this invocation; unless ``mine`` holds "sanity", also the sanity report on
-    these weights and sanity check 6's flags (eval.suite.checks matches them to its settings)."""
+    these weights and sanity check 6's flags (eval.analyses.attack_suite.checks matches them to its settings)."""
     for name, e in entries_on(stored.get("attacks", {}), fp, results["seed"]).items():
         if name in mine:
             continue

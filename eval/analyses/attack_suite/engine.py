@@ -4,7 +4,7 @@ per-sample robust flags, and the worst case over several attacks.
 
 Usage::
 
-    from eval.suite import engine
+    from eval.analyses.attack_suite import engine
     robust = engine.robust_mask(model, "pgd", x[:n], y[:n], params, batch_size=500, seed=0)   # [n] bool
     engine.check_bounds(x, x_adv, eps=0.1)          # BoundsError: never clipped, never counted
     engine.any_attack(entries, masks)               # {robust_accuracy, n_samples, attacks} or None
@@ -12,7 +12,7 @@ Usage::
 A sample is robust if the model is right on the clean AND the adversarial input (DESIGN.md,
 contract 7). Because a batch's seed is ``batch_seed(seed, its first test index)``, the samples of
 an attack can be cut into shards on batch boundaries, computed in separate processes and merged
-into exactly the flags of one process (eval.suite.run.shard_mask).
+into exactly the flags of one process (eval.analyses.attack_suite.run.shard_mask).
 """
 from __future__ import annotations
 

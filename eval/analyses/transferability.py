@@ -3,9 +3,9 @@ Members").
 
 Usage::
 
-    python -m eval.transferability --run_dir runs/cce_rm --run_dir runs/adv_en [--n_samples 1000]
+    python -m eval.analyses.transferability --run_dir runs/cce_rm --run_dir runs/adv_en [--n_samples 1000]
 
-    from eval.transferability import transferability_metrics, evaluate
+    from eval.analyses.transferability import transferability_metrics, evaluate
     m = transferability_metrics(y, pred_en, pred_members_en, pred_cross)   # pure numpy
     result = evaluate("runs/cce_rm", n_samples=1000)                      # attacks, writes JSON
 
@@ -288,7 +288,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.transferability, console script cce-transfer)."""
+    """The command line (python -m eval.analyses.transferability, console script cce-transfer)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

@@ -3,10 +3,10 @@ attacks evaluation").
 
 Usage::
 
-    python -m eval.blackbox --run_dir runs/nat --run_dir runs/adv_en --run_dir runs/adp \\
+    python -m eval.analyses.blackbox --run_dir runs/nat --run_dir runs/adv_en --run_dir runs/adp \\
         --run_dir runs/cce_rm [--n_samples 1000] [--eps 8/255 --eps 12/255] [--out_dir results]
 
-    from eval.blackbox import evaluate
+    from eval.analyses.blackbox import evaluate
     result = evaluate(["runs/nat", "runs/cce_rm"], n_samples=1000)
 
 For every ε and every source run i, PGD (k = 20, the data set's η; CIFAR-10 η = 2/255, CIFAR-100
@@ -245,7 +245,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.blackbox, console script cce-blackbox)."""
+    """The command line (python -m eval.analyses.blackbox, console script cce-blackbox)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

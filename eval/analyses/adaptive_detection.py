@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m eval.adaptive_detection --run_dir runs/cce_dm [--n_samples 1000] [--nb_iter 20]
+    python -m eval.analyses.adaptive_detection --run_dir runs/cce_dm [--n_samples 1000] [--nb_iter 20]
 
-    from eval.adaptive_detection import evaluate
+    from eval.analyses.adaptive_detection import evaluate
     r = evaluate("runs/cce_dm", n_samples=1000)
     r["detection_aware_robust_accuracy"], r["attacks"]["mul_pgd_confident"]["auc"]
 
@@ -12,7 +12,7 @@ The defender flags an input when the entropy of f^en exceeds the threshold that 
 test images the ensemble classifies correctly. The attacker knows this (attacks/detector_aware.py):
 PGD on C − β·H for each β of ``BETAS``, multi-targeted PGD towards confident wrong classes, and a
 two-stage attack that lowers the entropy of the best untargeted example; plain PGD (the paper's
-attacker) is run for reference. Per attack: the AUC as eval.detection computes it, and the share of
+attacker) is run for reference. Per attack: the AUC as eval.analyses.detection computes it, and the share of
 samples it turns into a misclassified input the detector lets through. The headline,
 ``detection_aware_robust_accuracy``, is the share of test samples the ensemble gets right and on which
 no attack produces such an input.
@@ -31,7 +31,8 @@ import numpy as np
 
 from cce_tf import cli_flags
 from cce_tf.cli_flags import UsageError
-from eval import batches, detection, reuse
+from eval import batches, reuse
+from eval.analyses import detection
 from eval.flags import analysis_flags
 from eval.labels import run_label, run_labels
 from eval.output import markdown_table, pct, read_json, write_json
@@ -52,7 +53,7 @@ def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, ba
            **params) -> np.ndarray:
     import keras
 
-    from eval.suite.engine import batch_seed
+    from eval.analyses.attack_suite.engine import batch_seed
 
     out = []
     for start in range(0, len(x), batch_size):
@@ -142,7 +143,7 @@ def table(rows: Sequence[tuple[str, dict]]) -> str:
 
 
 FLAGS = analysis_flags(model_files=True)
-cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.detection (CIFAR-10 8/255).",
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.analyses.detection (CIFAR-10 8/255).",
                                                         "eps_iter": "The data set's detection η is ε/8."})
 
 
@@ -165,7 +166,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.adaptive_detection, console script cce-adaptive-detect)."""
+    """The command line (python -m eval.analyses.adaptive_detection, console script cce-adaptive-detect)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

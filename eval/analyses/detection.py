@@ -3,9 +3,9 @@ Detectability" (Figs 2-4).
 
 Usage::
 
-    python -m eval.detection --run_dir runs/cce_dm [--n_samples 1000] [--attacks pgd,bim,mim] [--nosweep]
+    python -m eval.analyses.detection --run_dir runs/cce_dm [--n_samples 1000] [--attacks pgd,bim,mim] [--nosweep]
 
-    from eval.detection import detection_metrics, evaluate
+    from eval.analyses.detection import detection_metrics, evaluate
     m = detection_metrics(h_clean, h_adv, fooled)        # AUC, TPR at 5% FPR, ROC points
     result = evaluate("runs/cce_dm", n_samples=1000)      # attacks, writes RUN/eval/detection.json
 
@@ -415,7 +415,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.detection, console script cce-detect)."""
+    """The command line (python -m eval.analyses.detection, console script cce-detect)."""
     return cli_flags.run(main, FLAGS, argv)
 
 
