@@ -159,17 +159,17 @@ def test_detection_and_black_box_on_a_model_file(exported, tiny_run, tmp_path, c
     from eval.analyses import adaptive_detection, blackbox, detection, transferability
     path = str(exported / "ens.keras")
     kw = dict(n_samples=32, batch_size=32, nb_iter=2, dataset="fashion_mnist", verbose=0)
-    d = detection.evaluate(path, attacks=("pgd",), sweep=False, **kw)
+    d = detection.evaluate(path, detection.Options(attacks=("pgd",), sweep=False, **kw))
     m = d["attacks"]["pgd"]
     # The AUC is defined exactly when the tiny model leaves both classes (clean right, and fooled),
     # which the last bits of a convolution decide on 32 samples: assert the rule, not the score.
     assert d["members"] == 1 and (m["auc"] is None) == (m["n_pos"] == 0 or m["n_neg"] == 0)
     assert m["auc"] is None or 0 <= m["auc"] <= 1
     assert os.path.isfile(exported / "ens.keras.eval" / detection.JSON_NAME)
-    a = adaptive_detection.evaluate(path, betas=(1.0,), **kw)
+    a = adaptive_detection.evaluate(path, adaptive_detection.Options(betas=(1.0,), **kw))
     assert a["weights_sha256"] == model_file_fingerprint(path)
     assert 0 <= a["detection_aware_robust_accuracy"] <= a["natural_accuracy"]
-    r = blackbox.evaluate([tiny_run, path], ["run", "file"], eps_list=[0.1], **kw)
+    r = blackbox.evaluate([tiny_run, path], blackbox.Options(labels=("run", "file"), eps_list=(0.1,), **kw))
     acc = np.asarray(r["results"][0]["accuracy"])
     # The file is the run's ensemble: the same examples leave both at the same accuracy.
     np.testing.assert_allclose(acc[:, 0], acc[:, 1], atol=1e-9)

@@ -23,7 +23,7 @@ def run(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("fig") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("eval", "figures", "logs",
                                                                   "checkpoints"))
-    detection.evaluate(str(out), verbose=False, **DETECTION)
+    detection.evaluate(str(out), detection.Options(verbose=0, **DETECTION))
     return str(out)
 
 

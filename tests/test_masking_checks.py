@@ -134,10 +134,10 @@ def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run
     from conftest import copy_run
     from eval.analyses import adaptive_detection
     run = copy_run(tiny_run, tmp_path / "run")
-    r = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
+    r = adaptive_detection.evaluate(run, adaptive_detection.Options(n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=0))
     assert set(r["attacks"]) == {"pgd", "pgd_confident_beta1", "mul_pgd_confident", "two_stage"}
     worst = min(m["robust"] for m in r["attacks"].values())
     assert r["detection_aware_robust_accuracy"] <= worst <= r["natural_accuracy"]
     assert adaptive_detection.threshold_at_fpr(np.arange(100.0)) == pytest.approx(94.05)
-    again = adaptive_detection.evaluate(run, n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=False)
+    again = adaptive_detection.evaluate(run, adaptive_detection.Options(n_samples=48, batch_size=48, nb_iter=2, betas=(1.0,), verbose=0))
     assert again["seconds"] == r["seconds"]  # reused: same weights and settings

@@ -27,10 +27,10 @@ def local_ray():
 
 
 def test_shard_bounds_cover_every_sample_on_batch_boundaries():
-    assert ray_executor.shard_bounds(1000, 100, 2) == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
-    assert ray_executor.shard_bounds(64, 500, 16) == [(0, 64)]          # at least one batch
-    assert ray_executor.shard_bounds(64, 32, 1, shard_size=40) == [(0, 64)]  # rounded up to batches
-    bounds = ray_executor.shard_bounds(10000, 500, 7)   # 20 batches for 14 shards: one batch each
+    assert suite_plan.shard_bounds(1000, 100, 2) == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
+    assert suite_plan.shard_bounds(64, 500, 16) == [(0, 64)]          # at least one batch
+    assert suite_plan.shard_bounds(64, 32, 1, shard_size=40) == [(0, 64)]  # rounded up to batches
+    bounds = suite_plan.shard_bounds(10000, 500, 7)   # 20 batches for 14 shards: one batch each
     assert bounds[0][0] == 0 and bounds[-1][1] == 10000 and all(a % 500 == 0 for a, _ in bounds)
     assert all(b == c for (_, b), (c, _) in zip(bounds, bounds[1:])) and len(bounds) == 20
 

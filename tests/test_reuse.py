@@ -90,9 +90,9 @@ def test_training_further_never_leaves_old_robust_accuracies(extended):
 def test_analyses_recompute_on_new_weights(extended, tmp_path):
     run, fresh, _, _ = extended
     kw = dict(n_samples=32, nb_iter=2, batch_size=32, verbose=False)
-    t1 = transferability.evaluate(str(run), **kw)
+    t1 = transferability.evaluate(str(run), transferability.Options(**kw))
     assert t1["weights_sha256"] == reuse.fingerprint(str(run))
-    assert transferability.evaluate(str(run), **kw)["seconds"] == t1["seconds"]  # reused
+    assert transferability.evaluate(str(run), transferability.Options(**kw))["seconds"] == t1["seconds"]  # reused
     # Other weights in the same folder: recomputed, equal to a fresh evaluation of those weights.
     other = tmp_path / "run"
     shutil.copytree(run, other)
@@ -101,10 +101,10 @@ def test_analyses_recompute_on_new_weights(extended, tmp_path):
     ens.set_weights([w * 0.5 for w in ens.get_weights()])  # same shapes, other values
     ens.save_weights(str(other / "ensemble.weights.h5"))
     save_keras_file(ens, str(other / "ensemble.weights.h5"), str(other / "ensemble.keras"))  # as train does
-    t2 = transferability.evaluate(str(other), **kw)
+    t2 = transferability.evaluate(str(other), transferability.Options(**kw))
     assert t2["weights_sha256"] == reuse.fingerprint(str(other)) != t1["weights_sha256"]
     fresh2 = copy_run(other, tmp_path / "fresh2")
-    assert transferability.evaluate(fresh2, **kw)["a"] == t2["a"]
+    assert transferability.evaluate(fresh2, transferability.Options(**kw))["a"] == t2["a"]
 
 
 @pytest.mark.parametrize("order", [("roc_eps", "roc_attacks", "entropy_histogram"),

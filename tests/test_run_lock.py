@@ -240,7 +240,7 @@ def test_two_invocations_of_a_study_run_a_job_once(tiny_run, tmp_path):
     from studies import jobs, plan
 
     run, out = copy_run(tiny_run, tmp_path / "run"), tmp_path / "out"
-    job = plan.Job(id=f"attack_suite/{os.path.basename(run)}", kind=plan.ATTACK_SUITE, run_dirs=(run,),
+    job = plan.Job(id=f"attack_suite/{os.path.basename(run)}", kind="attack_suite", run_dirs=(run,),
                    options=dict(attacks=["fgsm"], n_samples=16, seed=0, nb_iter=None, mul_nb_iter=None,
                                 sanity=False))
     spec = json.dumps(job.to_json())

@@ -4,8 +4,8 @@ Usage::
 
     python -m eval.analyses.adaptive_detection --run_dir runs/cce_dm [--n_samples 1000] [--nb_iter 20]
 
-    from eval.analyses.adaptive_detection import evaluate
-    r = evaluate("runs/cce_dm", n_samples=1000)
+    from eval.analyses.adaptive_detection import Options, evaluate
+    r = evaluate("runs/cce_dm", Options(n_samples=1000))
     r["detection_aware_robust_accuracy"], r["attacks"]["mul_pgd_confident"]["auc"]
 
 The defender flags an input when the entropy of f^en exceeds the threshold that flags 5 % of the clean
@@ -22,6 +22,7 @@ of eval.reuse; --force recomputes).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -31,13 +32,16 @@ import numpy as np
 
 from cce_tf import cli_flags
 from cce_tf.cli_flags import UsageError
-from eval import batches, reuse
+from eval import batches, results_file, reuse
 from eval.analyses import detection
 from eval.flags import analysis_flags
 from eval.labels import run_label, run_labels
-from eval.output import markdown_table, pct, read_json, write_json
+from eval.output import markdown_table, pct, read_json
 from eval.progress import Progress, estimate_line, quiet_tf
-from eval.target import eval_path, open_target, target_config
+from eval.target import Target, target_config
+
+NAME = "adaptive_detection"
+SCOPE = "run"   # one job per run (studies.plan)
 
 JSON_NAME = "adaptive_detection.json"
 BETAS = (0.1, 0.5, 1.0)
@@ -51,36 +55,44 @@ def threshold_at_fpr(h_clean: np.ndarray, fpr: float = FPR) -> float:
 
 def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, bar: Progress,
            **params) -> np.ndarray:
-    import keras
-
-    from eval.analyses.attack_suite.engine import batch_seed
-
-    out = []
-    for start in range(0, len(x), batch_size):
-        keras.utils.set_random_seed(batch_seed(seed, start))  # a batch's result: its samples and the seed
-        out.append(fn(ens, x[start:start + batch_size], y[start:start + batch_size], **params))
-        bar.add(len(out[-1]))
-    return np.concatenate(out) if out else x.copy()
+    # a batch's result: its samples and the seed (eval.batches.batch_seed)
+    return batches.craft(fn, ens, x, y, batch_size, bar, seed=seed, **params)
 
 
-def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 500, seed: int = 0,
-             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             betas: Sequence[float] = BETAS, force: bool = False, verbose: int = 1,
-             dataset: Optional[str] = None, trust_model: bool = False) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings of one evaluation (the CLI's flags of the same names)."""
+
+    n_samples: Optional[int] = 1000
+    batch_size: int = 500
+    seed: int = 0
+    eps: Optional[float] = None
+    eps_iter: Optional[float] = None
+    nb_iter: int = 20
+    betas: tuple[float, ...] = BETAS
+    force: bool = False
+    verbose: int = 1
+    dataset: Optional[str] = None
+    trust_model: bool = False
+
+
+def evaluate(target, options: Options = Options()) -> dict:
     """Every detector-aware attack on the first ``n_samples`` test images; writes and returns
-    RUN/eval/adaptive_detection.json's dict. ``run_dir`` may be a model file of any classifier
-    (eval.target.Target; its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned),
-    whose results go to PATH.eval/."""
+    RUN/eval/adaptive_detection.json's dict. ``target``: an eval.target.Target, or a run folder or
+    model file of any classifier (its data set ``dataset``; ``trust_model``: a SavedModel loaded
+    unscanned), whose results go to PATH.eval/."""
     from attacks import detector_aware, gradient
 
-    cfg, load = open_target(run_dir, dataset, trust_model)
-    p = detection.attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
-    fp = reuse.fingerprint(run_dir)
-    path = eval_path(run_dir, JSON_NAME)
+    o = options
+    n_samples, batch_size, seed, betas, force, verbose = o.n_samples, o.batch_size, o.seed, o.betas, o.force, o.verbose
+    target = target if isinstance(target, Target) else Target(target, o.dataset, o.trust_model)
+    run_dir, cfg, load = target.path, target.config, target.load
+    p = detection.attack_params(cfg["dataset"], o.eps, o.eps_iter, o.nb_iter)
+    fp = target.fingerprint
+    path = target.results_path(JSON_NAME)
     settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=p["eps_iter"],
                     nb_iter=p["nb_iter"], betas=list(betas), fpr=FPR)
-    old = read_json(path)
-    decision = reuse.decide(old, fp, settings, force)
+    old, decision = results_file.decide(path, fp, settings, force)
     if decision.reuse:
         return old
     ens = load()
@@ -123,15 +135,55 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
                   n_samples=int(len(x)), natural_accuracy=float(correct.mean()), threshold=thr, fpr=FPR,
                   attacks=results, detection_aware_robust_accuracy=float(np.mean(correct & ~evaded_any)),
                   seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fp))
-    if old and old.get(reuse.KEY) != fp:
-        reuse.keep_stale(path, old.get(reuse.KEY))
-    write_json(path, result)
+    results_file.write(path, result, fp)
     log(f"detection-aware robust accuracy {pct(result['detection_aware_robust_accuracy'])}% "
         f"(threshold H > {thr:.3f} flags {100 * FPR:g}% of clean images); wrote {path}")
     return result
 
 
-def table(rows: Sequence[tuple[str, dict]]) -> str:
+def stored(target: Target) -> Optional[dict]:
+    """RUN/eval/adaptive_detection.json when it was computed on the weights the run holds now."""
+    r = read_json(target.results_path(JSON_NAME))
+    return r if r and r.get(reuse.KEY) == target.fingerprint else None
+
+
+def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
+    """results.jsonl's rows: per attack its AUC (adaptive_auc_NAME, where defined) and the share it
+    leaves right and unflagged (evaded_robust_NAME); the detection-aware robust accuracy."""
+    out = []
+    for name, m in result["attacks"].items():
+        p = dict(m["params"])
+        kw = dict(evaluation=NAME, attack=name, eps=p.get("eps"), eps_iter=p.get("eps_iter"),
+                  nb_iter=p.get("nb_iter"), n=result["n_samples"])
+        if m.get("auc") is not None:
+            out.append(dict(kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}"))
+        out.append(dict(kw, metric="robust_accuracy", value=m["robust"], key=f"evaded_robust_{name}"))
+    out.append(dict(evaluation=NAME, attack="any", n=result["n_samples"], metric="robust_accuracy",
+                    value=result["detection_aware_robust_accuracy"], key="detection_aware"))
+    return out
+
+
+def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -> Optional[dict]:
+    """The options of a study's job on one run (studies.plan)."""
+    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter)
+
+
+def cost(options: dict, run_config: dict) -> float:
+    """Member forward-backward passes: PGD, PGD − βH per β, a targeted PGD per wrong class, the
+    two stages."""
+    from cce_tf import data
+
+    n = batches.test_size(run_config["dataset"], options.get("n_samples"))
+    classes = data.info(run_config["dataset"]).num_classes
+    return float((1 + len(BETAS) + classes - 1 + 2) * options["nb_iter"] * n * run_config["members"])
+
+
+def table(result: dict) -> str:
+    """The attacks on one run, as ``comparison_table``."""
+    return comparison_table([(result["label"], result)])
+
+
+def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
     """Per run and attack: AUC, adversarial accuracy, share evading the detector, in percent."""
     body = []
     for label, r in rows:
@@ -156,13 +208,13 @@ def main(argv: list[str]) -> None:
         detection.attack_params(cfg["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     labels = run_labels(FLAGS.run_dir, configs, FLAGS.label)
     quiet_tf()
-    rows = [(label, evaluate(d, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
-                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset,
-                             trust_model=FLAGS.trust_model))
-            for d, label in zip(FLAGS.run_dir, labels)]
+    results = [(label, evaluate(d, Options(FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
+                                           FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose,
+                                           dataset=FLAGS.dataset, trust_model=FLAGS.trust_model)))
+               for d, label in zip(FLAGS.run_dir, labels)]
     print("\nDetection by entropy against detector-aware attackers (threshold: 5% FPR on clean images); "
           "percentages\n")
-    print(table(rows))
+    print(comparison_table(results))
 
 
 def cli(argv: Optional[list[str]] = None) -> int:

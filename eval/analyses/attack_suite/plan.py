@@ -161,11 +161,12 @@ def reuse_decisions(existing: dict, fp: str, attacks: dict[str, tuple[dict, int]
             for name, (params, n) in attacks.items()}
 
 
-def plan_runs(run_dirs: list[str], opts: SuiteOptions
+def plan_runs(run_dirs: list, opts: SuiteOptions
               ) -> tuple[list[RunPlan], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Check the options and every run folder and load the test sets, before anything runs or is
     written.
 
+    :param run_dirs: run folders or model files, or eval.target.Target (a model in memory too).
     :return: (one RunPlan per run folder, {dataset: (x_test, y_test)}).
     """
     names = opts.attack_names()  # bad options fail here, before TensorFlow starts
@@ -176,8 +177,11 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
         raise UsageError("--run_dir is required (a run folder written by python -m cce_tf.train)")
     plans, test_sets = [], {}
     for run_dir in run_dirs:
-        run_dir = os.path.normpath(run_dir)
-        target = Target(run_dir, opts.dataset, opts.trust_model)
+        if isinstance(run_dir, Target):
+            target, run_dir = run_dir, run_dir.path
+        else:
+            run_dir = os.path.normpath(run_dir)
+            target = Target(run_dir, opts.dataset, opts.trust_model)
         model = target.load()
         dataset = target.config["dataset"]
         if dataset not in test_sets:

@@ -27,9 +27,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from cce_tf import atomic, run_lock
+from cce_tf import atomic
 from cce_tf.cli_flags import UsageError
-from eval import reuse
+from eval import results_file, reuse
 from eval.target import Target, results_dir
 
 RESULTS_FILE = "attack_suite.json"
@@ -103,10 +103,11 @@ def masks_on(run_dir: str, fp: str) -> dict[str, np.ndarray]:
 
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
-    (flags first: a flag set names the weights and settings it belongs to, see ``signature``)."""
+    (flags first: a flag set names the weights and settings it belongs to, see ``signature``), by
+    eval.results_file under the results folder's lock."""
     out = results_dir(run_dir)
-    atomic.write_file(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
-    atomic.write_json(os.path.join(out, RESULTS_FILE), results)
+    results_file.write(os.path.join(out, RESULTS_FILE), results,
+                       arrays={os.path.join(out, MASKS_FILE): (masks, False)}, exact=True)
 
 
 def write_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray, keep: dict,
@@ -237,10 +238,10 @@ class SuiteFiles:
         """Writes both files. Under the results folder's lock, the files are read again just before
         they are written: what another process wrote since (another attack on this run) is merged
         in, not lost."""
-        with run_lock.hold(run_lock.lock_path(self.results_dir), wait=True):
-            latest = read_results(self.run_dir)
-            if latest.get(reuse.KEY) not in (None, self.fp):  # written meanwhile for other weights
-                reuse.keep_stale(self.path, latest[reuse.KEY])
+        def merge(latest: dict) -> dict:   # a file written meanwhile for other weights: stale/ first
             adopt(latest, read_masks(self.run_dir), self.results, self.masks, self.fp, self.mine)
             self.summarise(self.results, self.masks)
-            write_results(self.run_dir, self.results, self.masks)
+            return self.results
+
+        results_file.write(self.path, merge, self.fp, exact=True,
+                           arrays=lambda: {os.path.join(self.results_dir, MASKS_FILE): (self.masks, False)})
