@@ -86,6 +86,15 @@ def write(path: str, result: Union[Mapping, Callable[[dict], Mapping]],
     return path
 
 
+def write_arrays(path: str, arrays: Mapping[str, np.ndarray], compressed: bool = True) -> str:
+    """An npz of results that stands alone (e.g. the suite's adversarial examples, which name their
+    weights and settings inside), atomically under its folder's lock."""
+    save = np.savez_compressed if compressed else np.savez
+    with run_lock.hold(run_lock.lock_path(os.path.dirname(path) or "."), wait=True):
+        atomic.write_file(path, lambda f: save(f, **arrays), "wb")
+    return path
+
+
 def write_markdown(path: str, text: str) -> str:
     """A Markdown page of results (``text`` as is), atomically under its folder's lock."""
     folder = os.path.dirname(path) or "."

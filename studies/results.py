@@ -764,7 +764,7 @@ def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict]
         md = [f"## {title}", "", source_line(plan, group), ""]
         if not any(c.study == part.name for c in plan.cells):
             return md
-        suite = "attack_suite" in part.evaluations
+        suite = any(hasattr(a, "sanity") for a in _analyses(part))   # it checks its attacks for masking
         canaries = canary_lines(plan) if suite else []
         if canaries:
             md += [*canaries, ""]

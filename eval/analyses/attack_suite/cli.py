@@ -25,8 +25,8 @@ results folder's lock (cce_tf.run_lock), reading both files again first, so ever
 is kept. Prints a Markdown table shaped like the paper's, with the sanity checks of eval/sanity.py
 (gradient masking) that failed as warnings under it.
 
-    from eval.analyses.attack_suite import SuiteOptions, evaluate
-    columns = evaluate(["runs/cce_rm"], SuiteOptions(attacks=("pgd", "mim"), n_samples=1000))
+    from eval.analyses.attack_suite import Options, evaluate      # the library call behind it
+    r = evaluate("runs/cce_rm", Options(attacks=("pgd", "mim"), n_samples=1000))
 
 
 Parts: the flags and ``main`` here; the suite itself is the package eval/analyses/attack_suite/ (plan:

@@ -27,7 +27,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from cce_tf import atomic
 from cce_tf.cli_flags import UsageError
 from eval import results_file, reuse
 from eval.target import Target, results_dir
@@ -120,7 +119,7 @@ def write_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray
     path = os.path.join(results_dir(run_dir), ADVERSARIAL_DIR, f"{name}.npz")
     arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
               "key": np.array(signature(settings, fp))}
-    atomic.write_file(path, lambda f: np.savez_compressed(f, **arrays), "wb")
+    results_file.write_arrays(path, arrays)
     return os.path.abspath(path)
 
 
