@@ -73,6 +73,14 @@ class Target:
                 raise UsageError(f"--dataset {dataset}: {path} was trained on {self.config['dataset']}")
 
     @classmethod
+    def results_of(cls, path: str) -> "Target":
+        """A run folder opened only to read its results (``results_dir``, ``results_path``,
+        ``fingerprint``): its config.json is not read (``config`` is None), nothing is loaded."""
+        self = cls.__new__(cls)
+        self.path, self.kind, self._model, self.config = path, RUN, None, None
+        return self
+
+    @classmethod
     def of_model(cls, model, dataset: Optional[str] = None, folder: Optional[str] = None,
                  label: str = "model") -> "Target":
         """A classifier in memory (a ``keras.Model``, an Ensemble, any callable images -> logits with

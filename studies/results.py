@@ -34,7 +34,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from attacks.settings import ATTACK_NAMES
-from eval import reuse, stats
+from eval import stats
 from eval.analyses import transferability
 from eval.target import history
 from eval.analyses.attack_suite.report import ANY_ROW, NAT_ROW, attack_label
@@ -64,13 +64,10 @@ def _row(base: dict, **kw) -> dict:
 
 
 def _target(run_dir: str):
-    """The run as an eval.target.Target, None while it is not trained."""
-    from eval.target import Target, UsageError
+    """The run's results, through eval.target.Target (its config is not needed to read them)."""
+    from eval.target import Target
 
-    try:
-        return Target(run_dir)
-    except (UsageError, OSError):
-        return None
+    return Target.results_of(run_dir)
 
 
 def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
@@ -81,13 +78,13 @@ def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
 
     target = _target(cell.run_dir)
     try:
-        fp = target.fingerprint if target else reuse.fingerprint(cell.run_dir)
+        fp = target.fingerprint
     except OSError:
         return []  # not trained yet
     base, rows = _base(part, cell, fp), []
     for name in part.evaluations:
         a = ANALYSES.get(name)
-        if a is None or a.SCOPE != "run" or target is None:
+        if a is None or a.SCOPE != "run":
             continue
         r = a.stored(target)
         if r:
@@ -110,8 +107,6 @@ def _runs_rows(plan: Plan, part: Study, cells: list[Cell], analysis) -> list[dic
             continue
         folder = runs_folder(plan.out_dir, analysis.NAME, seed_cells[0].dataset, seed, [c.run_dir for c in seed_cells])
         targets = [_target(c.run_dir) for c in seed_cells]
-        if None in targets:
-            continue
         try:
             r = analysis.stored(targets, folder)
         except OSError:
@@ -610,7 +605,7 @@ def sanity_report(run_dir: str) -> Optional[dict]:
 
     target = _target(run_dir)
     for a in ANALYSES.values():
-        if target is not None and hasattr(a, "sanity"):
+        if hasattr(a, "sanity"):
             try:
                 r = a.stored(target)
             except OSError:
