@@ -24,13 +24,25 @@ Every module is one analysis, with:
     cost(options, run_config) -> member forward-backward passes (the planner's estimate)
     table(result)           its Markdown table
 
-and optionally ``canary_options`` (the attack suite: the undefended canary's options),
-``sanity`` (its masking checks, shown on a study's page), ``plan_shards`` and ``shard`` (a job split into shards across Ray tasks, merged by ``evaluate``'s
-``merged``) and
-``FIGURES`` (figures drawn after its study job, by name, from figures/). studies/ loops over this
-registry and never branches on an analysis's name: adding an analysis is one module and one line
-below.
+and optionally ``canary_options`` (the attack suite: the undefended canary's options), ``sanity``
+(its masking checks, shown on a study's page), ``plan_shards`` and ``shard`` (a job split into
+shards across Ray tasks, merged by ``evaluate``'s ``merged``) and ``FIGURES`` (figures drawn after
+its study job, by name, from figures/). studies/ loops over this
+registry and never branches on an analysis's name: adding an analysis is one module and its name in
+_MODULES below.
 """
-from eval.analyses import adaptive_detection, attack_suite, blackbox, detection, transferability
+# The registry: one name per analysis, in the order studies run and show them.
+_MODULES = ("attack_suite", "transferability", "detection", "adaptive_detection", "blackbox")
 
-ANALYSES = {m.NAME: m for m in (attack_suite, transferability, detection, adaptive_detection, blackbox)}
+
+def __getattr__(name: str):
+    """``ANALYSES``, built on first use (PEP 562): ``python -m eval.analyses.NAME`` runs a module
+    that this package has not imported yet."""
+    if name != "ANALYSES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    global ANALYSES
+    modules = [importlib.import_module(f"{__name__}.{m}") for m in _MODULES]
+    ANALYSES = {m.NAME: m for m in modules}
+    return ANALYSES
