@@ -11,14 +11,17 @@ Usage::
     batches.seed_everything(0)
     x_adv = batches.craft("pgd", ens, x, y, eps=0.1, eps_iter=0.01, nb_iter=20)
 
-Crafting goes through ``attacks.registry.run``, the one entry point to the attack adapters.
+Crafting goes through ``attacks.registry.run``, the one entry point to the attack adapters, or an
+adapter given as a function; ``craft`` is the one seeded batched attack loop of the analyses (the
+attack suite's ``robust_mask`` seeds its batches with the same ``batch_seed``).
 TensorFlow is imported lazily, inside the functions that need it, so a CLI rejects bad input in a
 fraction of a second.
 """
 from __future__ import annotations
 
+import functools
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -38,6 +41,13 @@ def test_samples(dataset: str, n_samples: Optional[int] = None) -> tuple[np.ndar
     if n_samples:
         x, y = x[:n_samples], y[:n_samples]
     return np.asarray(x, np.float32), np.asarray(y, np.int64)
+
+
+def test_size(dataset: str, n_samples: Optional[int]) -> int:
+    """How many test samples ``test_samples(dataset, n_samples)`` returns (no data loaded)."""
+    from cce_tf import data
+
+    return min(n_samples or data.TEST_SIZES[dataset], data.TEST_SIZES[dataset])
 
 
 def _batches(n: int, batch_size: int):
@@ -94,15 +104,27 @@ def entropy_of_logits(z: np.ndarray) -> np.ndarray:
     return entropy(tf.nn.softmax(tf.constant(z, tf.float32), axis=-1)).numpy()
 
 
-def craft(attack: str, model, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
-          bar: Optional["Progress"] = None, **params: Any) -> np.ndarray:
-    """x_adv of ``attack`` (a name of ``attacks.registry``) against ``model`` on (x, y), TRUE labels,
-    crafted batch by batch through ``attacks.registry.run``; ``bar`` advances by each batch."""
+def batch_seed(seed: int, index: int) -> int:
+    """The random seed of the attack batch that starts at test sample ``index``: a batch's result
+    depends on its samples and the seed only, so the samples can be split into shards (on batch
+    boundaries) across processes and merged into exactly the result of one process."""
+    return (int(seed) * 1_000_003 + int(index)) % 2 ** 31
+
+
+def craft(attack: Union[str, Callable], model, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
+          bar: Optional["Progress"] = None, seed: Optional[int] = None, **params: Any) -> np.ndarray:
+    """x_adv of ``attack`` (a name of ``attacks.registry``, run through ``attacks.registry.run``, or
+    an adapter ``attack(model, x, y, **params)``) against ``model`` on (x, y), TRUE labels, crafted
+    batch by batch; ``bar`` advances by each batch. ``seed``: every batch is seeded with
+    ``batch_seed(seed, its first index)`` (None: the caller seeded once, before)."""
     from attacks import registry
 
+    fn = attack if callable(attack) else functools.partial(registry.run, attack)
     out = []
     for s in _batches(len(x), batch_size):
-        out.append(np.asarray(registry.run(attack, model, x[s], y[s], **params), np.float32))
+        if seed is not None:
+            seed_everything(batch_seed(seed, s.start))
+        out.append(np.asarray(fn(model, x[s], y[s], **params), np.float32))
         if bar is not None:
             bar.add(s.stop - s.start)
     return np.concatenate(out) if out else np.asarray(x, np.float32).copy()

@@ -8,7 +8,7 @@ Usage::
 
 ``pgd_robust(params) -> bool mask`` runs PGD with ``params`` on a fixed subset of the test set and
 returns, per sample, whether the model is right on both the clean and the adversarial input
-(eval.attack_suite builds it). The checks are the usual signs that a model hides its gradients
+(eval.analyses.attack_suite builds it). The checks are the usual signs that a model hides its gradients
 rather than being robust (Athalye et al. 2018, "Obfuscated gradients"; Carlini et al. 2019, "On
 evaluating adversarial robustness"):
 

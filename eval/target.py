@@ -11,6 +11,13 @@ Usage::
     t.results_dir                               # RUN/eval/, or PATH.eval/ beside a model file
     t.fingerprint                               # SHA-256 of the weights (DESIGN.md, contract 9), cached
     model = t.load()                            # the Ensemble (or the model file's classifier)
+    t.results_path("detection.json")            # RUN/eval/detection.json: where an analysis writes
+    t = Target.of_model(model, "fashion_mnist", folder="out/m")   # a keras.Model in memory: out/m/eval/
+    history("runs/demo")                        # RUN/history.json's epochs, None when missing
+
+A model in memory (``Target.of_model``: any ``keras.Model`` or callable, images to logits) is a
+target too: its config is made as a model file's, its fingerprint is the SHA-256 of its weights'
+bytes and its results go to FOLDER/eval/ (FOLDER a temporary folder unless given).
 
 A model file is any classifier mapping [0, 1] NHWC float32 images to logits, saved as a .keras
 file or a TensorFlow SavedModel folder (e.g. by python -m cce_tf.export). Its config is made from
@@ -35,12 +42,12 @@ from typing import Any, Callable, Optional
 
 from cce_tf import cli_flags, run_files
 from cce_tf.fingerprint import model_file_fingerprint, weights_fingerprint
-from cce_tf.run_files import CONFIG_FILE, EVAL_DIR, KERAS_FILE, WEIGHTS_FILE
+from cce_tf.run_files import CONFIG_FILE, EVAL_DIR, HISTORY_FILE, KERAS_FILE, WEIGHTS_FILE
 from eval import model_scan
 
 UsageError = cli_flags.UsageError
 
-RUN, MODEL_FILE = "run", "model file"  # Target.kind
+RUN, MODEL_FILE, MODEL = "run", "model file", "model"  # Target.kind
 MODEL_FILE_ARCH = "cnn"  # the attacks' per-architecture defaults (k) for a foreign model: the CNNs'
 
 
@@ -65,18 +72,45 @@ class Target:
             if dataset and dataset != self.config["dataset"]:
                 raise UsageError(f"--dataset {dataset}: {path} was trained on {self.config['dataset']}")
 
+    @classmethod
+    def results_of(cls, path: str) -> "Target":
+        """A run folder opened only to read its results (``results_dir``, ``results_path``,
+        ``fingerprint``): its config.json is not read (``config`` is None), nothing is loaded."""
+        self = cls.__new__(cls)
+        self.path, self.kind, self._model, self.config = path, RUN, None, None
+        return self
+
+    @classmethod
+    def of_model(cls, model, dataset: Optional[str] = None, folder: Optional[str] = None,
+                 label: str = "model") -> "Target":
+        """A classifier in memory (a ``keras.Model``, an Ensemble, any callable images -> logits with
+        ``get_weights``) as a target: ``path`` is ``folder`` (default: a new temporary folder) and its
+        results go to FOLDER/eval/, as a run's."""
+        import tempfile
+
+        self = cls.__new__(cls)
+        self._model, self.config = model, model_config(model, label, dataset, label)
+        self.kind, self.path = MODEL, folder or tempfile.mkdtemp(prefix="cce-eval-")
+        return self
+
     @property
     def results_dir(self) -> str:
         return results_dir(self.path)
 
+    def results_path(self, name: str) -> str:
+        """Where the results file ``name`` of this target goes (RUN/eval/NAME, PATH.eval/NAME)."""
+        return os.path.join(self.results_dir, name)
+
     @functools.cached_property
     def fingerprint(self) -> str:
+        if self.kind == MODEL:
+            return model_fingerprint(self._model)
         return fingerprint(self.path)
 
     def load(self):
         """The model: a run's Ensemble, loaded from its files at each call (``load_run_checked``
         with the config already read), or the model file's classifier, loaded when opened."""
-        return self._model if self.kind == MODEL_FILE else _load_ensemble(self.path, self.config)
+        return self._model if self.kind in (MODEL_FILE, MODEL) else _load_ensemble(self.path, self.config)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,14 +250,42 @@ def load_model_file(path: str, dataset: Optional[str] = None, trust_model: bool 
         raise UsageError(f"{path} cannot be loaded as a model ({type(e).__name__}: {first[:200]})") from e
     if input_shape is None or len(input_shape) != 3 or None in input_shape:
         raise UsageError(f"{path}: the model must take NHWC images of a fixed size, it takes {input_shape}")
+    cfg = model_config(model, path, dataset, os.path.basename(os.path.normpath(path)), input_shape, members=1)
+    label = cfg.pop("label")
+    return model, dict(cfg, model_file=os.path.abspath(path), label=label)
+
+
+def model_config(model, path: str, dataset: Optional[str], label: str, input_shape: Optional[tuple] = None,
+                 members: Optional[int] = None) -> dict:
+    """The config of a classifier evaluated in place of a run: the keys of a run's config.json the
+    tools read, from its input shape and its logits on one image (``members``: default the
+    Ensemble's, else 1; a model file is one classifier)."""
+    import numpy as np
+
+    if input_shape is None:
+        inputs = getattr(model, "inputs", None)
+        input_shape = tuple(inputs[0].shape[1:]) if inputs else tuple(getattr(model, "input_shape", ())[1:] or ())
     logits = np.asarray(model(np.zeros((1, *input_shape), np.float32), training=False))
     if logits.ndim != 2:
         raise UsageError(f"{path}: the model must return logits [batch, classes], it returns shape {logits.shape}")
-    name = os.path.basename(os.path.normpath(path))
-    cfg = {"dataset": _dataset_for(path, input_shape, logits.shape[1], dataset), "arch": MODEL_FILE_ARCH,
-           "method": "model", "preset": None, "members": 1, "input_shape": list(input_shape),
-           "num_classes": int(logits.shape[1]), "model_file": os.path.abspath(path), "label": name}
-    return model, cfg
+    members = members or len(getattr(model, "members", None) or [model])
+    return {"dataset": _dataset_for(path, input_shape, logits.shape[1], dataset), "arch": MODEL_FILE_ARCH,
+            "method": "model", "preset": None, "members": members, "input_shape": list(input_shape),
+            "num_classes": int(logits.shape[1]), "label": label}
+
+
+def model_fingerprint(model) -> str:
+    """SHA-256 of a model's weights in memory (their shapes and bytes, in order)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        a = np.ascontiguousarray(w)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,6 +303,21 @@ def results_dir(path: str) -> str:
 def eval_path(path: str, name: str) -> str:
     """Where an evaluation of a run (RUN/eval/NAME) or of a model file (PATH.eval/NAME) goes."""
     return os.path.join(results_dir(path), name)
+
+
+def history(run_dir: str) -> Optional[list]:
+    """RUN/history.json (one entry per epoch), or None when missing or unreadable."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, HISTORY_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def history_path(run_dir: str) -> str:
+    return os.path.join(run_dir, HISTORY_FILE)
 
 
 def fingerprint(path: str) -> str:

@@ -6,7 +6,7 @@ Usage::
 
     python -m figures.entropy_histogram --run_dir runs/cce_dm [--n_samples 1000]
 
-Reads RUN/eval/detection.json and detection_entropy.npz (``python -m eval.detection``); where they
+Reads RUN/eval/detection.json and detection_entropy.npz (``python -m eval.analyses.detection``); where they
 are missing it runs the PGD part of that evaluation first. Writes RUN/figures/entropy_histogram.png
 and .pdf.
 """
@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from eval import detection
+from eval.analyses import detection
 from eval.labels import format_eps
 from eval.target import read_run_config
 from figures import drawing, figure_cli
@@ -32,9 +32,9 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
          eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
          force: bool = False, bins: int = 50, verbose: int = 1) -> list[str]:
     """Draws Fig 2 for a run; returns the PNG and PDF paths."""
-    result = detection.evaluate(run_dir, attacks=("pgd",), sweep=False, n_samples=n_samples,
-                              batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-                              nb_iter=nb_iter, force=force, verbose=verbose)
+    result = detection.evaluate(run_dir, detection.Options(
+        attacks=("pgd",), sweep=False, n_samples=n_samples, batch_size=batch_size, seed=seed, eps=eps,
+        eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose))
     h = detection.load_entropies(run_dir)
     clean, adv = h["clean"], h["adv_pgd"]
     cfg = read_run_config(run_dir)

@@ -41,7 +41,7 @@ def pick_example(ens, x: np.ndarray, y: np.ndarray, eps: float, eps_iter: float,
 
 def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float]) -> tuple[float, float]:
     """(ε, η) of the data set's PGD (Table 6's setting) unless given; UsageError if η > ε."""
-    from eval.transferability import attack_params
+    from eval.analyses.transferability import attack_params
 
     p = attack_params(dataset, eps, eps_iter)
     return p["eps"], p["eps_iter"]
@@ -49,7 +49,7 @@ def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float
 
 def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float]) -> tuple[float, float]:
     """(ε, η) of the data set's PGD (Table 6's setting) unless given; UsageError if η > ε."""
-    from eval.transferability import attack_params
+    from eval.analyses.transferability import attack_params
 
     p = attack_params(dataset, eps, eps_iter)
     return p["eps"], p["eps_iter"]

@@ -45,12 +45,12 @@ def run_dirs(fv: flags.FlagValues, argv: list[str]) -> list[str]:
 
 
 def detection_figure_flags() -> flags.FlagValues:
-    """The flags of a figure drawn from eval.detection results."""
+    """The flags of a figure drawn from eval.analyses.detection results."""
     return figure_flags("n_samples", *ATTACK_FLAGS, "force", "verbose")
 
 
 def detection_figure_cli(make, fv: flags.FlagValues, argv: Optional[list[str]] = None) -> int:
-    """The CLI of a figure drawn from eval.detection results: make(run_dir, n_samples, batch_size,
+    """The CLI of a figure drawn from eval.analyses.detection results: make(run_dir, n_samples, batch_size,
     seed, eps, eps_iter, nb_iter, force, verbose) -> paths, per --run_dir."""
     def main(argv):
         for run_dir in run_dirs(fv, argv):

@@ -5,7 +5,7 @@ Usage::
 
     python -m figures.roc_attacks --run_dir runs/cce_rm [--n_samples 1000]
 
-Reads the ROC points of RUN/eval/detection.json (``python -m eval.detection``); where attacks are
+Reads the ROC points of RUN/eval/detection.json (``python -m eval.analyses.detection``); where attacks are
 missing it runs that part of the evaluation first. Positives: adversarial examples that fool the
 ensemble; negatives: clean images it classifies correctly. Writes RUN/figures/roc_attacks.png and
 .pdf.
@@ -16,7 +16,7 @@ import sys
 from typing import Optional
 
 
-from eval import detection
+from eval.analyses import detection
 from eval.labels import format_eps
 from figures import drawing, figure_cli
 
@@ -50,9 +50,9 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
          nb_iter: int = 20, force: bool = False, verbose: int = 1) -> list[str]:
     """Draws Fig 3 for a run; returns the PNG and PDF paths."""
-    result = detection.evaluate(run_dir, attacks=detection.ATTACKS, sweep=False, n_samples=n_samples,
-                              batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-                              nb_iter=nb_iter, force=force, verbose=verbose)
+    result = detection.evaluate(run_dir, detection.Options(
+        attacks=detection.ATTACKS, sweep=False, n_samples=n_samples, batch_size=batch_size, seed=seed, eps=eps,
+        eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose))
     ds = result["dataset"]
     colors = {"pgd": "tab:blue", "bim": "tab:orange", "mim": "tab:green"}
     curves = [(n.upper(), result["attacks"][n], colors[n]) for n in detection.ATTACKS]

@@ -6,7 +6,7 @@ Usage::
 
     python -m figures.roc_eps --run_dir runs/cce_rm [--n_samples 1000]
 
-Reads the ε sweep of RUN/eval/detection.json (``python -m eval.detection``); where it is missing it
+Reads the ε sweep of RUN/eval/detection.json (``python -m eval.analyses.detection``); where it is missing it
 runs the sweep first. Writes RUN/figures/roc_eps.png and .pdf.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from typing import Optional
 
 
-from eval import detection
+from eval.analyses import detection
 from eval.labels import format_eps
 from figures import drawing, figure_cli
 from figures.roc_attacks import draw_roc
@@ -31,8 +31,9 @@ def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, s
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
          nb_iter: int = 20, force: bool = False, verbose: int = 1) -> list[str]:
     """Draws Fig 4 for a run; returns the PNG and PDF paths."""
-    result = detection.evaluate(run_dir, attacks=(), sweep=True, n_samples=n_samples, batch_size=batch_size,
-                              seed=seed, eps=eps, eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose)
+    result = detection.evaluate(run_dir, detection.Options(
+        attacks=(), sweep=True, n_samples=n_samples, batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
+        nb_iter=nb_iter, force=force, verbose=verbose))
     ds = result["dataset"]
     sweep = result["eps_sweep"]
     cmap = drawing.plt.get_cmap("viridis")

@@ -12,7 +12,6 @@ RUN/figures/training_curves.png and .pdf.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
@@ -21,8 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from cce_tf import cli_flags
 from cce_tf.cli_flags import UsageError
 from eval.labels import run_label
-from eval.output import read_json
-from eval.target import read_run_config
+from eval.target import history as read_history_file, history_path, read_run_config
 from figures import drawing, figure_cli
 
 NAME = "training_curves"
@@ -34,8 +32,8 @@ ACC_KEYS = {"acc": "training accuracy (clean)", "adv_acc": "training accuracy (a
 
 def read_history(run_dir: str) -> list[dict]:
     """RUN/history.json; UsageError if missing or empty."""
-    path = os.path.join(run_dir, "history.json")
-    history = read_json(path)
+    path = history_path(run_dir)
+    history = read_history_file(run_dir)
     if not history:
         raise UsageError(f"{path} is missing or empty: it is written by "
                                 f"python -m cce_tf.train --out_dir {run_dir} after every epoch")

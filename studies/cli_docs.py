@@ -16,9 +16,9 @@ import sys
 from cce_tf import cli_flags
 
 # (module, console script), in the order of the flow: train, evaluate, draw, reproduce.
-TOOLS = (("cce_tf.train", "cce-train"), ("cce_tf.export", "cce-export"), ("eval.attack_suite", "cce-attack"),
-         ("eval.tables", "cce-tables"), ("eval.transferability", "cce-transfer"), ("eval.blackbox", "cce-blackbox"),
-         ("eval.detection", "cce-detect"), ("eval.adaptive_detection", "cce-adaptive-detect"),
+TOOLS = (("cce_tf.train", "cce-train"), ("cce_tf.export", "cce-export"), ("eval.analyses.attack_suite.cli", "cce-attack"),
+         ("eval.tables", "cce-tables"), ("eval.analyses.transferability", "cce-transfer"), ("eval.analyses.blackbox", "cce-blackbox"),
+         ("eval.analyses.detection", "cce-detect"), ("eval.analyses.adaptive_detection", "cce-adaptive-detect"),
          *((f"figures.{name}", f"cce-figure {name}") for name in ("entropy_histogram", "roc_attacks", "roc_eps",
                                                                  "predictions", "loss_surface", "training_curves")),
          ("studies.reproduce", "cce-reproduce"), ("studies.convergence", "cce-convergence"))

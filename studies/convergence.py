@@ -172,7 +172,8 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
     Madry's η (attacks.settings); reused from RUN/eval/attack_k.json on the same weights."""
     from attacks import settings
     from cce_tf import data
-    from eval import attack_suite, reuse
+    from eval import reuse
+    from eval.analyses.attack_suite import engine
     from eval.target import Target
 
     target = Target(run_dir)
@@ -184,7 +185,7 @@ def attack_k(run_dir: str, ks: list[int]) -> dict[int, float]:
         x, y = data.load(cfg["dataset"], "test")
         for k in todo:
             params = settings.default_params("pgd", cfg["dataset"], cfg["arch"], nb_iter=k)
-            mask = attack_suite.robust_mask(model, "pgd", x[:K_SAMPLES], y[:K_SAMPLES], params, seed=0)
+            mask = engine.robust_mask(model, "pgd", x[:K_SAMPLES], y[:K_SAMPLES], params, seed=0)
             have[k] = 100 * float(mask.mean())
             print(f"{os.path.basename(run_dir)}: PGD k={k} eta={params['eps_iter']:.4g}: {have[k]:.1f} %", flush=True)
         # Read again under the results folder's lock: the k another process measured since stay.

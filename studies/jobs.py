@@ -7,9 +7,9 @@ Usage::
     outcome = jobs.run_job(job, out_dir)      # {"id", "ok", "seconds", "log", "error"}
     jobs.is_done(job, out_dir)                 # its marker matches the options and the weights now
 
-Each job calls a library function with explicit arguments: cce_tf.train.train, eval.attack_suite
-.evaluate, eval.transferability.evaluate, eval.detection.evaluate (and the figures drawn from it),
-eval.adaptive_detection.evaluate, eval.blackbox.evaluate. Its output goes to OUT_DIR/logs/ID.log. On success a marker
+Each job calls a library function with explicit arguments: cce_tf.train.train, or the ``evaluate``
+of the analysis its kind names (eval.analyses.ANALYSES) with its Options (and the figures its
+options name, drawn from the results). Its output goes to OUT_DIR/logs/ID.log. On success a marker
 OUT_DIR/jobs/ID.json records the options, the weights fingerprints of its runs and the seconds it
 took (the cost model of studies.costs learns from them). A job that fails leaves no marker, so the
 next invocation retries it. A job runs under its lock OUT_DIR/jobs/ID.lock, so two invocations of a
@@ -28,7 +28,7 @@ from typing import Optional
 
 from cce_tf import atomic, run_lock
 from cce_tf.run_files import LOCK_FILE
-from studies.plan import ADAPTIVE, ATTACK_SUITE, BLACKBOX, DETECTION, TRAIN, TRANSFER, Job
+from studies.plan import TRAIN, Job
 
 
 def _job_file(job: Job, out_dir: str, folder: str, suffix: str) -> str:
@@ -77,49 +77,43 @@ def is_done(job: Job, out_dir: str) -> bool:
 
 
 def suite_options(job: Job):
-    """The eval.suite.plan.SuiteOptions of an ATTACK_SUITE job: its options, every one of them, as
-    keyword arguments (the options a CLI invocation would give; the rest keep the CLI's defaults), so
-    that the shards of studies.ray_executor attack exactly what the job records."""
-    from eval.suite.plan import SuiteOptions
+    """The Options of an analysis job (for the attack suite, eval.analyses.attack_suite.plan
+    .SuiteOptions): its options, every one of them, as keyword arguments (the options a CLI
+    invocation would give; the rest keep the CLI's defaults), so that the shards of
+    studies.ray_executor attack exactly what the job records. ``figures`` are drawn after the job."""
+    from eval.analyses import ANALYSES
 
-    return SuiteOptions(**job.options)
+    o = {k: v for k, v in job.options.items() if k != "figures"}
+    return ANALYSES[job.kind].Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()})
 
 
 def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
-    """The library call of one job; ``merged`` (ATTACK_SUITE only): attack -> (flags merged from
-    its shards, their seconds), see eval.attack_suite.evaluate."""
-    o = dict(job.options)
+    """The library call of one job: training, or the analysis its kind names (eval.analyses
+    .ANALYSES), then the figures its options name; ``merged`` (the attack suite's shards): attack ->
+    (flags merged from its shards, their seconds), see eval.analyses.attack_suite.evaluate."""
+    import dataclasses
+
+    from eval.analyses import ANALYSES
+
     if job.kind == TRAIN:
         from cce_tf.train import train
         from cce_tf.train_settings import TrainOptions
-        train(TrainOptions(**o, out_dir=job.run_dirs[0], verbose=2))
-    elif job.kind == ATTACK_SUITE:
-        from eval import attack_suite
-        attack_suite.evaluate(list(job.run_dirs), suite_options(job), merged=merged)
-    elif job.kind == TRANSFER:
-        from eval import transferability
-        transferability.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
-    elif job.kind == DETECTION:
-        from eval import detection
-        from figures import entropy_histogram, roc_attacks, roc_eps
-        kw = dict(n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"])
-        detection.evaluate(job.run_dirs[0], **kw)
-        makers = {"entropy_histogram": entropy_histogram.make, "roc_attacks": roc_attacks.make,
-                  "roc_eps": roc_eps.make}
-        for name in o.get("figures", []):
-            print("wrote " + ", ".join(makers[name](job.run_dirs[0], **kw)))
-    elif job.kind == ADAPTIVE:
-        from eval import adaptive_detection
-        adaptive_detection.evaluate(job.run_dirs[0], n_samples=o["n_samples"], seed=o["seed"], nb_iter=o["nb_iter"],
-                                    max_nb_iter=o.get("max_nb_iter"))
-    elif job.kind == BLACKBOX:
-        from eval import blackbox
-        out = os.path.join(out_dir, job.id)  # plan.blackbox_folder
-        result = blackbox.evaluate(list(job.run_dirs), o["labels"], n_samples=o["n_samples"], seed=o["seed"],
-                                   nb_iter=o["nb_iter"], previous=os.path.join(out, blackbox.JSON_NAME))
-        print("wrote " + ", ".join(blackbox.write_outputs(result, out)))
-    else:
+        train(TrainOptions(**job.options, out_dir=job.run_dirs[0], verbose=2))
+        return
+    if job.kind not in ANALYSES:
         raise ValueError(f"unknown job kind {job.kind!r}")
+    analysis, options = ANALYSES[job.kind], suite_options(job)
+    if analysis.SCOPE == "runs":   # across runs: written to OUT_DIR/ID (plan.runs_folder)
+        analysis.evaluate(list(job.run_dirs), dataclasses.replace(options, out_dir=os.path.join(out_dir, job.id)))
+    elif merged:
+        analysis.evaluate(job.run_dirs[0], options, merged=merged)
+    else:
+        analysis.evaluate(job.run_dirs[0], options)
+    for name in job.options.get("figures", []):   # figures/NAME.py's make, from the job's results
+        import importlib
+        make = importlib.import_module(f"figures.{name}").make
+        print("wrote " + ", ".join(make(job.run_dirs[0], n_samples=options.n_samples, seed=options.seed,
+                                        nb_iter=options.nb_iter)))
 
 
 @contextlib.contextmanager
@@ -151,7 +145,7 @@ def _logging_to(path: str, fd_level: bool):
 def run_job(job: Job, out_dir: str, fd_level: bool = False, merged: Optional[dict] = None) -> dict:
     """Run ``job``, log to OUT_DIR/logs/, write its marker on success; never raises for a failing
     job (the outcome says why), so one failure does not stop the others. ``merged`` goes to
-    eval.attack_suite.evaluate (the Ray executor's merged shards; their seconds count in the
+    eval.suite_run.evaluate (the Ray executor's merged shards; their seconds count in the
     marker's).
 
     The job runs under its lock (``lock_path``): where another invocation of the study on this

@@ -24,9 +24,7 @@ from typing import Optional
 from studies.scale import Scale
 from studies.spec import RunSpec, Study
 
-TRAIN, ATTACK_SUITE, TRANSFER, DETECTION, ADAPTIVE, BLACKBOX = (
-    "train", "attack_suite", "transferability", "detection", "adaptive_detection", "blackbox")
-FIGURES = ("entropy_histogram", "roc_attacks", "roc_eps")  # drawn for the detection studies
+TRAIN = "train"   # a job's kind: TRAIN, or the NAME of an analysis of eval.analyses.ANALYSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +68,9 @@ class Plan:
 
 # Every study that runs the attack suite also trains an undefended NAT_2 per data set and member
 # architecture (first seed) and attacks it with the gradient attacks its runs get: eval/sanity.py's
-# canary says whether those attacks, at this scale's k, could tell a defence from none at all.
+# canary says whether those attacks, at this scale's k, could tell a defence from none at all. The
+# analysis that has one (``canary_options``) says which of its options the canary gets.
 CANARY = RunSpec(label="NAT_2 (canary)", method="nat", members=2, arch="cnn")
-CANARY_ATTACKS = ("fgsm", "pgd", "pgd_margin", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
 
 
 def run_folder(run: RunSpec, dataset: str, seed: int) -> str:
@@ -94,11 +92,12 @@ def train_options(run: RunSpec, dataset: str, seed: int, scale: Scale) -> dict:
     return opts
 
 
-def blackbox_folder(out_dir: str, dataset: str, seed: int, run_dirs: list[str]) -> str:
-    """OUT_DIR/blackbox/DATASET_sSEED_DIGEST: named by the runs it crosses, not by the table, so
-    that tables sharing their runs (12 and 13 on Fashion-MNIST) share one black-box job."""
+def runs_folder(out_dir: str, name: str, dataset: str, seed: int, run_dirs: list[str]) -> str:
+    """OUT_DIR/NAME/DATASET_sSEED_DIGEST, the folder of an analysis across runs (SCOPE "runs", e.g.
+    the black-box matrix): named by the runs it crosses, not by the table, so that tables sharing
+    their runs (12 and 13 on Fashion-MNIST) share one job."""
     names = "\n".join(os.path.basename(d) for d in run_dirs)
-    return os.path.join(out_dir, BLACKBOX, f"{dataset}_s{seed}_{hashlib.sha256(names.encode()).hexdigest()[:10]}")
+    return os.path.join(out_dir, name, f"{dataset}_s{seed}_{hashlib.sha256(names.encode()).hexdigest()[:10]}")
 
 
 def _studies(study: Study) -> tuple[Study, ...]:
@@ -108,21 +107,22 @@ def _studies(study: Study) -> tuple[Study, ...]:
 def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
          dataset: Optional[str] = None) -> Plan:
     """The jobs of ``study`` at ``scale`` for ``seeds`` under ``out_dir``; ``dataset`` overrides the
-    data set of every part (default: the scale's, else each study's own)."""
+    data set of every part (default: the scale's, else each study's own). Each analysis of a part's
+    ``evaluations`` (eval.analyses.ANALYSES) gives its jobs' options: one job per run (its options
+    merged over the parts that evaluate the run), or one across a part's runs per seed."""
+    from eval.analyses import ANALYSES
+
     runs_dir = os.path.join(out_dir, "runs")
     cells, left_out = [], []
     jobs: dict[str, Job] = {}
-    suite_attacks: dict[str, list[str]] = {}      # run_dir -> attacks, in first-seen order
-    detection_runs: dict[str, None] = {}
-    adaptive_runs: dict[str, None] = {}
-    transfer_runs: dict[str, None] = {}
-    sanity_runs: set[str] = set()               # runs a full_evaluation study checks for masking
+    per_run: dict[str, dict[str, dict]] = {name: {} for name in ANALYSES}   # analysis -> run_dir -> options
     for part in _studies(study):
         ds = dataset or scale.dataset_for(part.dataset)
         kept = [r for r in part.runs if scale.keeps(r)]
         dropped = [r.label for r in part.runs if not scale.keeps(r)]
         if dropped:
             left_out.append(f"{part.name}: {', '.join(dropped)} (arch not trained at scale {scale.name})")
+        analyses = [ANALYSES[e] for e in part.evaluations if e in ANALYSES]
         for seed in seeds:
             part_dirs = []
             for run in kept:
@@ -130,68 +130,52 @@ def make(study: Study, scale: Scale, seeds: tuple[int, ...], out_dir: str,
                 cells.append(Cell(part.name, run, ds, seed, run_dir))
                 part_dirs.append(run_dir)
                 _add_train(jobs, cells[-1], scale)
-                if ATTACK_SUITE in part.evaluations:
-                    names = suite_attacks.setdefault(run_dir, [])
-                    names += [a for a in scale.attacks_for(part.attacks, part.full_evaluation) if a not in names]
-                    if part.full_evaluation:
-                        sanity_runs.add(run_dir)
-                if DETECTION in part.evaluations:
-                    detection_runs[run_dir] = None
-                if ADAPTIVE in part.evaluations:
-                    adaptive_runs[run_dir] = None
-                if TRANSFER in part.evaluations and run.members >= 2:
-                    transfer_runs[run_dir] = None
-            if BLACKBOX in part.evaluations and len(part_dirs) > 1:
-                folder = blackbox_folder(out_dir, ds, seed, part_dirs)
-                bid = f"{BLACKBOX}/{os.path.basename(folder)}"
-                jobs[bid] = Job(bid, BLACKBOX, tuple(part_dirs),
-                                # No path in the options: the marker must not depend on how out_dir was
-                                # spelled; the job writes to OUT_DIR/ID (studies.jobs).
-                                dict(labels=[r.label for r in kept], seed=seed, n_samples=scale.n_samples,
-                                     nb_iter=scale.analysis_nb_iter),
-                                needs=tuple(f"{TRAIN}/{os.path.basename(d)}" for d in part_dirs),
-                                cost=_blackbox_cost(len(part_dirs), scale))
+                for a in (a for a in analyses if a.SCOPE == "run"):
+                    options = a.job_options(scale, part, seed, run.members, per_run[a.NAME].get(run_dir))
+                    if options is not None:
+                        per_run[a.NAME][run_dir] = options
+            for a in (a for a in analyses if a.SCOPE == "runs" and len(part_dirs) > 1):
+                folder = runs_folder(out_dir, a.NAME, ds, seed, part_dirs)
+                jid = f"{a.NAME}/{os.path.basename(folder)}"
+                trains = [jobs[f"{TRAIN}/{os.path.basename(d)}"] for d in part_dirs]
+                # No path in the options: the marker must not depend on how out_dir was spelled; the
+                # job writes to OUT_DIR/ID (studies.jobs).
+                options = a.job_options(scale, part, seed, [r.label for r in kept])
+                jobs[jid] = Job(jid, a.NAME, tuple(part_dirs), options, needs=tuple(t.id for t in trains),
+                                cost=a.cost(options, [t.options for t in trains]))
         if not kept:
             left_out.append(f"{part.name}: not reproduced at scale {scale.name} (no run left)")
-    canaries = _add_canaries(jobs, cells, suite_attacks, scale, seeds, runs_dir)
-    seeds_of = {c.run_dir: c.seed for c in cells + canaries}
-    for run_dir, names in suite_attacks.items():
-        subsets = {a: n for a, n in scale.subsets if a in names}
-        _add_eval(jobs, ATTACK_SUITE, run_dir,
-                  dict(attacks=names, n_samples=scale.n_samples, seed=seeds_of[run_dir],
-                       nb_iter=scale.attack_nb_iter, mul_nb_iter=scale.mul_nb_iter,
-                       sanity=scale.sanity or run_dir in sanity_runs, **({"subsets": subsets} if subsets else {})))
-    for run_dir in transfer_runs:
-        _add_eval(jobs, TRANSFER, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
-                                                nb_iter=scale.analysis_nb_iter))
-    for run_dir in detection_runs:
-        _add_eval(jobs, DETECTION, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
-                                                 nb_iter=scale.analysis_nb_iter, figures=list(FIGURES)))
-    for run_dir in adaptive_runs:
-        _add_eval(jobs, ADAPTIVE, run_dir, dict(n_samples=scale.n_samples, seed=seeds_of[run_dir],
-                                                nb_iter=scale.analysis_nb_iter,
-                                                max_nb_iter=scale.analysis_nb_iter * 2 ** scale.adaptive_doublings))
+    canaries = _add_canaries(jobs, cells, per_run, scale, seeds, runs_dir)
+    for name, options_of in per_run.items():
+        for run_dir, options in options_of.items():
+            _add_eval(jobs, ANALYSES[name], run_dir, options)
     ordered = [j for j in jobs.values() if j.kind == TRAIN] + [j for j in jobs.values() if j.kind != TRAIN]
     return Plan(study, scale, tuple(seeds), out_dir, cells, ordered, left_out, canaries)
 
 
-def _add_canaries(jobs: dict, cells: list[Cell], suite_attacks: dict, scale: Scale, seeds, runs_dir: str
-                  ) -> list[Cell]:
-    """The CANARY run of every (data set, arch) whose runs the suite attacks, with the gradient
-    attacks those runs get (a study that already trains NAT_2 shares its run folder)."""
-    attacked = [c for c in cells if c.run_dir in suite_attacks]
+def _add_canaries(jobs: dict, cells: list[Cell], per_run: dict[str, dict[str, dict]], scale: Scale, seeds,
+                  runs_dir: str) -> list[Cell]:
+    """The CANARY run of every (data set, arch) whose runs an analysis with ``canary_options`` (the
+    attack suite) evaluates, with the options it gives (a study that already trains NAT_2 shares its
+    run folder)."""
+    from eval.analyses import ANALYSES
+
     out = []
-    for ds, arch in dict.fromkeys((c.dataset, c.run.arch) for c in attacked):
-        names = [a for c in attacked if (c.dataset, c.run.arch) == (ds, arch) for a in suite_attacks[c.run_dir]
-                 if a in CANARY_ATTACKS]
-        if "pgd" not in names:
+    for name, a in ANALYSES.items():
+        if not hasattr(a, "canary_options"):
             continue
-        run = dataclasses.replace(CANARY, arch=arch)
-        cell = Cell("canary", run, ds, seeds[0], os.path.join(runs_dir, run_folder(run, ds, seeds[0])))
-        _add_train(jobs, cell, scale)
-        have = suite_attacks.setdefault(cell.run_dir, [])
-        have += [a for a in dict.fromkeys(names) if a not in have]
-        out.append(cell)
+        attacked = [c for c in cells if c.run_dir in per_run[name]]
+        for ds, arch in dict.fromkeys((c.dataset, c.run.arch) for c in attacked):
+            run = dataclasses.replace(CANARY, arch=arch)
+            cell = Cell("canary", run, ds, seeds[0], os.path.join(runs_dir, run_folder(run, ds, seeds[0])))
+            options = a.canary_options(scale, seeds[0], [per_run[name][c.run_dir] for c in attacked
+                                                         if (c.dataset, c.run.arch) == (ds, arch)],
+                                       per_run[name].get(cell.run_dir))
+            if options is None:
+                continue
+            _add_train(jobs, cell, scale)
+            per_run[name][cell.run_dir] = options
+            out.append(cell)
     return out
 
 
@@ -203,11 +187,12 @@ def _add_train(jobs: dict, cell: Cell, scale: Scale) -> None:
         jobs[tid] = Job(tid, TRAIN, (cell.run_dir,), opts, cost=train_cost(opts))
 
 
-def _add_eval(jobs: dict, kind: str, run_dir: str, options: dict) -> None:
+def _add_eval(jobs: dict, analysis, run_dir: str, options: dict) -> None:
     tid = f"{TRAIN}/{os.path.basename(run_dir)}"
     train = jobs[tid]
-    jid = f"{kind}/{os.path.basename(run_dir)}"
-    jobs[jid] = Job(jid, kind, (run_dir,), options, needs=(tid,), cost=eval_cost(kind, options, train.options))
+    jid = f"{analysis.NAME}/{os.path.basename(run_dir)}"
+    jobs[jid] = Job(jid, analysis.NAME, (run_dir,), options, needs=(tid,),
+                    cost=analysis.cost(options, train.options))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,69 +229,3 @@ def train_cost(opts: dict) -> float:
     images, epochs, k = _train_steps(opts)
     method = config.resolve_method(opts["method"], None, None)[0]
     return float(images * epochs * passes_per_image(method, opts["members"], k))
-
-
-# What one sample of SPSA and of AutoAttack costs, in PGD steps, measured side by side in one job
-# (results/headline/logs/attack_suite__fashion_mnist_cnn_adv-en_n2_s0.log, N = 2 CNN): PGD k = 40 on
-# 500 samples took 23.9 s, SPSA (50 iterations of 128 perturbations) on 50 samples 98.3 s, standard
-# AutoAttack on 100 samples 1085.6 s. Counting model calls misses both ways: SPSA's forward-only
-# batches cost a quarter of a step each, and AutoAttack's calls through the PyTorch bridge (with
-# FAB-T's and Square's) four times its 2,250 counted steps.
-SPSA_STEPS_PER_ITER = 33      # 98.3 / 23.9 x (40 x 500) / 50 samples / 50 iterations
-AUTOATTACK_STEPS = 9100       # 1085.6 / 23.9 x (40 x 500) / 100 samples
-# The cascade (attacks/cascade.py): after cross-entropy PGD about 0.65 of the images of a standard
-# run are left (headline ADV-EN_2, ADP_2, CCE-RM_2: PGD-40 at 62-68 %); APGD-CE's 100 and APGD-T's
-# 9 x 100 iterations run on what is left of those.
-CASCADE_SURVIVORS = 0.7
-APGD_STEPS = 1000
-
-
-def _test_size(dataset: str, n_samples: Optional[int]) -> int:
-    from cce_tf import data
-
-    return min(n_samples or data.TEST_SIZES[dataset], data.TEST_SIZES[dataset])
-
-
-def eval_cost(kind: str, options: dict, train_opts: dict) -> float:
-    """Passes of an evaluation: attack steps × samples × members (each ensemble step runs every
-    member), from the attacks' settings (attacks.registry)."""
-    from attacks import registry
-
-    n_members, ds, arch = train_opts["members"], train_opts["dataset"], train_opts["arch"]
-    if kind == ATTACK_SUITE:
-        steps = 0
-        for name in options["attacks"]:
-            p = registry.default_params(name, ds, arch, nb_iter=options.get("nb_iter"),
-                                        mul_nb_iter=options.get("mul_nb_iter"))
-            k = {"fgsm": 1, "spsa": SPSA_STEPS_PER_ITER * p.get("nb_iter", 1),
-                 "autoattack": AUTOATTACK_STEPS}.get(name, p.get("nb_iter", 1))
-            if name.startswith("mul_"):
-                k *= 9
-            if name.startswith("bb_"):
-                k = p["start_nb_iter"] + p["steps"] * p["repeats"]
-            if name == "cascade":  # PGD on all; the later stages on the survivors (APGD-T: 9 targets)
-                k = p["nb_iter"] + CASCADE_SURVIVORS * (p["nb_iter"] + 9 * p["mul_nb_iter"] + APGD_STEPS)
-            steps += k * min(_test_size(ds, options.get("n_samples")), options.get("subsets", {}).get(name, 10 ** 9),
-                             registry.default_n_samples(name) or 10 ** 9)
-        if options.get("sanity"):  # PGD at each radius of the sweep, at 2k, and restarted margin PGD
-            from eval import sanity
-            k = registry.default_params("pgd", ds, arch, nb_iter=options.get("nb_iter"))["nb_iter"]
-            eps = registry.EPSILONS[ds]["eps"]
-            steps += ((len(sanity.sweep_eps(eps)) + 2 + registry.RESTARTS) * k
-                      * min(_test_size(ds, options.get("n_samples")), sanity.SUBSET))
-        return float(steps * n_members)
-    n = _test_size(ds, options.get("n_samples"))
-    if kind == TRANSFER:
-        return float(2 * options["nb_iter"] * n * n_members)
-    if kind == ADAPTIVE:  # PGD, PGD − βH per β, a targeted PGD per wrong class, the two stages, at
-        from cce_tf import data  # every k of the doubling up to max_nb_iter (the most it can cost)
-        from eval.adaptive_detection import BETAS
-        classes = data.info(ds).num_classes
-        k = options["nb_iter"]
-        ks = sum(k * 2 ** i for i in range(32) if k * 2 ** i <= options.get("max_nb_iter", k))
-        return float((1 + len(BETAS) + classes - 1 + 2) * ks * n * n_members)
-    return float(11 * options["nb_iter"] * n * n_members)  # detection: 3 attacks + 8 sweep radii
-
-
-def _blackbox_cost(n_runs: int, scale: Scale) -> float:
-    return float(2 * n_runs * scale.analysis_nb_iter * (scale.n_samples or 10000) * 2)

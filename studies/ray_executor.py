@@ -13,7 +13,7 @@ Usage::
 
 One Ray task per job, each calling ``studies.jobs.run_job`` (so logs, markers and results are those
 of the local executor), except attack-suite jobs, which are split: every attack's samples are cut
-into shards on batch boundaries (``eval.attack_suite.shard_mask``; each batch is seeded by its first
+into shards on batch boundaries (``eval.analyses.attack_suite.run.shard_mask``; each batch is seeded by its first
 sample index, so the merged flags equal those of one process), one task per shard, then one merge
 task (started by Ray once every shard is done: the shards' ObjectRefs are its arguments) that hands
 the merged flags to ``run_job(..., merged=...)``.
@@ -38,10 +38,9 @@ import uuid
 from typing import Any, Callable, Optional
 
 from cce_tf.cli_flags import UsageError
-from eval.suite import plan as suite_plan
-from eval.suite.plan import shard_bounds  # noqa: F401 - ray_executor.shard_bounds, as before
+from eval.analyses import ANALYSES
 from studies import jobs as jobs_mod
-from studies.plan import ATTACK_SUITE, Job
+from studies.plan import Job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE_TIMEOUT_S = 120.0      # a node that cannot run a zero-CPU task in this time is not usable
@@ -77,9 +76,7 @@ def _shard_task(job: Job, cwd: Optional[str], name: str, start: int, stop: int) 
     t0 = time.time()
     out: dict[str, Any] = {"name": name, "start": start, "stop": stop}
     try:
-        from eval import attack_suite
-
-        out["mask"] = attack_suite.shard_mask(job.run_dirs[0], jobs_mod.suite_options(job), name, start, stop)
+        out["mask"] = ANALYSES[job.kind].shard(job.run_dirs[0], jobs_mod.suite_options(job), name, start, stop)
     except Exception as e:  # noqa: BLE001
         out["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     out["seconds"] = time.time() - t0
@@ -238,13 +235,13 @@ def _ray_probes(cwd: Optional[str], out_dir: str, driver_file: str, token: str, 
 
 def plan_shards(job: Job, slots: int, shard_size: Optional[int] = None) -> list[tuple[str, int, int]]:
     """(attack, start, stop) of every shard of an attack-suite job, on the driver and without
-    loading the model: eval.suite.plan.plan_shards on the job's run with its options (attacks whose
+    loading the model: eval.analyses.attack_suite.plan.plan_shards on the job's run with its options (attacks whose
     stored result the suite will reuse get no shard).
 
     :raises UsageError: the run folder is not a readable run (the job then runs whole, and fails
         in its log as it would locally).
     """
-    return suite_plan.plan_shards(job.run_dirs[0], jobs_mod.suite_options(job), slots, shard_size)
+    return ANALYSES[job.kind].plan_shards(job.run_dirs[0], jobs_mod.suite_options(job), slots, shard_size)
 
 
 class RayPool:
@@ -289,7 +286,7 @@ class RayPool:
 
     def submit(self, job: Job) -> cf.Future:
         shards = []
-        if job.kind == ATTACK_SUITE and len(job.run_dirs) == 1:
+        if hasattr(ANALYSES.get(job.kind), "plan_shards") and len(job.run_dirs) == 1:
             try:
                 shards = plan_shards(job, self.slots, self.shard_size)
             except Exception:  # noqa: BLE001 - the whole job in one task says what is wrong, in its log

@@ -34,18 +34,17 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from attacks.settings import ATTACK_NAMES
-from eval import reuse, stats
-from eval.output import read_json
-from eval.suite import store
-from eval.suite.engine import any_attack
-from eval.suite.report import ANY_ROW, NAT_ROW, attack_label
-from studies.plan import Cell, Plan, blackbox_folder
+from eval import stats
+from eval.analyses import transferability
+from eval.target import history
+from eval.analyses.attack_suite.report import ANY_ROW, NAT_ROW, attack_label
+from studies.plan import Cell, Plan, runs_folder
 from studies.spec import Claim, Study
 
 ROW_KEYS = ("study", "dataset", "arch", "method", "preset", "members", "lambda_pm", "lambda_dm", "seed",
             "evaluation", "attack", "eps", "eps_iter", "nb_iter", "n", "metric", "value",
             "weights_sha256", "label", "key", "cell")
-TRANSFER_METRICS = ("a_en_en", "a11", "a22", "S11", "S01", "S10", "S00", "T", "nT", "a_single")
+TRANSFER_METRICS = transferability.METRICS   # Table 6's symbols, shown in percent
 
 
 def _base(part: Study, cell: Cell, fp: str) -> dict:
@@ -64,100 +63,67 @@ def _row(base: dict, **kw) -> dict:
     return {k: row.get(k) for k in ROW_KEYS}
 
 
+def _target(run_dir: str):
+    """The run's results, through eval.target.Target (its config is not needed to read them)."""
+    from eval.target import Target
+
+    return Target.results_of(run_dir)
+
+
 def _cell_rows(part: Study, cell: Cell, attacks: tuple[str, ...]) -> list[dict]:
-    """Every metric of one cell that this part's table shows."""
+    """Every metric of one cell that this part's table shows: each analysis of the part that
+    evaluates one run renders its own rows (eval.analyses), from its result on the weights the run
+    holds now; the run's seconds per epoch (training_time) from its history."""
+    from eval.analyses import ANALYSES
+
+    target = _target(cell.run_dir)
     try:
-        fp = reuse.fingerprint(cell.run_dir)
+        fp = target.fingerprint
     except OSError:
         return []  # not trained yet
     base, rows = _base(part, cell, fp), []
-    ev = os.path.join(cell.run_dir, "eval")
-    if "attack_suite" in part.evaluations:
-        r = store.results_on(cell.run_dir, fp)
+    for name in part.evaluations:
+        a = ANALYSES.get(name)
+        if a is None or a.SCOPE != "run":
+            continue
+        r = a.stored(target)
         if r:
-            rows.append(_row(base, evaluation="attack_suite", attack="natural", n=r["n_test"],
-                             metric="natural_accuracy", value=r["natural_accuracy"], key="natural"))
-            entries = reuse.same_weights(r.get("attacks", {}), fp)
-            # Every attack on file for these weights, not only this part's: a run's worst case is one
-            # number wherever the run appears, and an attack another study ran on it is shown too.
-            on_file = [a for a in [*attacks, *entries] if "robust_accuracy" in entries.get(a, {})]
-            for name in dict.fromkeys(on_file):
-                e, p = entries[name], entries[name]["params"]
-                rows.append(_row(base, evaluation="attack_suite", attack=name, eps=p.get("eps"),
-                                 eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=e["n_samples"],
-                                 metric="robust_accuracy", value=e["robust_accuracy"], key=name))
-            worst = any_attack({a: entries[a] for a in on_file}, store.masks_on(cell.run_dir, fp))
-            if worst:
-                rows.append(_row(base, evaluation="attack_suite", attack="any_attack", n=worst["n_samples"],
-                                 metric="robust_accuracy", value=worst["robust_accuracy"], key="any_attack"))
-    if "transferability" in part.evaluations:
-        r = read_json(os.path.join(ev, "transferability.json"))
-        if r and r.get(reuse.KEY) == fp:
-            p = r["params"]
-            vals = dict(r, a11=r["a"][0][0], a22=r["a"][1][1])
-            for m in TRANSFER_METRICS:
-                if vals.get(m) is not None:
-                    rows.append(_row(base, evaluation="transferability", attack="pgd", eps=p["eps"],
-                                     eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], n=r["n_samples"],
-                                     metric=m, value=vals[m], key=m))
-    if "detection" in part.evaluations:
-        r = read_json(os.path.join(ev, "detection.json"))
-        if r and r.get(reuse.KEY) == fp:
-            entries = [(f"auc_{n}", m) for n, m in r.get("attacks", {}).items()]
-            entries += [(f"auc_sweep{i}", m) for i, m in enumerate(r.get("eps_sweep", []))]
-            for key, m in entries:
-                if m.get("auc") is not None:
-                    rows.append(_row(base, evaluation="detection", attack=m["attack"], eps=m["eps"],
-                                     eps_iter=m["eps_iter"], nb_iter=m["nb_iter"], n=m["n_pos"] + m["n_neg"],
-                                     metric="auc", value=m["auc"], key=key))
-    if "adaptive_detection" in part.evaluations:
-        from eval import adaptive_detection
-        r = read_json(os.path.join(ev, adaptive_detection.JSON_NAME))
-        if r and r.get(reuse.KEY) == fp:
-            for name, m in r["attacks"].items():
-                p = dict(m["params"])
-                kw = dict(evaluation="adaptive_detection", attack=name, eps=p.get("eps"),
-                          eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"), n=r["n_samples"])
-                if m.get("auc") is not None:
-                    rows.append(_row(base, **kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}"))
-                rows.append(_row(base, **kw, metric="robust_accuracy", value=m["robust"],
-                                 key=f"evaded_robust_{name}"))
-            rows.append(_row(base, evaluation="adaptive_detection", attack="any", n=r["n_samples"],
-                             metric="robust_accuracy", value=r["detection_aware_robust_accuracy"],
-                             key="detection_aware"))
+            rows += [_row(base, **row) for row in a.rows(r, attacks)]
     if "training_time" in part.evaluations:
-        h = read_json(os.path.join(cell.run_dir, "history.json"))
-        secs = [e["seconds"] for e in (h or []) if isinstance(e, dict) and "seconds" in e]
+        secs = [e["seconds"] for e in (history(cell.run_dir) or []) if isinstance(e, dict) and "seconds" in e]
         if secs:
             rows.append(_row(base, evaluation="training_time", attack=None, n=len(secs),
                              metric="seconds_per_epoch", value=float(np.mean(secs)), key="seconds_per_epoch"))
     return rows
 
 
-def _blackbox_rows(plan: Plan, part: Study, cells: list[Cell]) -> list[dict]:
+def _runs_rows(plan: Plan, part: Study, cells: list[Cell], analysis) -> list[dict]:
+    """The rows of an analysis across a part's runs (SCOPE "runs"), per seed: each row has the
+    columns of the run it names (``run``)."""
     rows = []
     for seed in plan.seeds:
         seed_cells = [c for c in cells if c.seed == seed]
         if not seed_cells:
             continue
-        ds = seed_cells[0].dataset
-        folder = blackbox_folder(plan.out_dir, ds, seed, [c.run_dir for c in seed_cells])
-        r = read_json(os.path.join(folder, "blackbox.json"))
+        folder = runs_folder(plan.out_dir, analysis.NAME, seed_cells[0].dataset, seed, [c.run_dir for c in seed_cells])
+        targets = [_target(c.run_dir) for c in seed_cells]
         try:
-            fps = [reuse.fingerprint(c.run_dir) for c in seed_cells]
+            r = analysis.stored(targets, folder)
         except OSError:
             continue
-        if not r or r.get(reuse.KEY) != fps:
+        if not r:
             continue
-        for i_eps, entry in enumerate(r["results"]):
-            for i, src in enumerate(seed_cells):
-                for j, dst in enumerate(seed_cells):
-                    base = _base(part, src, fps[i])
-                    rows.append(_row(base, evaluation="blackbox", attack="pgd", eps=entry["eps"],
-                                     eps_iter=entry["eps_iter"], nb_iter=entry["nb_iter"], n=r["n_samples"],
-                                     metric="accuracy", value=entry["accuracy"][i][j],
-                                     key=f"blackbox_eps{i_eps}", cell=f"{src.run.label}>{dst.run.label}"))
+        for row in analysis.rows(r):
+            i = row.pop("run")
+            rows.append(_row(_base(part, seed_cells[i], targets[i].fingerprint), **row))
     return rows
+
+
+def _analyses(part: Study) -> list:
+    """The analyses (eval.analyses.ANALYSES) a part's ``evaluations`` name, in its order."""
+    from eval.analyses import ANALYSES
+
+    return [ANALYSES[e] for e in part.evaluations if e in ANALYSES]
 
 
 def collect(plan: Plan) -> list[dict]:
@@ -168,8 +134,9 @@ def collect(plan: Plan) -> list[dict]:
         attacks = plan.scale.attacks_for(part.attacks, part.full_evaluation)
         for cell in cells:
             rows += _cell_rows(part, cell, attacks)
-        if "blackbox" in part.evaluations:
-            rows += _blackbox_rows(plan, part, cells)
+        for a in _analyses(part):
+            if a.SCOPE == "runs":
+                rows += _runs_rows(plan, part, cells, a)
     return rows
 
 
@@ -631,21 +598,37 @@ def resolution(plan: Plan, rows: list[dict]) -> list[str]:
     return lines
 
 
-def sanity_fingerprint(run_dir: str) -> Optional[str]:
-    """The fingerprint of the weights a run holds now; None before it is trained."""
-    try:
-        return reuse.fingerprint(run_dir)
-    except OSError:
-        return None
-
-
 def sanity_report(run_dir: str) -> Optional[dict]:
-    """The sanity report (with its canaries) of a run's attack suite on the weights it holds now."""
-    fp = sanity_fingerprint(run_dir)
-    if fp is None:
-        return None
-    r = store.results_on(run_dir, fp)
-    return None if r is None else r.get("sanity", {})
+    """The sanity report (with its canaries) of a run on the weights it holds now, from the analysis
+    that checks its attacks for masking (``sanity`` of eval.analyses: the attack suite)."""
+    from eval.analyses import ANALYSES
+
+    target = _target(run_dir)
+    for a in ANALYSES.values():
+        if hasattr(a, "sanity"):
+            try:
+                r = a.stored(target)
+            except OSError:
+                return None
+            return None if r is None else a.sanity(r)
+    return None
+
+
+def check_lines(plan: Plan, part: Study) -> tuple[list[str], list[str]]:
+    """(flags for the top of the part's table, one bullet per run, seed and check): the convergence
+    checks an analysis of the part reports on its own result (``check_lines`` of eval.analyses, e.g.
+    the detector-aware attacker's k-doubling), on the weights each run holds now."""
+    flags, lines = [], []
+    for cell in (c for c in plan.cells if c.study == part.name):
+        for a in (a for a in _analyses(part) if hasattr(a, "check_lines")):
+            try:
+                r = a.stored(_target(cell.run_dir))
+            except OSError:   # not trained yet
+                continue
+            top, below = a.check_lines(r) if r else ([], [])
+            flags += [f"**{cell.run.label}, seed {cell.seed}: {f}.**" for f in top]
+            lines += [f"- {cell.run.label}, seed {cell.seed}: {line}" for line in below]
+    return flags, lines
 
 
 def canary_lines(plan: Plan) -> list[str]:
@@ -686,29 +669,6 @@ def sanity_lines(plan: Plan, part: Study) -> list[str]:
         out.append(f"- {cell.run.label}, seed {cell.seed}: {versus}"
                    + ("; ".join(f"**{w}**" for w in warnings) if warnings else "no masking warning"))
     return out
-
-
-def adaptive_lines(plan: Plan, part: Study) -> tuple[list[str], list[str]]:
-    """(flags for the top of the part's table, one bullet per run and seed): the k-doubling ladder of
-    the detector-aware attacks (eval.adaptive_detection.k_ladder) on the weights each run holds now;
-    a run whose attacker had not converged is flagged above the table."""
-    from eval import adaptive_detection
-    from eval.target import eval_path
-
-    flags, lines = [], []
-    for cell in (c for c in plan.cells if c.study == part.name):
-        r = read_json(eval_path(cell.run_dir, adaptive_detection.JSON_NAME))
-        if not r or "k_check" not in r or r.get(reuse.KEY) != sanity_fingerprint(cell.run_dir):
-            continue
-        c = r["k_check"]
-        ladder = ", ".join(f"{x['nb_iter']}: {100 * x['robust']:.1f}" for x in c["rungs"])
-        how = f"measured k = {c['nb_iter']}" if c["converged"] else f"**{r['warnings'][0]}**"
-        lines.append(f"- {cell.run.label}, seed {cell.seed}: detection-aware robust accuracy at k = {ladder} "
-                     f"(n = {r['n_samples']}); {how}")
-        if not c["converged"]:
-            flags.append(f"**{cell.run.label}, seed {cell.seed}: {r['warnings'][0]}; its detection-aware "
-                         "numbers below are upper bounds.**")
-    return flags, lines
 
 
 def _dataset_name(name: str) -> str:
@@ -783,17 +743,19 @@ def source_line(plan: Plan, group: tuple[Study, ...]) -> str:
 def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
     """(caption, PNG path) of the figures this part drew for its first seed: the detection figures
     (Figs 2-4) of every run, the black-box heatmaps (Tables 12-13)."""
+    from figures import drawing
+
     seed = plan.seeds[0]
     found = []
     cells = [c for c in plan.cells if c.study == part.name and c.seed == seed]
     for cell in cells:
-        if "detection" in part.evaluations:
-            for name in ("entropy_histogram", "roc_attacks", "roc_eps"):
-                path = os.path.join(cell.run_dir, "figures", f"{name}.png")
+        for a in _analyses(part):
+            for name in getattr(a, "FIGURES", ()):
+                path = drawing.figure_path(cell.run_dir, name) + ".png"
                 if os.path.isfile(path):
                     found.append((f"{cell.run.label}, seed {seed}: {name.replace('_', ' ')}", path))
-    if "blackbox" in part.evaluations and len(cells) > 1:
-        folder = blackbox_folder(plan.out_dir, cells[0].dataset, seed, [c.run_dir for c in cells])
+    for a in (a for a in _analyses(part) if a.SCOPE == "runs" and len(cells) > 1):
+        folder = runs_folder(plan.out_dir, a.NAME, cells[0].dataset, seed, [c.run_dir for c in cells])
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if name.endswith(".png"):
                 found.append((f"seed {seed}: {name[:-4].replace('_', ' ')}", os.path.join(folder, name)))
@@ -814,14 +776,13 @@ def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict]
         md = [f"## {title}", "", source_line(plan, group), ""]
         if not any(c.study == part.name for c in plan.cells):
             return md
-        suite = "attack_suite" in part.evaluations
-        unconverged, ladders = (adaptive_lines(plan, part) if "adaptive_detection" in part.evaluations
-                                else ([], []))
+        suite = any(hasattr(a, "sanity") for a in _analyses(part))   # it checks its attacks for masking
+        unconverged, converging = check_lines(plan, part)
         canaries = (canary_lines(plan) if suite else []) + unconverged
         if canaries:
             md += [*canaries, ""]
         md += [study_table(part, rows, _paper_labels(group) if len(group) > 1 else None), ""]
-        checks = (sanity_lines(plan, part) if suite else []) + ladders
+        checks = (sanity_lines(plan, part) if suite else []) + converging
         if checks:
             md += ["Sanity checks and canaries of these runs (eval/sanity.py; thresholds in each line, "
                    "Carlini et al. 2019):", "", *checks, ""]

@@ -32,7 +32,7 @@ A study file holds:
                               "auc_pgd" / "auc_bim" / "auc_mim" (Fig 3), "auc_sweep0" ... "auc_sweep7"
                               (Fig 4, ε × {1,2,4,8,12,16,20,24}/8), "seconds_per_epoch", or from
                               adaptive_detection "adaptive_auc_ATTACK", "evaded_robust_ATTACK" and
-                              "detection_aware" (eval/adaptive_detection.py)
+                              "detection_aware" (eval/analyses/adaptive_detection.py)
     parts, keep               instead of all of the above but name and title: a study made of other
                               studies (their file names, in order), each kept to the run labels of
                               ``keep`` and the claims between them (e.g. headline.toml)
@@ -55,8 +55,15 @@ from typing import Optional, Union
 SPEC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 LAYOUTS = ("attacks", "natural", "transferability", "blackbox", "detection", "training_time")
 CLAIMS_BY = ("paper", "package")
-EVALUATIONS = ("attack_suite", "transferability", "detection", "adaptive_detection", "blackbox",
-               "training_time")
+STUDY_EVALUATIONS = ("training_time",)   # read from the runs' files, not an analysis (studies.results)
+
+
+def allowed_evaluations() -> tuple[str, ...]:
+    """What a study's ``evaluations`` may name: every analysis of eval.analyses.ANALYSES, then
+    STUDY_EVALUATIONS."""
+    from eval.analyses import ANALYSES
+
+    return (*ANALYSES, *STUDY_EVALUATIONS)
 PAPER = "paper"
 
 
@@ -213,8 +220,8 @@ def _parse(raw: dict, path: str) -> Study:
         raise SpecError(f"{path}: layout {layout!r} is not one of {LAYOUTS}")
     evaluations = tuple(raw.get("evaluations", ()))
     for e in evaluations:
-        if e not in EVALUATIONS:
-            raise SpecError(f"{path}: evaluation {e!r} is not one of {EVALUATIONS}")
+        if e not in allowed_evaluations():
+            raise SpecError(f"{path}: evaluation {e!r} is not one of {allowed_evaluations()}")
     attacks = tuple(raw.get("attacks", ()))
     for a in attacks:
         if a not in registry.ATTACKS:

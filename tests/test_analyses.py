@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from eval.detection import detection_metrics
-from eval.transferability import transferability_metrics
+from eval.analyses.detection import detection_metrics
+from eval.analyses.transferability import transferability_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,7 +129,7 @@ def test_positives_are_the_fooling_counterparts():
 
 
 def test_transferability_cli(tiny_run, tmp_path):
-    proc = cli("eval.transferability", "--run_dir", tiny_run, "--n_samples", "64", "--nb_iter", "2",
+    proc = cli("eval.analyses.transferability", "--run_dir", tiny_run, "--n_samples", "64", "--nb_iter", "2",
                "--out_dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| Model | a(en,en) |" in proc.stdout and "CCE-RM" in proc.stdout
@@ -147,7 +147,7 @@ def test_transferability_cli(tiny_run, tmp_path):
 
 
 def test_detection_cli(tiny_run, tmp_path):
-    proc = cli("eval.detection", "--run_dir", tiny_run, "--n_samples", "64", "--nb_iter", "2",
+    proc = cli("eval.analyses.detection", "--run_dir", tiny_run, "--n_samples", "64", "--nb_iter", "2",
                "--attacks", "pgd", "--sweep_eps", "0.05", "--sweep_eps", "1/10")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| Attack |" in proc.stdout and "AUC" in proc.stdout
@@ -164,7 +164,7 @@ def test_detection_cli(tiny_run, tmp_path):
 
 
 def test_blackbox_cli(tiny_run, tmp_path):
-    proc = cli("eval.blackbox", "--run_dir", tiny_run, "--run_dir", tiny_run, "--label", "A",
+    proc = cli("eval.analyses.blackbox", "--run_dir", tiny_run, "--run_dir", tiny_run, "--label", "A",
                "--label", "B", "--n_samples", "64", "--nb_iter", "2", "--eps", "0.1",
                "--out_dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -180,12 +180,12 @@ def test_blackbox_cli(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("module,args", [
-    ("eval.transferability", ["--run_dir", "/nonexistent/run"]),
-    ("eval.transferability", []),
-    ("eval.detection", ["--run_dir", "{run}", "--eps", "0.01", "--eps_iter", "0.02"]),
-    ("eval.detection", ["--run_dir", "{run}", "--attacks", "fgsm"]),
-    ("eval.blackbox", ["--run_dir", "{run}", "--eps", "eight"]),
-    ("eval.blackbox", ["--run_dir", "{run}", "--nb_iter", "x"]),
+    ("eval.analyses.transferability", ["--run_dir", "/nonexistent/run"]),
+    ("eval.analyses.transferability", []),
+    ("eval.analyses.detection", ["--run_dir", "{run}", "--eps", "0.01", "--eps_iter", "0.02"]),
+    ("eval.analyses.detection", ["--run_dir", "{run}", "--attacks", "fgsm"]),
+    ("eval.analyses.blackbox", ["--run_dir", "{run}", "--eps", "eight"]),
+    ("eval.analyses.blackbox", ["--run_dir", "{run}", "--nb_iter", "x"]),
 ])
 def test_bad_input_exits_2(tiny_run, module, args):
     proc = cli(module, *[a.replace("{run}", tiny_run) for a in args], timeout=60)

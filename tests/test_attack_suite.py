@@ -1,4 +1,4 @@
-"""python -m eval.attack_suite on a real tiny run: contract 7's JSON, the table, reuse, bad input,
+"""python -m eval.analyses.attack_suite.cli on a real tiny run: contract 7's JSON, the table, reuse, bad input,
 the bounds check, and the gradient-masking sanity checks."""
 import json
 import os
@@ -13,7 +13,8 @@ import tensorflow as tf
 from attacks import registry
 from conftest import copy_run
 from attacks.errors import AttackUnavailable
-from eval import attack_suite, reuse, sanity, stats
+from eval import reuse, sanity, stats
+from eval.analyses.attack_suite import engine, report, store, cli as suite_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--attacks", "fgsm,pgd", "--n_samples", "64", "--nb_iter", "5", "--batch_size", "32"]
@@ -32,12 +33,12 @@ def first_run(run_dir):
     import io
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY]) == 0
+        assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY]) == 0
     return buf.getvalue(), _results(run_dir)
 
 
 def _path(run_dir):
-    return os.path.join(run_dir, "eval", attack_suite.RESULTS_FILE)
+    return os.path.join(run_dir, "eval", store.RESULTS_FILE)
 
 
 def _results(run_dir):
@@ -86,7 +87,7 @@ def test_json_matches_contract_7(first_run, run_dir):
     worst = r["any_attack"]
     assert worst["attacks"] == ["fgsm", "pgd"] and worst["n_samples"] == 64
     assert worst["robust_accuracy"] <= min(e["robust_accuracy"] for e in r["attacks"].values())
-    masks = attack_suite.read_masks(run_dir)
+    masks = store.read_masks(run_dir)
     assert worst["robust_accuracy"] == pytest.approx(np.mean(masks["fgsm"] & masks["pgd"]))
 
 
@@ -94,11 +95,11 @@ def test_any_attack_intersects_the_sample_sets():
     entries = {"pgd": {"robust_accuracy": 0.5}, "spsa": {"robust_accuracy": 0.75},
                "mim": {"skipped": "no library"}}
     masks = {"pgd": np.array([1, 0, 1, 0, 1, 1], bool), "spsa": np.array([1, 1, 0, 1], bool)}
-    worst = attack_suite.any_attack(entries, masks)
+    worst = engine.any_attack(entries, masks)
     # Only the first 4 samples were attacked by both; of those, 0 survives both, 2 is broken by
     # SPSA, 1 and 3 by PGD.
     assert worst == {"robust_accuracy": 0.25, "n_samples": 4, "attacks": ["pgd", "spsa"]}
-    assert attack_suite.any_attack({"mim": {"skipped": "x"}}, {}) is None
+    assert engine.any_attack({"mim": {"skipped": "x"}}, {}) is None
 
 
 def test_table_has_the_papers_rows(first_run):
@@ -106,7 +107,7 @@ def test_table_has_the_papers_rows(first_run):
     lines = [l for l in out.splitlines() if l.startswith("|")]
     assert lines[0] == "| Attack | CCE-RM_2 |"
     assert [l.split("|")[1].strip() for l in lines[2:]] == [
-        "Non-att (Nat. acc.)", "FGSM", "PGD k = 5", f"**{attack_suite.ANY_ROW}**"]
+        "Non-att (Nat. acc.)", "FGSM", "PGD k = 5", f"**{report.ANY_ROW}**"]
     for line, value, n in ((lines[2], r["natural_accuracy"], r["n_test"]),
                            (lines[4], r["attacks"]["pgd"]["robust_accuracy"], 64)):
         lo, hi = stats.wilson_interval(round(value * n), n)  # each cell: value [95 % Wilson interval]
@@ -122,13 +123,13 @@ def test_plain_model_passes_the_eps_sweep(first_run):
 def test_rerun_reuses_and_force_recomputes(first_run, run_dir, monkeypatch, capsys):
     _, before = first_run
     calls = _counting_run(monkeypatch)
-    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY]) == 0
+    assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY]) == 0
     assert calls == []  # neither the attacks nor the sanity PGD ran again
     after = _results(run_dir)
     assert after["attacks"] == before["attacks"] and after["sanity"] == before["sanity"]
     assert "reused" in capsys.readouterr().out
 
-    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "fgsm",
+    assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "fgsm",
                              "--force", "--nosanity"]) == 0
     assert calls == ["fgsm", "fgsm"]  # two batches of 32
     forced = _results(run_dir)
@@ -136,7 +137,7 @@ def test_rerun_reuses_and_force_recomputes(first_run, run_dir, monkeypatch, caps
     assert forced["attacks"]["fgsm"]["seconds"] != before["attacks"]["fgsm"]["seconds"]
 
     # Other params: that attack's entry is replaced, the rest are kept.
-    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "pgd",
+    assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "pgd",
                              "--nb_iter", "3", "--nosanity"]) == 0
     changed = _results(run_dir)
     assert changed["attacks"]["pgd"]["params"]["nb_iter"] == 3
@@ -147,7 +148,7 @@ def test_bad_attack_name_exits_2_and_leaves_the_json(first_run, run_dir):
     before = open(_path(run_dir), "rb").read()
     mtime = os.stat(_path(run_dir)).st_mtime_ns
     env = dict(os.environ, CCE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "eval.attack_suite", "--run_dir", run_dir,
+    proc = subprocess.run([sys.executable, "-m", "eval.analyses.attack_suite.cli", "--run_dir", run_dir,
                            "--attacks", "pgd,nope"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -169,34 +170,34 @@ def test_bad_attack_name_exits_2_and_leaves_the_json(first_run, run_dir):
 def test_bad_input_exits_2(first_run, run_dir, flags, needle, capsys):
     before = open(_path(run_dir), "rb").read()
     argv = ["attack_suite"] + ([] if flags == [] else ["--run_dir", run_dir]) + flags
-    assert attack_suite.cli(argv) == 2
+    assert suite_cli.cli(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
     assert open(_path(run_dir), "rb").read() == before
 
 
 def test_folder_that_is_not_a_run_exits_2(tmp_path, capsys):
-    assert attack_suite.cli(["attack_suite", "--run_dir", str(tmp_path)]) == 2
+    assert suite_cli.cli(["attack_suite", "--run_dir", str(tmp_path)]) == 2
     assert "is not a trained run" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "eval")
 
 
 def test_check_bounds():
     x = np.full((3, 4, 4, 1), 0.5, np.float32)
-    attack_suite.check_bounds(x, x + np.float32(0.1), eps=0.1)  # on the sphere: fine
-    attack_suite.check_bounds(x, x + np.float32(0.1 + 5e-7), eps=0.1)  # within float32 tolerance
+    engine.check_bounds(x, x + np.float32(0.1), eps=0.1)  # on the sphere: fine
+    engine.check_bounds(x, x + np.float32(0.1 + 5e-7), eps=0.1)  # within float32 tolerance
     out = x.copy()
     out[2, 1, 1, 0] += 0.1 + 1e-5
-    with pytest.raises(attack_suite.BoundsError, match="test sample 12 .*ε-ball"):
-        attack_suite.check_bounds(x, out, eps=0.1, indices=np.arange(10, 10 + len(x)))
+    with pytest.raises(engine.BoundsError, match="test sample 12 .*ε-ball"):
+        engine.check_bounds(x, out, eps=0.1, indices=np.arange(10, 10 + len(x)))
     low = np.zeros_like(x)
     low[0, 0, 0, 0] = -1e-3
-    with pytest.raises(attack_suite.BoundsError, match=r"leaves \[0, 1\]"):
-        attack_suite.check_bounds(low + 0, low, eps=0.1)
-    with pytest.raises(attack_suite.BoundsError, match="not finite"):
-        attack_suite.check_bounds(x, np.where(x > 0, np.nan, x), eps=0.1)
-    with pytest.raises(attack_suite.BoundsError, match="shape"):
-        attack_suite.check_bounds(x, x[:2], eps=0.1)
+    with pytest.raises(engine.BoundsError, match=r"leaves \[0, 1\]"):
+        engine.check_bounds(low + 0, low, eps=0.1)
+    with pytest.raises(engine.BoundsError, match="not finite"):
+        engine.check_bounds(x, np.where(x > 0, np.nan, x), eps=0.1)
+    with pytest.raises(engine.BoundsError, match="shape"):
+        engine.check_bounds(x, x[:2], eps=0.1)
 
 
 def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, monkeypatch, capsys):
@@ -208,7 +209,7 @@ def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, mon
         return x_adv, {}
 
     monkeypatch.setattr(registry, "run_detailed", last_row_leaves)
-    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "fgsm",
+    assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "fgsm",
                              "--force", "--nosanity"]) == 1
     err = capsys.readouterr().err
     assert "outside the ε-ball" in err
@@ -233,7 +234,7 @@ def test_unavailable_attack_is_skipped(first_run, run_dir, monkeypatch, capsys):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(registry, "run_detailed", run)
-    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY,
+    assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY,
                              "--attacks", "autoattack,fgsm", "--nosanity"]) == 0
     r = _results(run_dir)
     assert "pip install" in r["attacks"]["autoattack"]["skipped"]
@@ -253,7 +254,7 @@ def test_autoattack_keeps_its_examples_and_stages(first_run, run_dir, monkeypatc
         return x_adv, np.where(fooled, 0, autoattack.NOT_BROKEN).astype(np.int8)
 
     monkeypatch.setattr(autoattack, "autoattack_stages", stages)
-    assert attack_suite.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "autoattack",
+    assert suite_cli.cli(["attack_suite", "--run_dir", run_dir, *TINY, "--attacks", "autoattack",
                              "--nosanity"]) == 0
     e = _results(run_dir)["attacks"]["autoattack"]
     assert list(e["stages"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
@@ -299,7 +300,7 @@ def test_masked_gradients_trip_the_eps_sweep(tiny_run, fmnist_test):
 
     def pgd_robust(p):
         keras.utils.set_random_seed(0)
-        return attack_suite.robust_mask(masked, "pgd", x, y, p, batch_size=64)
+        return engine.robust_mask(masked, "pgd", x, y, p, batch_size=64)
 
     sweep, _ = sanity.check_eps_sweep(pgd_robust, {"eps": 0.1, "eps_iter": 0.01, "nb_iter": 5})
     assert not sweep["passed"] and sweep["robust_accuracy"][-1] > 0.2, sweep

@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = ["-1", "nan", "inf", "1e300", "abc", ""]
 ATTACK = ["n_samples", "batch_size", "seed", "nb_iter", "eps", "eps_iter"]
 CLIS = {
-    "eval.attack_suite": ATTACK + ["mul_nb_iter"],
-    "eval.transferability": ATTACK,                    # the shared flags of eval.flags
-    "eval.blackbox": ["eps", "eps_iter", "n_samples"],
-    "eval.detection": ["eps", "eps_iter", "sweep_eps"],
+    "eval.analyses.attack_suite.cli": ATTACK + ["mul_nb_iter"],
+    "eval.analyses.transferability": ATTACK,                    # the shared flags of eval.flags
+    "eval.analyses.blackbox": ["eps", "eps_iter", "n_samples"],
+    "eval.analyses.detection": ["eps", "eps_iter", "sweep_eps"],
     "figures.entropy_histogram": ATTACK,               # the shared flags of figures.figure_cli
     "figures.roc_eps": ["eps", "eps_iter"],
     "figures.predictions": ["index", "eps", "eps_iter"],

@@ -19,9 +19,10 @@ from cce_tf.ensemble import (KERAS_FILE, WEIGHTS_FILE, Ensemble, InconsistentRun
 from cce_tf.export import cli as export_cli, export_run
 from cce_tf.fingerprint import file_sha256, model_file_fingerprint, weights_fingerprint
 from conftest import ROOT
-from eval import attack_suite, batches, model_scan
+from eval import batches, model_scan
+from eval.analyses.attack_suite import store, cli as suite_cli, plan as suite_plan, run as suite_run
 
-SUITE = attack_suite.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=32, nb_iter=2, batch_size=32,
+SUITE = suite_plan.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=32, nb_iter=2, batch_size=32,
                                   sanity=False, dataset="fashion_mnist")
 
 
@@ -73,10 +74,10 @@ def test_keras_file_with_other_weights_is_refused(tiny_run, tmp_path, capsys):
     with pytest.raises(InconsistentRun, match="holds other weights"):
         load_run(str(run))
     assert export_cli(["export", "--run_dir", str(run), "--out", str(tmp_path / "e.keras")]) == 2
-    assert attack_suite.cli(["attack_suite", "--run_dir", str(run), "--attacks", "fgsm"]) == 2
+    assert suite_cli.cli(["attack_suite", "--run_dir", str(run), "--attacks", "fgsm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") and "holds other weights" in line for line in err)
-    assert not (tmp_path / "e.keras").exists() and not (run / "eval" / attack_suite.RESULTS_FILE).exists()
+    assert not (tmp_path / "e.keras").exists() and not (run / "eval" / store.RESULTS_FILE).exists()
 
 
 def test_exports_give_the_same_logits_without_the_package(exported):
@@ -118,8 +119,8 @@ def test_export_refuses_bad_input(tiny_run, tmp_path, capsys):
 def test_attack_suite_on_an_exported_keras_file(exported, tiny_run, fmnist_test):
     path = str(exported / "ens.keras")
     with contextlib.redirect_stdout(io.StringIO()):
-        (header, summary), = attack_suite.evaluate([path], SUITE)
-    results = json.load(open(exported / "ens.keras.eval" / attack_suite.RESULTS_FILE))
+        (header, summary), = suite_run.evaluate([path], SUITE)
+    results = json.load(open(exported / "ens.keras.eval" / store.RESULTS_FILE))
     assert header == "ens.keras" and results["weights_sha256"] == file_sha256(path) == model_file_fingerprint(path)
     assert set(results["attacks"]) == {"fgsm", "pgd"}
     assert all(e["weights_sha256"] == results["weights_sha256"] for e in results["attacks"].values())
@@ -131,22 +132,22 @@ def test_attack_suite_on_an_exported_keras_file(exported, tiny_run, fmnist_test)
     # Run again: reused under the same rule as a run folder's results.
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        attack_suite.evaluate([path], SUITE)
+        suite_run.evaluate([path], SUITE)
     assert "fgsm: reused" in buf.getvalue() and "pgd: reused" in buf.getvalue()
 
 
 def test_attack_suite_on_a_savedmodel_and_model_file_errors(exported, capsys):
     sm = str(exported / "ens_savedmodel")
     assert model_scan.refused_ops(model_scan.read_saved_model(sm)) == []   # loaded below after the same scan
-    opts = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=16, batch_size=16, sanity=False)
+    opts = suite_plan.SuiteOptions(attacks=("fgsm",), n_samples=16, batch_size=16, sanity=False)
     with contextlib.redirect_stdout(io.StringIO()):
         with pytest.raises(UsageError, match="give --dataset"):   # 28x28x1, 10 classes: two data sets
-            attack_suite.evaluate([sm], opts)
-        (_, summary), = attack_suite.evaluate([sm], attack_suite.SuiteOptions(**{**opts.__dict__,
+            suite_run.evaluate([sm], opts)
+        (_, summary), = suite_run.evaluate([sm], suite_plan.SuiteOptions(**{**opts.__dict__,
                                                                                 "dataset": "fashion_mnist"}))
     assert isinstance(summary["attacks"]["fgsm"], float)
-    assert os.path.isfile(os.path.join(sm + ".eval", attack_suite.RESULTS_FILE))
-    assert attack_suite.cli(["attack_suite", "--run_dir", str(exported / "ens.keras"), "--dataset", "cifar10",
+    assert os.path.isfile(os.path.join(sm + ".eval", store.RESULTS_FILE))
+    assert suite_cli.cli(["attack_suite", "--run_dir", str(exported / "ens.keras"), "--dataset", "cifar10",
                              "--attacks", "fgsm"]) == 2
     assert "does not fit --dataset cifar10" in capsys.readouterr().err
 
@@ -155,20 +156,20 @@ def test_detection_and_black_box_on_a_model_file(exported, tiny_run, tmp_path, c
     """Entropy detection, the detector-aware attacks and the black-box matrix need only logits: a
     model file works in place of a run, its results beside it in PATH.eval/; transferability needs
     the members and says so in one line."""
-    from eval import adaptive_detection, blackbox, detection, transferability
+    from eval.analyses import adaptive_detection, blackbox, detection, transferability
     path = str(exported / "ens.keras")
     kw = dict(n_samples=32, batch_size=32, nb_iter=2, dataset="fashion_mnist", verbose=0)
-    d = detection.evaluate(path, attacks=("pgd",), sweep=False, **kw)
+    d = detection.evaluate(path, detection.Options(attacks=("pgd",), sweep=False, **kw))
     m = d["attacks"]["pgd"]
     # The AUC is defined exactly when the tiny model leaves both classes (clean right, and fooled),
     # which the last bits of a convolution decide on 32 samples: assert the rule, not the score.
     assert d["members"] == 1 and (m["auc"] is None) == (m["n_pos"] == 0 or m["n_neg"] == 0)
     assert m["auc"] is None or 0 <= m["auc"] <= 1
     assert os.path.isfile(exported / "ens.keras.eval" / detection.JSON_NAME)
-    a = adaptive_detection.evaluate(path, betas=(1.0,), max_nb_iter=4, **kw)
+    a = adaptive_detection.evaluate(path, adaptive_detection.Options(betas=(1.0,), max_nb_iter=4, **kw))
     assert a["weights_sha256"] == model_file_fingerprint(path)
     assert 0 <= a["detection_aware_robust_accuracy"] <= a["natural_accuracy"]
-    r = blackbox.evaluate([tiny_run, path], ["run", "file"], eps_list=[0.1], **kw)
+    r = blackbox.evaluate([tiny_run, path], blackbox.Options(labels=("run", "file"), eps_list=(0.1,), **kw))
     acc = np.asarray(r["results"][0]["accuracy"])
     # The file is the run's ensemble: the same examples leave both at the same accuracy.
     np.testing.assert_allclose(acc[:, 0], acc[:, 1], atol=1e-9)

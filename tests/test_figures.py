@@ -18,12 +18,12 @@ DETECTION = dict(FAST, n_samples=64)  # the detection figures reuse the fixture'
 @pytest.fixture(scope="module")
 def run(tiny_run, tmp_path_factory):
     """A copy of the tiny run (config, weights, history) with a small detection result."""
-    from eval import detection
+    from eval.analyses import detection
 
     out = tmp_path_factory.mktemp("fig") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("eval", "figures", "logs",
                                                                   "checkpoints"))
-    detection.evaluate(str(out), verbose=False, **DETECTION)
+    detection.evaluate(str(out), detection.Options(verbose=0, **DETECTION))
     return str(out)
 
 

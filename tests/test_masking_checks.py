@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from attacks import gradient, registry
-from eval import blackbox, sanity
+from eval import sanity
+from eval.analyses import blackbox
 
 
 def test_margin_loss_by_hand():
@@ -129,10 +130,11 @@ def test_detector_aware_attacks_find_the_confident_wrong_class(name):
 
 def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run, tmp_path):
     from conftest import copy_run
-    from eval import adaptive_detection
+    from eval.analyses import adaptive_detection
     run = copy_run(tiny_run, tmp_path / "run")
-    kw = dict(n_samples=48, batch_size=48, nb_iter=2, max_nb_iter=4, betas=(1.0,), verbose=False)
-    r = adaptive_detection.evaluate(run, **kw)
+    options = adaptive_detection.Options(n_samples=48, batch_size=48, nb_iter=2, max_nb_iter=4, betas=(1.0,),
+                                         verbose=0)
+    r = adaptive_detection.evaluate(run, options)
     assert set(r["attacks"]) == {"pgd", "pgd_confident_beta1", "mul_pgd_confident", "two_stage"}
     worst = min(m["robust"] for m in r["attacks"].values())
     assert r["detection_aware_robust_accuracy"] <= worst <= r["natural_accuracy"]
@@ -141,14 +143,14 @@ def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run
     assert [x["nb_iter"] for x in rungs] == [2, 4] and r["detection_aware_robust_accuracy"] == rungs[-1]["robust"]
     assert {m["params"]["nb_iter"] for m in r["attacks"].values()} == {4}   # the rows: the longest attack
     assert adaptive_detection.threshold_at_fpr(np.arange(100.0)) == pytest.approx(94.05)
-    again = adaptive_detection.evaluate(run, **kw)
+    again = adaptive_detection.evaluate(run, options)
     assert again["seconds"] == r["seconds"]  # reused: same weights and settings
 
 
 def _ladder(robust_at: dict, n: int = 200):
     """k_ladder on a synthetic attacker: at k it evades the first n·(1 − robust_at[k]) of n samples,
     all classified right."""
-    from eval import adaptive_detection
+    from eval.analyses import adaptive_detection
     calls = []
 
     def evaded_at(k):
@@ -173,7 +175,7 @@ def test_k_ladder_stops_where_doubling_moves_less_than_a_point():
 
 
 def test_k_ladder_flags_an_attacker_still_moving_at_its_longest_k():
-    from eval import adaptive_detection
+    from eval.analyses import adaptive_detection
     check, _, calls = _ladder({20: 0.60, 40: 0.55, 80: 0.50, 160: 0.45})
     assert calls == [20, 40, 80, 160] and not check["converged"] and check["nb_iter"] is None
     w, = adaptive_detection.k_warnings(check)
@@ -189,14 +191,15 @@ def test_a_detector_no_bounded_perturbation_can_reach(tmp_path):
     doubling, converged."""
     import keras
 
-    from eval import adaptive_detection
+    from eval.analyses import adaptive_detection
     inp = keras.Input((28, 28, 1))
     out = keras.layers.Dense(10, kernel_initializer="zeros",
                              bias_initializer=keras.initializers.Constant([3.0] + [0.0] * 9))(keras.layers.Flatten()(inp))
     path = str(tmp_path / "constant.keras")
     keras.Model(inp, out).save(path)
-    r = adaptive_detection.evaluate(path, n_samples=40, batch_size=40, nb_iter=2, betas=(10.0,),
-                                    dataset="fashion_mnist", verbose=0)
+    r = adaptive_detection.evaluate(path, adaptive_detection.Options(n_samples=40, batch_size=40, nb_iter=2,
+                                                                     betas=(10.0,), dataset="fashion_mnist",
+                                                                     verbose=0))
     from cce_tf import data
     _, y = data.load("fashion_mnist", "test")
     assert r["natural_accuracy"] == pytest.approx(np.mean(y[:40] == 0))
@@ -241,7 +244,7 @@ def test_masking_check_fires_on_a_model_that_masks_gradients_and_not_on_a_plain_
     cascade's gradient stages break it only without the masking front."""
     from attacks import cascade
     from cce_tf.ensemble import load_run
-    from eval.suite.engine import robust_mask
+    from eval.analyses.attack_suite.engine import robust_mask
     ens = load_run(tiny_run)
     x, y = fmnist_test[0][:32], fmnist_test[1][:32]
     eps = 0.3

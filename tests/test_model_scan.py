@@ -12,7 +12,9 @@ from tensorflow.python.framework import op_def_registry
 
 from cce_tf.ensemble import build_ensemble
 from cce_tf.export import standalone_model
-from eval import adaptive_detection, attack_suite, blackbox, detection, model_scan
+from eval import model_scan
+from eval.analyses import adaptive_detection, blackbox, detection
+from eval.analyses.attack_suite import store, cli as suite_cli
 
 IMAGES = tf.TensorSpec([None, 28, 28, 1], tf.float32)
 
@@ -99,10 +101,10 @@ def test_cli_refuses_a_savedmodel_that_writes_a_file_before_loading_it(writer, t
 
 def test_trust_model_loads_it_and_it_runs(writer, capsys):
     path, written = writer
-    assert attack_suite.cli(["attack_suite", "--run_dir", path, "--attacks", "fgsm", "--n_samples", "8",
+    assert suite_cli.cli(["attack_suite", "--run_dir", path, "--attacks", "fgsm", "--n_samples", "8",
                              "--dataset", "fashion_mnist", "--verbose", "0", "--nosanity", "--trust_model"]) == 0
     assert open(written).read() == "ran"
-    assert os.path.isfile(os.path.join(path + ".eval", attack_suite.RESULTS_FILE))
+    assert os.path.isfile(os.path.join(path + ".eval", store.RESULTS_FILE))
 
 
 @tf.function

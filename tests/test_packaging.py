@@ -20,9 +20,9 @@ PACKAGES = ("cce_tf", "attacks", "eval", "figures", "studies")
 TEST_TOOLS = {"pytest", "pytest-xdist"}
 TEST_AND_BUILD_TOOLS = TEST_TOOLS | {"setuptools"}   # in requirements.txt for make test, not the library's
 # Module -> its console script. figures.* run as `cce-figure NAME`.
-SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.attack_suite": "cce-attack",
-           "eval.tables": "cce-tables", "eval.transferability": "cce-transfer", "eval.blackbox": "cce-blackbox",
-           "eval.detection": "cce-detect", "eval.adaptive_detection": "cce-adaptive-detect",
+SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.analyses.attack_suite.cli": "cce-attack",
+           "eval.tables": "cce-tables", "eval.analyses.transferability": "cce-transfer", "eval.analyses.blackbox": "cce-blackbox",
+           "eval.analyses.detection": "cce-detect", "eval.analyses.adaptive_detection": "cce-adaptive-detect",
            "studies.reproduce": "cce-reproduce", "studies.convergence": "cce-convergence"}
 # studies.costs refits studies/timings.json inside the package, studies.cli_docs writes docs/cli.md:
 # maintainer tools, kept as python -m.
@@ -56,11 +56,13 @@ def test_dependencies_are_the_requirements_files():
 def _cli_modules() -> set[str]:
     found = set()
     for package in PACKAGES:
-        for name in os.listdir(os.path.join(ROOT, package)):
-            if name.endswith(".py"):
-                with open(os.path.join(ROOT, package, name)) as f:
-                    if 'if __name__ == "__main__":' in f.read():
-                        found.add(f"{package}.{name[:-3]}")
+        for folder, _, names in os.walk(os.path.join(ROOT, package)):
+            for name in names:
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name)) as f:
+                        if 'if __name__ == "__main__":' in f.read():
+                            rel = os.path.relpath(os.path.join(folder, name[:-3]), ROOT)
+                            found.add(rel.replace(os.sep, "."))
     return found
 
 

@@ -141,7 +141,7 @@ def test_a_runs_worst_case_is_one_number_in_every_table_that_shows_it(tmp_path):
     import numpy as np
 
     from eval import reuse
-    from eval.suite import plan as suite_plan, store
+    from eval.analyses.attack_suite import plan as suite_plan, store
 
     run_dir = str(tmp_path / "run")
     (tmp_path / "run").mkdir()

@@ -10,7 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from conftest import copy_run  # noqa: E402
-from eval import attack_suite  # noqa: E402
+from eval.analyses.attack_suite import engine, store, plan as suite_plan, run as suite_run
 from cce_tf.cli_flags import UsageError  # noqa: E402
 from studies import ray_executor  # noqa: E402
 
@@ -27,34 +27,34 @@ def local_ray():
 
 
 def test_shard_bounds_cover_every_sample_on_batch_boundaries():
-    assert ray_executor.shard_bounds(1000, 100, 2) == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
-    assert ray_executor.shard_bounds(64, 500, 16) == [(0, 64)]          # at least one batch
-    assert ray_executor.shard_bounds(64, 32, 1, shard_size=40) == [(0, 64)]  # rounded up to batches
-    bounds = ray_executor.shard_bounds(10000, 500, 7)   # 20 batches for 14 shards: one batch each
+    assert suite_plan.shard_bounds(1000, 100, 2) == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
+    assert suite_plan.shard_bounds(64, 500, 16) == [(0, 64)]          # at least one batch
+    assert suite_plan.shard_bounds(64, 32, 1, shard_size=40) == [(0, 64)]  # rounded up to batches
+    bounds = suite_plan.shard_bounds(10000, 500, 7)   # 20 batches for 14 shards: one batch each
     assert bounds[0][0] == 0 and bounds[-1][1] == 10000 and all(a % 500 == 0 for a, _ in bounds)
     assert all(b == c for (_, b), (c, _) in zip(bounds, bounds[1:])) and len(bounds) == 20
 
 
 def test_shards_merge_into_the_one_process_result(tiny_run, tmp_path):
     a, b = copy_run(tiny_run, tmp_path / "a"), copy_run(tiny_run, tmp_path / "b")
-    opts = attack_suite.SuiteOptions(attacks=("pgd",), n_samples=64, batch_size=32, nb_iter=2, sanity=False)
-    shards = [attack_suite.shard_mask(a, opts, "pgd", start, stop) for start, stop in ((0, 32), (32, 64))]
+    opts = suite_plan.SuiteOptions(attacks=("pgd",), n_samples=64, batch_size=32, nb_iter=2, sanity=False)
+    shards = [suite_run.shard_mask(a, opts, "pgd", start, stop) for start, stop in ((0, 32), (32, 64))]
     merged = np.concatenate(shards)
 
-    plans, test_sets = attack_suite.plan_runs([a], opts)
+    plans, test_sets = suite_plan.plan_runs([a], opts)
     x, y = test_sets["fashion_mnist"]
     params, n = plans[0].attacks["pgd"]
-    whole = attack_suite.robust_mask(plans[0].model, "pgd", x[:64], y[:64], params, 32, seed=opts.seed)
+    whole = engine.robust_mask(plans[0].model, "pgd", x[:64], y[:64], params, 32, seed=opts.seed)
     assert n == 64 and merged.shape == (64,)
     np.testing.assert_array_equal(merged, whole)
 
-    attack_suite.evaluate([a], opts, merged={"pgd": (merged, 1.5)})
-    attack_suite.evaluate([b], opts)
-    got, want = attack_suite.read_results(a), attack_suite.read_results(b)
+    suite_run.evaluate([a], opts, merged={"pgd": (merged, 1.5)})
+    suite_run.evaluate([b], opts)
+    got, want = store.read_results(a), store.read_results(b)
     assert got["attacks"]["pgd"]["robust_accuracy"] == want["attacks"]["pgd"]["robust_accuracy"]
     assert got["attacks"]["pgd"]["seconds"] == 1.5
     assert got["attacks"]["pgd"]["settings"] == want["attacks"]["pgd"]["settings"]
-    np.testing.assert_array_equal(attack_suite.read_masks(a)["pgd"], attack_suite.read_masks(b)["pgd"])
+    np.testing.assert_array_equal(store.read_masks(a)["pgd"], store.read_masks(b)["pgd"])
 
 
 def test_an_out_dir_the_driver_cannot_read_back_is_refused(local_ray, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from conftest import ROOT, STUDY_HEAD  # noqa: E402
-from eval import attack_suite  # noqa: E402
+from eval.analyses.attack_suite import store
 
 # One defended run; the plan adds the undefended NAT_2 canary (studies.plan.CANARY), whose results
 # are not rows of results.jsonl (its weights and masks are compared too). Four jobs: two trainings,
@@ -214,7 +214,7 @@ def assert_same_results(out_dir, undisturbed) -> None:
     assert rows(out_dir) == rows(undisturbed)
     assert weights(out_dir) == weights(undisturbed)
     for run in sorted(os.listdir(undisturbed / "runs")):
-        got, want = (attack_suite.read_masks(str(d / "runs" / run)) for d in (out_dir, undisturbed))
+        got, want = (store.read_masks(str(d / "runs" / run)) for d in (out_dir, undisturbed))
         assert got.keys() == want.keys() and want
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])

@@ -9,11 +9,13 @@ import pytest
 
 from cce_tf import fingerprint
 from conftest import copy_run, train_cli
-from eval import attack_suite, detection, reuse, transferability
+from eval import reuse
+from eval.analyses import detection, transferability
+from eval.analyses.attack_suite import plan as suite_plan, run as suite_run
 from figures import entropy_histogram, roc_attacks, roc_eps
 
 TINY_TRAIN = ("--train_subset", "256", "--nb_iter", "1", "--batch_size", "64")
-SUITE = attack_suite.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=64, nb_iter=3, batch_size=64,
+SUITE = suite_plan.SuiteOptions(attacks=("fgsm", "pgd"), n_samples=64, nb_iter=3, batch_size=64,
                                   sanity=False)
 
 
@@ -56,15 +58,15 @@ def extended(tmp_path_factory):
     import io
     run = tmp_path_factory.mktemp("extend") / "run"
     train_cli(run, *TINY_TRAIN, "--epochs", "1")
-    attack_suite.evaluate([str(run)], SUITE)
+    suite_run.evaluate([str(run)], SUITE)
     first = json.loads((run / "eval" / "attack_suite.json").read_text())
     train_cli(run, *TINY_TRAIN, "--epochs", "2")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        attack_suite.evaluate([str(run)], SUITE)
+        suite_run.evaluate([str(run)], SUITE)
     fresh = tmp_path_factory.mktemp("fresh") / "run"
     copy_run(run, fresh)
-    attack_suite.evaluate([str(fresh)], SUITE)
+    suite_run.evaluate([str(fresh)], SUITE)
     return run, fresh, first, buf.getvalue()
 
 
@@ -88,9 +90,9 @@ def test_training_further_never_leaves_old_robust_accuracies(extended):
 def test_analyses_recompute_on_new_weights(extended, tmp_path):
     run, fresh, _, _ = extended
     kw = dict(n_samples=32, nb_iter=2, batch_size=32, verbose=False)
-    t1 = transferability.evaluate(str(run), **kw)
+    t1 = transferability.evaluate(str(run), transferability.Options(**kw))
     assert t1["weights_sha256"] == reuse.fingerprint(str(run))
-    assert transferability.evaluate(str(run), **kw)["seconds"] == t1["seconds"]  # reused
+    assert transferability.evaluate(str(run), transferability.Options(**kw))["seconds"] == t1["seconds"]  # reused
     # Other weights in the same folder: recomputed, equal to a fresh evaluation of those weights.
     other = tmp_path / "run"
     shutil.copytree(run, other)
@@ -99,10 +101,10 @@ def test_analyses_recompute_on_new_weights(extended, tmp_path):
     ens.set_weights([w * 0.5 for w in ens.get_weights()])  # same shapes, other values
     ens.save_weights(str(other / "ensemble.weights.h5"))
     save_keras_file(ens, str(other / "ensemble.weights.h5"), str(other / "ensemble.keras"))  # as train does
-    t2 = transferability.evaluate(str(other), **kw)
+    t2 = transferability.evaluate(str(other), transferability.Options(**kw))
     assert t2["weights_sha256"] == reuse.fingerprint(str(other)) != t1["weights_sha256"]
     fresh2 = copy_run(other, tmp_path / "fresh2")
-    assert transferability.evaluate(fresh2, **kw)["a"] == t2["a"]
+    assert transferability.evaluate(fresh2, transferability.Options(**kw))["a"] == t2["a"]
 
 
 @pytest.mark.parametrize("order", [("roc_eps", "roc_attacks", "entropy_histogram"),

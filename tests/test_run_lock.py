@@ -167,24 +167,24 @@ def comparable(results):
 
 
 def test_two_attack_suites_on_one_run_keep_both_attacks(tiny_run, tmp_path):
-    from eval import attack_suite
+    from eval.analyses.attack_suite import store
 
-    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.attack_suite",
+    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.analyses.attack_suite.cli",
                                                    [("--attacks", a, *SUITE) for a in ("fgsm", "pgd")])
-    got, expected = (attack_suite.read_results(r) for r in (together, alone))
+    got, expected = (store.read_results(r) for r in (together, alone))
     assert set(got["attacks"]) == set(got["any_attack"]["attacks"]) == {"fgsm", "pgd"}
     assert comparable(got) == comparable(expected)
-    assert {"fgsm", "pgd"} <= attack_suite.read_masks(together).keys()
-    assert_same_arrays(attack_suite.read_masks(together), attack_suite.read_masks(alone))
+    assert {"fgsm", "pgd"} <= store.read_masks(together).keys()
+    assert_same_arrays(store.read_masks(together), store.read_masks(alone))
 
 
 def test_two_detections_on_one_run_keep_both_attacks(tiny_run, tmp_path):
-    from eval import detection
+    from eval.analyses import detection
     from eval.output import read_json
     from eval.target import eval_path
 
     flags = ("--nosweep", "--n_samples", "32", "--nb_iter", "3", "--batch_size", "16", "--verbose", "0")
-    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.detection",
+    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.analyses.detection",
                                                    [("--attacks", a, *flags) for a in ("bim", "mim")])
     got, expected = (read_json(eval_path(r, detection.JSON_NAME)) for r in (together, alone))
     assert set(got["attacks"]) == {"bim", "mim"}
@@ -240,7 +240,7 @@ def test_two_invocations_of_a_study_run_a_job_once(tiny_run, tmp_path):
     from studies import jobs, plan
 
     run, out = copy_run(tiny_run, tmp_path / "run"), tmp_path / "out"
-    job = plan.Job(id=f"attack_suite/{os.path.basename(run)}", kind=plan.ATTACK_SUITE, run_dirs=(run,),
+    job = plan.Job(id=f"attack_suite/{os.path.basename(run)}", kind="attack_suite", run_dirs=(run,),
                    options=dict(attacks=["fgsm"], n_samples=16, seed=0, nb_iter=None, mul_nb_iter=None,
                                 sanity=False))
     spec = json.dumps(job.to_json())

@@ -58,7 +58,7 @@ def test_second_invocation_does_no_work(mini, capsys):
 def test_new_weights_undo_only_their_evaluations(mini):
     argv, out = mini
     p = plan.make(spec.load(argv[2]), SCALES["tiny"], (0,), str(out))
-    suite = [j for j in p.jobs if j.kind == plan.ATTACK_SUITE]
+    suite = [j for j in p.jobs if j.kind == "attack_suite"]
     assert all(jobs.is_done(j, str(out)) for j in p.jobs)
     weights = os.path.join(suite[0].run_dirs[0], "ensemble.weights.h5")
     saved = open(weights, "rb").read()
@@ -79,7 +79,7 @@ def test_a_failed_job_is_reported_and_retried(mini, monkeypatch, capsys):
     real = jobs._run
 
     def broken(job, out_dir, *args):
-        if job.kind == plan.ATTACK_SUITE:
+        if job.kind == "attack_suite":
             raise RuntimeError("disk on fire")
         return real(job, out_dir, *args)
 
@@ -109,19 +109,19 @@ def test_tables_sharing_their_runs_share_one_blackbox_job():
     folder both tables read; on their own data sets (the paper scale) they keep one job each."""
     def four_run_boxes(scale):
         p = plan.make(spec.load("paper"), SCALES[scale], seeds=(0, 1), out_dir="out")
-        return [j for j in p.jobs if j.kind == plan.BLACKBOX and len(j.run_dirs) == 4]
+        return [j for j in p.jobs if j.kind == "blackbox" and len(j.run_dirs) == 4]
 
     small = four_run_boxes("small")
     assert sorted(j.options["seed"] for j in small) == [0, 1]
     # The job's folder is OUT_DIR/ID, where results.py reads it; its options name no path, so a marker
     # written under /abs/out still matches the same job planned under out.
-    assert all(plan.blackbox_folder("out", "fashion_mnist", j.options["seed"], list(j.run_dirs))
+    assert all(plan.runs_folder("out", "blackbox", "fashion_mnist", j.options["seed"], list(j.run_dirs))
                == os.path.join("out", j.id) for j in small)
     absolute = [j for j in plan.make(spec.load("paper"), SCALES["small"], seeds=(0, 1),
-                                     out_dir=os.path.abspath("out")).jobs if j.kind == plan.BLACKBOX]
+                                     out_dir=os.path.abspath("out")).jobs if j.kind == "blackbox"]
     assert {j.id: j.options for j in absolute} == {
         j.id: j.options for j in plan.make(spec.load("paper"), SCALES["small"], seeds=(0, 1),
-                                          out_dir="out").jobs if j.kind == plan.BLACKBOX}
+                                          out_dir="out").jobs if j.kind == "blackbox"}
     assert sorted(j.id.split("/")[1].rsplit("_", 1)[0] for j in four_run_boxes("paper")) == [
         "cifar100_s0", "cifar100_s1", "cifar10_s0", "cifar10_s1"]
 
@@ -164,7 +164,8 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     """A study of the evaluation itself: the tiny scale may cut k and samples, not the attacks nor the
     sanity checks; its adaptive-detection results become rows with their own keys."""
     import tomllib
-    from eval import adaptive_detection, reuse
+    from eval import reuse
+    from eval.analyses import adaptive_detection
     from conftest import copy_run
 
     raw = tomllib.loads(STUDY)
@@ -173,28 +174,29 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     study = spec._parse(raw, "full.toml")
     p = plan.make(study, SCALES["tiny"], (0,), str(tmp_path))
     canary = {c.run_dir for c in p.canaries}
-    suite = [j for j in p.jobs if j.kind == plan.ATTACK_SUITE and j.run_dirs[0] not in canary]
+    suite = [j for j in p.jobs if j.kind == "attack_suite" and j.run_dirs[0] not in canary]
     assert suite and all(j.options["attacks"] == ["pgd", "mul_pgd", "autoattack"] and j.options["sanity"]
                          for j in suite)
-    adaptive = [j for j in p.jobs if j.kind == plan.ADAPTIVE]
-    # k doubles from the scale's analysis k while the attacker still gains (eval.adaptive_detection);
-    # the plan's cost counts every doubling it may take.
+    adaptive = [j for j in p.jobs if j.kind == "adaptive_detection"]
+    # k doubles from the scale's analysis k while the attacker still gains; the plan's cost counts
+    # every doubling it may take.
+    from eval.analyses import adaptive_detection as ad
     assert len(adaptive) == 2 and all(j.options["max_nb_iter"] == 4 for j in adaptive)
-    assert adaptive[0].cost == 3 * plan.eval_cost(plan.ADAPTIVE, dict(adaptive[0].options, max_nb_iter=2),
-                                                  next(j.options for j in p.jobs if j.id == adaptive[0].needs[0]))
+    train = next(j.options for j in p.jobs if j.id == adaptive[0].needs[0])
+    assert adaptive[0].cost == 3 * ad.cost(dict(adaptive[0].options, max_nb_iter=2), train)
     raw.update(full_evaluation=False)  # the same study without it: the scale's cut applies
     cut = plan.make(spec._parse(raw, "cut.toml"), SCALES["tiny"], (0,), str(tmp_path))
     assert all(j.options["attacks"] == ["pgd"] and not j.options["sanity"]
-               for j in cut.jobs if j.kind == plan.ATTACK_SUITE)
+               for j in cut.jobs if j.kind == "attack_suite")
     # The canary gets the study's gradient attacks (not AutoAttack), without the sanity sweep.
-    assert [j.options["attacks"] for j in p.jobs if j.run_dirs[0] in canary and j.kind == plan.ATTACK_SUITE] == [
+    assert [j.options["attacks"] for j in p.jobs if j.run_dirs[0] in canary and j.kind == "attack_suite"] == [
         ["pgd", "mul_pgd"]]
 
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, max_nb_iter=4, verbose=False)
+    adaptive_detection.evaluate(run_dir, adaptive_detection.Options(n_samples=32, nb_iter=2, max_nb_iter=4, verbose=0))
     cell = plan.Cell("mini", study.runs[1], "fashion_mnist", 0, run_dir)
     rows = {r["key"]: r for r in results._cell_rows(study, cell, ())}
-    r = adaptive_detection.evaluate(run_dir, n_samples=32, nb_iter=2, max_nb_iter=4, verbose=False)  # reused
+    r = adaptive_detection.evaluate(run_dir, adaptive_detection.Options(n_samples=32, nb_iter=2, max_nb_iter=4, verbose=0))  # reused
     assert rows["detection_aware"]["value"] == r["detection_aware_robust_accuracy"]
     # An AUC is a row only where it is defined (both classes among 32 samples: the tiny model's last
     # bits decide, so the test asserts the rule, not the score).

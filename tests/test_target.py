@@ -14,11 +14,11 @@ from cce_tf.cli_flags import UsageError
 from cce_tf.ensemble import Ensemble, build_ensemble, save_keras_file
 from cce_tf.fingerprint import file_sha256
 from cce_tf.models import build_member
-from eval import attack_suite
+from eval.analyses.attack_suite import store, plan as suite_plan
 from eval.output import write_json
 from eval.target import MODEL_FILE, RUN, Target, results_dir
 
-SUITE = attack_suite.SuiteOptions(attacks=("fgsm",), n_samples=32, batch_size=32, sanity=False)
+SUITE = suite_plan.SuiteOptions(attacks=("fgsm",), n_samples=32, batch_size=32, sanity=False)
 CONFIG = dict(dataset="fashion_mnist", arch="cnn", method="cce", preset="cce-rm", members=2,
               input_shape=[28, 28, 1], num_classes=10, seed=0)
 
@@ -93,7 +93,7 @@ def count_opens(monkeypatch, name):
 def test_a_suite_plan_reads_config_json_once(tmp_path, monkeypatch, keras_file):
     folder = make_run(tmp_path / "run", keras_file)
     opened = count_opens(monkeypatch, run_files.CONFIG_FILE)
-    plans, _ = attack_suite.plan_runs([folder], SUITE)
+    plans, _ = suite_plan.plan_runs([folder], SUITE)
     assert len(opened) == 1
     assert plans[0].config == CONFIG and plans[0].run_dir == folder and isinstance(plans[0].model, Ensemble)
 
@@ -144,7 +144,7 @@ def test_each_writer_keeps_its_bytes(tmp_path):
     write_json(str(tmp_path / "c.json"), obj)
     assert (tmp_path / "c.json").read_text() == '{\n  "acc": 0.3,\n  "n": 3\n}\n'
     results = {"run_dir": "r", "attacks": {"pgd": {"robust_accuracy": 0.1 + 0.2}}}
-    attack_suite.write_results(str(tmp_path / "run"), results, {"pgd": np.ones(2, bool)})
+    store.write_results(str(tmp_path / "run"), results, {"pgd": np.ones(2, bool)})
     assert (tmp_path / "run" / "eval" / "attack_suite.json").read_text() == json.dumps(results, indent=2)
     checkpoint.write_json(str(tmp_path / "history.json"), [{"epoch": 1}])
     assert (tmp_path / "history.json").read_text() == json.dumps([{"epoch": 1}], indent=2)

@@ -1,18 +1,18 @@
 """The attack suite on a run, top to bottom: natural accuracy, then per attack reuse its stored
 result, or take the flags merged from shards, or attack; record it and write the files; then the
-sanity checks. The library entry point is ``evaluate`` (studies call it; eval.attack_suite wraps it).
+sanity checks. The library entry point is ``evaluate`` (studies call it; eval.analyses.attack_suite wraps it).
 
 Usage::
 
-    from eval.suite.plan import SuiteOptions
-    from eval.suite.run import evaluate, shard_mask
+    from eval.analyses.attack_suite.plan import SuiteOptions
+    from eval.analyses.attack_suite.run import evaluate, shard_mask
     columns = evaluate(["runs/cce_rm"], SuiteOptions(attacks=("pgd", "mim"), n_samples=1000))
     flags = shard_mask("runs/cce_rm", opts, "pgd", 0, 500)    # one shard's robust flags
     evaluate(["runs/cce_rm"], opts, merged={"pgd": (flags_of_all_shards, 61.2)})
 
 Results already in the file are reused when eval.reuse allows (same weights, same settings); those
 computed on other weights are dropped from the file after a copy is kept in RUN/eval/stale/, so the
-file only ever describes the weights the run holds (eval.suite.store).
+file only ever describes the weights the run holds (eval.analyses.attack_suite.store).
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from cce_tf.cli_flags import UsageError
 from eval import reuse
 from eval.batches import predict_labels
 from eval.progress import Progress
-from eval.suite import checks, store
-from eval.suite.engine import robust_mask
-from eval.suite.plan import RunPlan, SuiteOptions, plan_runs, reuse_decisions, reuse_settings
-from eval.suite.report import Outcome
+from eval.analyses.attack_suite import checks, store
+from eval.analyses.attack_suite.engine import robust_mask
+from eval.analyses.attack_suite.plan import RunPlan, SuiteOptions, plan_runs, reuse_decisions, reuse_settings
+from eval.analyses.attack_suite.report import Outcome
 
 Merged = dict[str, tuple[np.ndarray, float]]   # attack -> (flags merged from shards, their seconds)
 
@@ -116,7 +116,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
 
 
 def _summary(plan: RunPlan, results: dict, outcomes: dict[str, Outcome], sanity_ran: bool) -> dict:
-    """evaluate_run's summary of one run, a column of eval.suite.report.paper_table."""
+    """evaluate_run's summary of one run, a column of eval.analyses.attack_suite.report.paper_table."""
     return {"run_dir": plan.run_dir, "natural_accuracy": results["natural_accuracy"], "n_test": results["n_test"],
             "attacks": outcomes, "params": {k: p for k, (p, _) in plan.attacks.items()},
             "n_samples": {k: n for k, (_, n) in plan.attacks.items()}, "any_attack": results.get("any_attack"),

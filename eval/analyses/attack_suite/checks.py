@@ -5,7 +5,7 @@ flags of the attacks run and so are brought up to date before every write of the
 
 Usage::
 
-    from eval.suite import checks
+    from eval.analyses.attack_suite import checks
     checks.summarise(config, results, masks)     # results["any_attack"] and the canaries, in place
     report = checks.run_sanity(model, plan, x, y, files, opts)   # the "sanity" entry of the results
 """
@@ -18,12 +18,12 @@ import numpy as np
 
 from attacks.settings import EPSILONS, RESTARTS
 from eval import reuse, sanity
-from eval.suite.engine import any_attack, robust_mask, worst_case
-from eval.suite.plan import RunPlan, SuiteOptions, reuse_settings
-from eval.suite.store import MASKS_FILE, RESTARTS_MASK
+from eval.analyses.attack_suite.engine import any_attack, robust_mask, worst_case
+from eval.analyses.attack_suite.plan import RunPlan, SuiteOptions, reuse_settings
+from eval.analyses.attack_suite.store import MASKS_FILE, RESTARTS_MASK
 
 if TYPE_CHECKING:
-    from eval.suite.store import SuiteFiles
+    from eval.analyses.attack_suite.store import SuiteFiles
 
 
 def canary_checks(config: dict, attacks: dict, masks: dict) -> dict:

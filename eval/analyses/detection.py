@@ -3,11 +3,11 @@ Detectability" (Figs 2-4).
 
 Usage::
 
-    python -m eval.detection --run_dir runs/cce_dm [--n_samples 1000] [--attacks pgd,bim,mim] [--nosweep]
+    python -m eval.analyses.detection --run_dir runs/cce_dm [--n_samples 1000] [--attacks pgd,bim,mim] [--nosweep]
 
-    from eval.detection import detection_metrics, evaluate
+    from eval.analyses.detection import Options, detection_metrics, evaluate
     m = detection_metrics(h_clean, h_adv, fooled)        # AUC, TPR at 5% FPR, ROC points
-    result = evaluate("runs/cce_dm", n_samples=1000)      # attacks, writes RUN/eval/detection.json
+    result = evaluate("runs/cce_dm", Options(n_samples=1000))   # attacks, writes RUN/eval/detection.json
 
 The detection score of an input is H(f^en(x)), the entropy (natural log) of the ensemble's
 prediction: higher means "adversarial". Following Pang et al. (2018), the negatives are the clean
@@ -36,6 +36,7 @@ missing, so attacks, the sweep and the figures that need them can come in any or
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -44,15 +45,18 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import flags
 
-from cce_tf import atomic, cli_flags, run_lock
+from cce_tf import cli_flags
 from cce_tf.config import converging_step, scaled_step
 from cce_tf.cli_flags import UsageError
-from eval import batches, reuse
+from eval import batches, results_file, reuse
 from eval.flags import analysis_flags, check_pgd, check_radius, dataset_settings
 from eval.labels import format_eps, run_label, run_labels
-from eval.output import markdown_table, pct, read_json, write_json
+from eval.output import markdown_table, pct, read_json
 from eval.progress import Progress, estimate_line, quiet_tf
-from eval.target import eval_path, load_target, results_dir, target_config
+from eval.target import Target, eval_path, target_config
+
+NAME = "detection"
+SCOPE = "run"   # one job per run (studies.plan)
 
 JSON_NAME = "detection.json"
 NPZ_NAME = "detection_entropy.npz"
@@ -192,25 +196,44 @@ def _reusable(old: dict, old_arrays: dict, fp: str, p: dict, n_samples: Optional
     return entries, arrays, sweep, decisions
 
 
-def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
-             n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
-             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             sweep_eps: Optional[Sequence[float]] = None, force: bool = False,
-             verbose: int = 1, dataset: Optional[str] = None, trust_model: bool = False) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings of one evaluation (the CLI's flags of the same names)."""
+
+    attacks: tuple[str, ...] = ATTACKS
+    sweep: bool = True
+    n_samples: Optional[int] = None
+    batch_size: int = 500
+    seed: int = 0
+    eps: Optional[float] = None
+    eps_iter: Optional[float] = None
+    nb_iter: int = 20
+    sweep_eps: Optional[tuple[float, ...]] = None
+    force: bool = False
+    verbose: int = 1
+    dataset: Optional[str] = None
+    trust_model: bool = False
+
+
+def evaluate(target, options: Options = Options()) -> dict:
     """Detection by entropy on one run: ``attacks`` at ε (Fig 3) and, with ``sweep``, PGD over the
     ε sweep (Fig 4). Entries already in RUN/eval/detection.json are reused when eval.reuse allows
     (same weights, same settings) and kept beside the new ones; entries of other weights leave the
     file (a copy goes to RUN/eval/stale/). Writes detection.json and detection_entropy.npz and
-    returns the JSON's dict. ``run_dir`` may be a model file of any classifier (eval.target
-    .load_target; its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned), whose
+    returns the JSON's dict. ``target``: an eval.target.Target, or a run folder or model file of
+    any classifier (its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned), whose
     results go to PATH.eval/."""
+    o = options
+    attacks, sweep, n_samples, batch_size, seed = o.attacks, o.sweep, o.n_samples, o.batch_size, o.seed
+    force, verbose = o.force, o.verbose
     for name in attacks:
         if name not in ATTACKS:
             raise UsageError(f"--attacks: unknown attack {name!r}, choose from {', '.join(ATTACKS)}")
     n_samples = n_samples or None
-    ens, cfg = load_target(run_dir, dataset, trust_model)
-    p = attack_params(cfg["dataset"], eps, eps_iter, nb_iter, sweep_eps)
-    fp = reuse.fingerprint(run_dir)
+    target = target if isinstance(target, Target) else Target(target, o.dataset, o.trust_model)
+    run_dir, ens, cfg = target.path, target.load(), target.config
+    p = attack_params(cfg["dataset"], o.eps, o.eps_iter, o.nb_iter, o.sweep_eps)
+    fp = target.fingerprint
     label = run_label(cfg)
     x, y = batches.test_samples(cfg["dataset"], n_samples)
 
@@ -218,7 +241,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         if verbose:
             print(f"[{label} {run_dir}] {msg}", flush=True)
 
-    json_path, npz_path = eval_path(run_dir, JSON_NAME), eval_path(run_dir, NPZ_NAME)
+    json_path, npz_path = target.results_path(JSON_NAME), target.results_path(NPZ_NAME)
     old = read_json(json_path) or {}
     kept, kept_arrays, kept_sweep, decisions = _reusable(old, _load_npz(npz_path), fp, p, n_samples, seed, force)
     todo: dict[str, tuple[str, float]] = {n: (n, p["eps"]) for n in attacks if n not in kept}  # array key -> (attack, eps)
@@ -228,9 +251,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         shown["eps sweep"] = decisions["eps sweep"]
     for line in reuse.explain(json_path, shown):
         log(line)
-    if old and (old.get(reuse.KEY) != fp):
-        reuse.keep_stale(json_path, old.get(reuse.KEY))
-        reuse.keep_stale(npz_path, old.get(reuse.KEY))
+    results_file.keep_stale(json_path, old, fp, (npz_path,))
 
     params = dict(eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"], seed=seed,
                   score="entropy of the ensemble prediction H(f^en(x))")
@@ -267,7 +288,7 @@ def evaluate(run_dir: str, attacks: Sequence[str] = ATTACKS, sweep: bool = True,
         else:
             result["attacks"][key] = m
     result["seconds"] = round(time.time() - t0, 2)
-    _save(run_dir, result, arrays, (kept, kept_arrays, kept_sweep), fp, p, n_samples, seed, force)
+    _save(json_path, npz_path, result, arrays, (kept, kept_arrays, kept_sweep), fp, p, n_samples, seed, force)
     log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
     return result
 
@@ -289,28 +310,26 @@ def _attack(ens, x: np.ndarray, y: np.ndarray, h_clean: np.ndarray, correct: np.
     return m, h_adv, fooled
 
 
-def _save(run_dir: str, result: dict, arrays: dict, kept: tuple[dict, dict, list], fp: str, p: dict,
+def _save(json_path: str, npz_path: str, result: dict, arrays: dict, kept: tuple[dict, dict, list], fp: str, p: dict,
           n_samples: Optional[int], seed: int, force: bool) -> None:
     """Writes this evaluation's ``result`` and ``arrays`` with the entries ``kept`` from the file it
     read (_reusable's entries, arrays, sweep). Under the results folder's lock the files are read
     again just before they are written: the entries another process wrote since (other attacks of
     this run) are kept beside this one's."""
-    json_path, npz_path = eval_path(run_dir, JSON_NAME), eval_path(run_dir, NPZ_NAME)
     kept_entries, kept_arrays, kept_sweep = kept
-    with run_lock.hold(run_lock.lock_path(results_dir(run_dir)), wait=True):
-        latest = read_json(json_path) or {}
+    merged: dict = {}
+
+    def merge(latest: dict) -> dict:
         theirs, their_arrays, their_sweep, _ = _reusable(latest, _load_npz(npz_path), fp, p, n_samples, seed, force)
-        if latest.get(reuse.KEY) not in (None, fp):  # written meanwhile for other weights
-            reuse.keep_stale(json_path, latest[reuse.KEY])
-            reuse.keep_stale(npz_path, latest[reuse.KEY])
         result["attacks"] = {**kept_entries, **theirs, **result["attacks"]}
         result["eps_sweep"] = result["eps_sweep"] or their_sweep or kept_sweep
-        arrays = {**kept_arrays, **their_arrays, **arrays}
+        merged.update({**kept_arrays, **their_arrays, **arrays})
         if result["eps_sweep"]:
-            arrays["sweep_eps"] = np.asarray([m["eps"] for m in result["eps_sweep"]], np.float64)
-        # The entropies first: detection.json names the weights its arrays belong to.
-        atomic.write_file(npz_path, lambda f: np.savez_compressed(f, **arrays), "wb")
-        write_json(json_path, result)
+            merged["sweep_eps"] = np.asarray([m["eps"] for m in result["eps_sweep"]], np.float64)
+        return result
+
+    # The entropies first: detection.json names the weights its arrays belong to.
+    results_file.write(json_path, merge, fp, arrays=lambda: {npz_path: (merged, True)}, companions=(npz_path,))
 
 
 def load_entropies(run_dir: str) -> dict:
@@ -321,6 +340,36 @@ def load_entropies(run_dir: str) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------
+
+
+def stored(target: Target) -> Optional[dict]:
+    """RUN/eval/detection.json when it was computed on the weights the run holds now."""
+    r = read_json(target.results_path(JSON_NAME))
+    return r if r and r.get(reuse.KEY) == target.fingerprint else None
+
+
+def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
+    """results.jsonl's rows: the AUC of every attack (auc_NAME) and sweep radius (auc_sweepI)."""
+    entries = [(f"auc_{n}", m) for n, m in result.get("attacks", {}).items()]
+    entries += [(f"auc_sweep{i}", m) for i, m in enumerate(result.get("eps_sweep", []))]
+    return [dict(evaluation=NAME, attack=m["attack"], eps=m["eps"], eps_iter=m["eps_iter"], nb_iter=m["nb_iter"],
+                 n=m["n_pos"] + m["n_neg"], metric="auc", value=m["auc"], key=key)
+            for key, m in entries if m.get("auc") is not None]
+
+
+# Drawn after a study's detection job, from its results (figures/: eval/ does not draw them).
+FIGURES = ("entropy_histogram", "roc_attacks", "roc_eps")
+
+
+def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -> Optional[dict]:
+    """The options of a study's job on one run (studies.plan); ``figures``: the figures drawn after it."""
+    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter, figures=list(FIGURES))
+
+
+def cost(options: dict, run_config: dict) -> float:
+    """Member forward-backward passes: 3 attacks and 8 sweep radii, k steps each."""
+    n = batches.test_size(run_config["dataset"], options.get("n_samples"))
+    return float(11 * options["nb_iter"] * n * run_config["members"])
 
 
 def _fmt_auc(v: Optional[float]) -> str:
@@ -396,9 +445,9 @@ def main(argv: list[str]) -> None:
 
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
-        r = evaluate(run_dir, attacks, FLAGS.sweep, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, eps,
-                     eps_iter, FLAGS.nb_iter, sweep_eps or None, force=FLAGS.force, verbose=FLAGS.verbose,
-                     dataset=FLAGS.dataset, trust_model=FLAGS.trust_model)
+        r = evaluate(run_dir, Options(tuple(attacks), FLAGS.sweep, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed,
+                                      eps, eps_iter, FLAGS.nb_iter, tuple(sweep_eps) or None, force=FLAGS.force,
+                                      verbose=FLAGS.verbose, dataset=FLAGS.dataset, trust_model=FLAGS.trust_model))
         rows.append((label, r))
         print(f"\nDetection by the entropy of the ensemble prediction: {label} ({r['dataset']}, "
               f"n = {r['n_samples']}, {r['n_clean_correct']} clean-correct); percentages\n")
@@ -409,13 +458,11 @@ def main(argv: list[str]) -> None:
         print("\n" + "\n".join(text))
         os.makedirs(FLAGS.out_dir, exist_ok=True)
         path = os.path.join(FLAGS.out_dir, "detection.md")
-        with open(path, "w") as f:
-            f.write("\n".join(text))
-        print(f"wrote {path}")
+        print(f"wrote {results_file.write_markdown(path, chr(10).join(text))}")
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.detection, console script cce-detect)."""
+    """The command line (python -m eval.analyses.detection, console script cce-detect)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

@@ -3,11 +3,11 @@ Members").
 
 Usage::
 
-    python -m eval.transferability --run_dir runs/cce_rm --run_dir runs/adv_en [--n_samples 1000]
+    python -m eval.analyses.transferability --run_dir runs/cce_rm --run_dir runs/adv_en [--n_samples 1000]
 
-    from eval.transferability import transferability_metrics, evaluate
+    from eval.analyses.transferability import Options, evaluate, transferability_metrics
     m = transferability_metrics(y, pred_en, pred_members_en, pred_cross)   # pure numpy
-    result = evaluate("runs/cce_rm", n_samples=1000)                      # attacks, writes JSON
+    result = evaluate("runs/cce_rm", Options(n_samples=1000))             # attacks, writes JSON
 
 Every adversarial example is PGD (k = 20, the data set's ε and η; CIFAR-10: ε = 8/255,
 η = 2/255), crafted with the TRUE labels, through ``attacks.registry``:
@@ -36,6 +36,7 @@ python -m studies.reproduce --study table6 (they live in studies/specs/, their o
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -46,12 +47,15 @@ import numpy as np
 from cce_tf import cli_flags
 from cce_tf.cli_flags import UsageError
 from cce_tf.config import converging_step, scaled_step
-from eval import batches, reuse
+from eval import batches, results_file, reuse
 from eval.flags import analysis_flags, check_pgd, dataset_settings
 from eval.labels import run_label, run_labels
-from eval.output import markdown_table, pct, read_json, write_json
+from eval.output import markdown_table, pct, read_json
 from eval.progress import Progress, estimate_line, quiet_tf
-from eval.target import eval_path, is_model_file, load_run_checked, read_run_config
+from eval.target import Target, is_model_file, read_run_config
+
+NAME = "transferability"
+SCOPE = "run"   # one job per run (studies.plan)
 
 JSON_NAME = "transferability.json"
 
@@ -129,36 +133,47 @@ def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[
     return params
 
 
-def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
-             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             force: bool = False, verbose: int = 1) -> dict:
-    """Attacks one run as Table 6 does and writes RUN/eval/transferability.json; returns its dict.
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings of one evaluation (the CLI's flags of the same names)."""
+
+    n_samples: Optional[int] = None
+    batch_size: int = 500
+    seed: int = 0
+    eps: Optional[float] = None
+    eps_iter: Optional[float] = None
+    nb_iter: int = 20
+    force: bool = False
+    verbose: int = 1
+
+
+def evaluate(target, options: Options = Options()) -> dict:
+    """Attacks one run (``target``: an eval.target.Target or a run folder; an ensemble of N >= 2
+    members) as Table 6 does and writes RUN/eval/transferability.json; returns its dict.
     ``verbose``: 0 quiet, 1 log lines and a progress bar, 2 log lines.
 
     An existing JSON computed on the same weights with the same settings and sample count is
     returned instead (eval.reuse), unless ``force``.
     """
-    cfg = read_run_config(run_dir)
-    params = attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
-    path = eval_path(run_dir, JSON_NAME)
-    n_samples = n_samples or None
+    target = target if isinstance(target, Target) else Target(target)
+    run_dir, cfg, o = target.path, target.config, options
+    n_samples, batch_size, seed, verbose = o.n_samples or None, o.batch_size, o.seed, o.verbose
+    params = attack_params(cfg["dataset"], o.eps, o.eps_iter, o.nb_iter)
+    path = target.results_path(JSON_NAME)
     if cfg.get("members", 0) < 2:
         raise UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
                                 f"this run has N = {cfg.get('members')}")
-    fp = reuse.fingerprint(run_dir)
+    fp = target.fingerprint
     settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples)
-    old = read_json(path)
-    decision = reuse.decide(old, fp, settings, force)
+    old, decision = results_file.decide(path, fp, settings, o.force)
     if decision.reuse:
         if verbose:
             print(f"[{run_dir}] reusing {path} (same weights and settings; --force to recompute)", flush=True)
         return old
     for line in reuse.explain(path, {"transferability": decision}):
         print(f"[{run_dir}] {line}", flush=True)
-    if old and old.get(reuse.KEY) != fp:
-        reuse.keep_stale(path, old.get(reuse.KEY))
 
-    ens, cfg = load_run_checked(run_dir)
+    ens = target.load()
     x, y = batches.test_samples(cfg["dataset"], n_samples)
     n = len(ens.members)
     label = run_label(cfg)
@@ -194,7 +209,7 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
         seconds=round(time.time() - t0, 2),
         **reuse.stamp(settings, fp),
     )
-    write_json(path, result)
+    results_file.write(path, result, fp)
     log(f"done in {result['seconds']:.0f} s: a(en,en) = {pct(result['a_en_en'])}%, "
         f"T = {pct(result['T'])}%; wrote {path}")
     return result
@@ -205,7 +220,44 @@ def evaluate(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 50
 # --------------------------------------------------------------------------------------------------
 
 
-def table(rows: Sequence[tuple[str, dict]]) -> str:
+def stored(target: Target) -> Optional[dict]:
+    """RUN/eval/transferability.json when it was computed on the weights the run holds now."""
+    r = read_json(target.results_path(JSON_NAME))
+    return r if r and r.get(reuse.KEY) == target.fingerprint else None
+
+
+METRICS = ("a_en_en", "a11", "a22", "S11", "S01", "S10", "S00", "T", "nT", "a_single")
+
+
+def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
+    """results.jsonl's rows of one result (studies.results adds the run's columns): every symbol of
+    Table 6 it holds (a11, a22: a(1,1), a(2,2))."""
+    p = result["params"]
+    vals = dict(result, a11=result["a"][0][0], a22=result["a"][1][1])
+    return [dict(evaluation=NAME, attack="pgd", eps=p["eps"], eps_iter=p["eps_iter"], nb_iter=p["nb_iter"],
+                 n=result["n_samples"], metric=m, value=vals[m], key=m)
+            for m in METRICS if vals.get(m) is not None]
+
+
+def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -> Optional[dict]:
+    """The options of a study's job on one run (studies.plan), None where it does not apply (N < 2)."""
+    if members < 2:
+        return None
+    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter)
+
+
+def cost(options: dict, run_config: dict) -> float:
+    """Member forward-backward passes: PGD against the ensemble and against each member."""
+    n = batches.test_size(run_config["dataset"], options.get("n_samples"))
+    return float(2 * options["nb_iter"] * n * run_config["members"])
+
+
+def table(result: dict) -> str:
+    """Table 6's row of one result, in percentages."""
+    return comparison_table([(result["label"], result)])
+
+
+def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
     """Table 6 in percentages, one row per (label, result); a(i,i) for every member."""
     max_n = max((len(r["a"]) for _, r in rows), default=2)
     headers = (["Model", "a(en,en)"] + [f"a({i},{i})" for i in range(1, max_n + 1)]
@@ -263,15 +315,15 @@ def main(argv: list[str]) -> None:
 
     rows = []
     for run_dir, label in zip(FLAGS.run_dir, labels):
-        r = evaluate(run_dir, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
-                     FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose)
+        r = evaluate(run_dir, Options(FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
+                                      FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose))
         rows.append((label, r))
 
     if rows:
         datasets = sorted({r["dataset"] for _, r in rows})
         text = [f"Transferability among ensemble members (Table 6), {', '.join(datasets)}, "
                 f"PGD k={rows[0][1]['params']['nb_iter']}, n = {rows[0][1]['n_samples']}; "
-                f"percentages", "", table(rows), ""]
+                f"percentages", "", comparison_table(rows), ""]
         for label, r in rows:
             text += [matrix_table(label, r), ""]
         if any(len(r["a"]) > 2 for _, r in rows):
@@ -280,15 +332,14 @@ def main(argv: list[str]) -> None:
         if len(rows) > 1:
             os.makedirs(FLAGS.out_dir, exist_ok=True)
             md = os.path.join(FLAGS.out_dir, "transferability.md")
-            with open(md, "w") as f:
-                f.write("\n".join(text))
-            write_json(os.path.join(FLAGS.out_dir, JSON_NAME),
-                              {"runs": [dict(r, label=label) for label, r in rows]})
+            results_file.write_markdown(md, "\n".join(text))
+            results_file.write(os.path.join(FLAGS.out_dir, JSON_NAME),
+                               {"runs": [dict(r, label=label) for label, r in rows]})
             print(f"wrote {md} and {os.path.join(FLAGS.out_dir, JSON_NAME)}")
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.transferability, console script cce-transfer)."""
+    """The command line (python -m eval.analyses.transferability, console script cce-transfer)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

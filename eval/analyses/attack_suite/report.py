@@ -4,8 +4,8 @@ the study tables too), and the settings and sanity warnings printed under it.
 
 Usage::
 
-    from eval.suite import report
-    print(report.paper_table(columns))       # columns: [(header, eval.suite.run's summary), ...]
+    from eval.analyses.attack_suite import report
+    print(report.paper_table(columns))       # columns: [(header, eval.analyses.attack_suite.run's summary), ...]
     report.print_report(columns)             # the table, the samples behind it, the warnings
     report.attack_label("pgd", [100, 250])   # "PGD k = 100/250"
 """

@@ -2,20 +2,20 @@
 
 Usage::
 
-    python -m eval.adaptive_detection --run_dir runs/cce_dm [--n_samples 1000] [--nb_iter 20] [--max_nb_iter 160]
+    python -m eval.analyses.adaptive_detection --run_dir runs/cce_dm [--n_samples 1000] [--nb_iter 20] [--max_nb_iter 160]
 
-    from eval.adaptive_detection import evaluate
-    r = evaluate("runs/cce_dm", n_samples=1000)
+    from eval.analyses.adaptive_detection import Options, evaluate
+    r = evaluate("runs/cce_dm", Options(n_samples=1000))
     r["detection_aware_robust_accuracy"], r["attacks"]["mul_pgd_confident"]["auc"], r["k_check"]["nb_iter"]
 
 The defender flags an input when the entropy of f^en exceeds the threshold that flags 5 % of the clean
 test images the ensemble classifies correctly. The attacker knows this (attacks/detector_aware.py):
 PGD on C − β·H for each β of ``BETAS`` (up to 10), targeted PGD towards each wrong class (the
 lowest-entropy success kept), and a two-stage attack that lowers the entropy of the best untargeted
-example; plain PGD (the paper's attacker) is run for reference. Per attack: the AUC as eval.detection
-computes it, and the share of samples it turns into a misclassified input the detector lets through.
-The headline, ``detection_aware_robust_accuracy``, is the share of test samples the ensemble gets right
-and on which no attack, at any k run, produces such an input.
+example; plain PGD (the paper's attacker) is run for reference. Per attack: the AUC as
+eval.analyses.detection computes it, and the share of samples it turns into a misclassified input the
+detector lets through. The headline, ``detection_aware_robust_accuracy``, is the share of test samples
+the ensemble gets right and on which no attack, at any k run, produces such an input.
 
 **k is measured on each run** (``k_ladder``), as PGD's is: every attack runs at k = ``nb_iter``, then
 at 2k, 4k, … (at most ``max_nb_iter``) until doubling k moves the detection-aware robust accuracy by
@@ -29,6 +29,7 @@ of eval.reuse; --force recomputes).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -39,12 +40,16 @@ from absl import flags
 
 from cce_tf import cli_flags
 from cce_tf.cli_flags import UsageError
-from eval import batches, detection, reuse
+from eval import batches, results_file, reuse
+from eval.analyses import detection
 from eval.flags import analysis_flags
 from eval.labels import run_label, run_labels
-from eval.output import markdown_table, pct, read_json, write_json
+from eval.output import markdown_table, pct, read_json
 from eval.progress import Progress, estimate_line, quiet_tf
-from eval.target import eval_path, open_target, target_config
+from eval.target import Target, target_config
+
+NAME = "adaptive_detection"
+SCOPE = "run"   # one job per run (studies.plan)
 
 JSON_NAME = "adaptive_detection.json"
 BETAS = (0.1, 0.5, 1.0, 3.0, 10.0)
@@ -60,16 +65,8 @@ def threshold_at_fpr(h_clean: np.ndarray, fpr: float = FPR) -> float:
 
 def _craft(fn, ens, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, bar: Progress,
            **params) -> np.ndarray:
-    import keras
-
-    from eval.suite.engine import batch_seed
-
-    out = []
-    for start in range(0, len(x), batch_size):
-        keras.utils.set_random_seed(batch_seed(seed, start))  # a batch's result: its samples and the seed
-        out.append(fn(ens, x[start:start + batch_size], y[start:start + batch_size], **params))
-        bar.add(len(out[-1]))
-    return np.concatenate(out) if out else x.copy()
+    # a batch's result: its samples and the seed (eval.batches.batch_seed)
+    return batches.craft(fn, ens, x, y, batch_size, bar, seed=seed, **params)
 
 
 def k_ladder(evaded_at: Callable[[int], np.ndarray], correct: np.ndarray, nb_iter: int, max_nb_iter: int,
@@ -106,30 +103,46 @@ def k_warnings(check: dict) -> list[str]:
             f"{100 * (r[-2]['robust'] - r[-1]['robust']):.1f} points (>= {100 * check['tolerance']:g})"]
 
 
-def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 500, seed: int = 0,
-             eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-             betas: Sequence[float] = BETAS, force: bool = False, verbose: int = 1,
-             dataset: Optional[str] = None, trust_model: bool = False,
-             max_nb_iter: Optional[int] = None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings of one evaluation (the CLI's flags of the same names)."""
+
+    n_samples: Optional[int] = 1000
+    batch_size: int = 500
+    seed: int = 0
+    eps: Optional[float] = None
+    eps_iter: Optional[float] = None
+    nb_iter: int = 20
+    betas: tuple[float, ...] = BETAS
+    force: bool = False
+    verbose: int = 1
+    dataset: Optional[str] = None
+    trust_model: bool = False
+    max_nb_iter: Optional[int] = None   # None: nb_iter · 2^DOUBLINGS
+
+
+def evaluate(target, options: Options = Options()) -> dict:
     """Every detector-aware attack on the first ``n_samples`` test images, k measured by ``k_ladder``
-    from ``nb_iter`` up to ``max_nb_iter`` (default nb_iter · 2^DOUBLINGS); writes and returns
-    RUN/eval/adaptive_detection.json's dict. ``run_dir`` may be a model file of any classifier
-    (eval.target.Target; its data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned),
-    whose results go to PATH.eval/. ``eps_iter`` None: each k gets the detection setting's η for it
-    (eval.detection.attack_params)."""
+    from ``nb_iter`` up to ``max_nb_iter``; writes and returns RUN/eval/adaptive_detection.json's
+    dict. ``target``: an eval.target.Target, or a run folder or model file of any classifier (its
+    data set ``dataset``; ``trust_model``: a SavedModel loaded unscanned), whose results go to
+    PATH.eval/. ``eps_iter`` None: each k gets the detection setting's η for it
+    (eval.analyses.detection.attack_params)."""
     from attacks import detector_aware, gradient
 
-    cfg, load = open_target(run_dir, dataset, trust_model)
-    max_nb_iter = int(max_nb_iter or nb_iter * 2 ** DOUBLINGS)
-    if max_nb_iter < nb_iter:
-        raise UsageError(f"--max_nb_iter must be >= --nb_iter ({nb_iter}), got {max_nb_iter}")
-    p = detection.attack_params(cfg["dataset"], eps, eps_iter, nb_iter)
-    fp = reuse.fingerprint(run_dir)
-    path = eval_path(run_dir, JSON_NAME)
-    settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=eps_iter,
+    o = options
+    n_samples, batch_size, seed, betas, force, verbose = o.n_samples, o.batch_size, o.seed, o.betas, o.force, o.verbose
+    target = target if isinstance(target, Target) else Target(target, o.dataset, o.trust_model)
+    run_dir, cfg, load = target.path, target.config, target.load
+    max_nb_iter = int(o.max_nb_iter or o.nb_iter * 2 ** DOUBLINGS)
+    if max_nb_iter < o.nb_iter:
+        raise UsageError(f"--max_nb_iter must be >= --nb_iter ({o.nb_iter}), got {max_nb_iter}")
+    p = detection.attack_params(cfg["dataset"], o.eps, o.eps_iter, o.nb_iter)
+    fp = target.fingerprint
+    path = target.results_path(JSON_NAME)
+    settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=o.eps_iter,
                     nb_iter=p["nb_iter"], max_nb_iter=max_nb_iter, tolerance=CONVERGED, betas=list(betas), fpr=FPR)
-    old = read_json(path)
-    decision = reuse.decide(old, fp, settings, force)
+    old, decision = results_file.decide(path, fp, settings, force)
     if decision.reuse:
         return old
     ens = load()
@@ -143,15 +156,15 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     h_clean = batches.entropy_of_logits(logits)
     thr = threshold_at_fpr(h_clean[correct])
     names = ["pgd", *(f"pgd_confident_beta{b:g}" for b in betas), "mul_pgd_confident", "two_stage"]
-    steps = sum(int(nb_iter) * 2 ** i for i in range(DOUBLINGS + 1) if int(nb_iter) * 2 ** i <= max_nb_iter)
+    steps = sum(o.nb_iter * 2 ** i for i in range(64) if o.nb_iter * 2 ** i <= max_nb_iter)
     log(estimate_line(ens, x, steps * (1 + len(betas) + (int(cfg["num_classes"]) - 1) + 2), batch_size,
-                      f"{', '.join(names)} at k = {nb_iter}, doubled until converged (at most {max_nb_iter}; "
+                      f"{', '.join(names)} at k = {o.nb_iter}, doubled until converged (at most {max_nb_iter}; "
                       "the estimate is for every doubling)"))
     results = {}
 
     def evaded_at(k: int) -> np.ndarray:
         """Every attack at k on every sample; their per-attack results replace the shorter k's."""
-        q = detection.attack_params(cfg["dataset"], eps, eps_iter, k)
+        q = detection.attack_params(cfg["dataset"], o.eps, o.eps_iter, k)
         kw = dict(eps=q["eps"], eps_iter=q["eps_iter"], nb_iter=k)
         attacks = {"pgd": (gradient.pgd, kw)}
         attacks.update({f"pgd_confident_beta{b:g}": (detector_aware.pgd_confident, dict(kw, beta=b))
@@ -184,9 +197,7 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
                   n_samples=int(len(x)), natural_accuracy=float(correct.mean()), threshold=thr, fpr=FPR,
                   attacks=results, detection_aware_robust_accuracy=float(np.mean(correct & ~evaded_any)),
                   k_check=check, warnings=warnings, seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fp))
-    if old and old.get(reuse.KEY) != fp:
-        reuse.keep_stale(path, old.get(reuse.KEY))
-    write_json(path, result)
+    results_file.write(path, result, fp)
     ladder = ", ".join(f"k = {r['nb_iter']}: {pct(r['robust'])}%" for r in check["rungs"])
     log(f"detection-aware robust accuracy {pct(result['detection_aware_robust_accuracy'])}% "
         f"(threshold H > {thr:.3f} flags {100 * FPR:g}% of clean images; worst case over {ladder}; "
@@ -194,7 +205,65 @@ def evaluate(run_dir: str, n_samples: Optional[int] = 1000, batch_size: int = 50
     return result
 
 
-def table(rows: Sequence[tuple[str, dict]]) -> str:
+def stored(target: Target) -> Optional[dict]:
+    """RUN/eval/adaptive_detection.json when it was computed on the weights the run holds now."""
+    r = read_json(target.results_path(JSON_NAME))
+    return r if r and r.get(reuse.KEY) == target.fingerprint else None
+
+
+def check_lines(result: dict) -> tuple[list[str], list[str]]:
+    """The page's lines on this result's k-doubling (studies.results.check_lines): a flag where the
+    attacker had not converged (its numbers are upper bounds), and the ladder it rests on. A result
+    from before k was measured has none."""
+    c = result.get("k_check")
+    if c is None:
+        return [], []
+    ladder = ", ".join(f"{x['nb_iter']}: {100 * x['robust']:.1f}" for x in c["rungs"])
+    how = f"measured k = {c['nb_iter']}" if c["converged"] else f"**{result['warnings'][0]}**"
+    flags = [] if c["converged"] else [f"{result['warnings'][0]}; its detection-aware numbers are upper bounds"]
+    return flags, [f"detection-aware robust accuracy at k = {ladder} (n = {result['n_samples']}); {how}"]
+
+
+def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
+    """results.jsonl's rows: per attack its AUC (adaptive_auc_NAME, where defined) and the share it
+    leaves right and unflagged (evaded_robust_NAME); the detection-aware robust accuracy."""
+    out = []
+    for name, m in result["attacks"].items():
+        p = dict(m["params"])
+        kw = dict(evaluation=NAME, attack=name, eps=p.get("eps"), eps_iter=p.get("eps_iter"),
+                  nb_iter=p.get("nb_iter"), n=result["n_samples"])
+        if m.get("auc") is not None:
+            out.append(dict(kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}"))
+        out.append(dict(kw, metric="robust_accuracy", value=m["robust"], key=f"evaded_robust_{name}"))
+    out.append(dict(evaluation=NAME, attack="any", n=result["n_samples"], metric="robust_accuracy",
+                    value=result["detection_aware_robust_accuracy"], key="detection_aware"))
+    return out
+
+
+def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -> Optional[dict]:
+    """The options of a study's job on one run (studies.plan)."""
+    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter,
+                max_nb_iter=scale.analysis_nb_iter * 2 ** scale.adaptive_doublings)
+
+
+def cost(options: dict, run_config: dict) -> float:
+    """Member forward-backward passes: PGD, PGD − βH per β, a targeted PGD per wrong class, the
+    two stages, at every k of the doubling up to max_nb_iter (the most it can cost)."""
+    from cce_tf import data
+
+    n = batches.test_size(run_config["dataset"], options.get("n_samples"))
+    classes = data.info(run_config["dataset"]).num_classes
+    k = options["nb_iter"]
+    ks = sum(k * 2 ** i for i in range(32) if k * 2 ** i <= options.get("max_nb_iter", k))
+    return float((1 + len(BETAS) + classes - 1 + 2) * ks * n * run_config["members"])
+
+
+def table(result: dict) -> str:
+    """The attacks on one run, as ``comparison_table``."""
+    return comparison_table([(result["label"], result)])
+
+
+def comparison_table(rows: Sequence[tuple[str, dict]]) -> str:
     """Per run and attack: its k, η and n, AUC, adversarial accuracy, share evading the detector, in
     percent; then the worst case with the k-doubling ladder it rests on."""
     body = []
@@ -213,7 +282,7 @@ def table(rows: Sequence[tuple[str, dict]]) -> str:
 
 
 FLAGS = analysis_flags(model_files=True)
-cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.detection (CIFAR-10 8/255).",
+cli_flags.define_shared(FLAGS, "eps", "eps_iter", note={"eps": "Of eval.analyses.detection (CIFAR-10 8/255).",
                                                         "eps_iter": "The data set's detection η is ε/8 "
                                                                     "(at a k below its own, 2.5 ε / k)."})
 flags.DEFINE_integer("max_nb_iter", None, "The longest k the attacks double to while the detection-aware robust "
@@ -232,17 +301,18 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"--max_nb_iter must be >= --nb_iter ({FLAGS.nb_iter}), got {FLAGS.max_nb_iter}")
     labels = run_labels(FLAGS.run_dir, configs, FLAGS.label)
     quiet_tf()
-    rows = [(label, evaluate(d, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
-                             FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset,
-                             trust_model=FLAGS.trust_model, max_nb_iter=FLAGS.max_nb_iter))
-            for d, label in zip(FLAGS.run_dir, labels)]
+    results = [(label, evaluate(d, Options(FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed, FLAGS.eps, FLAGS.eps_iter,
+                                           FLAGS.nb_iter, force=FLAGS.force, verbose=FLAGS.verbose,
+                                           dataset=FLAGS.dataset, trust_model=FLAGS.trust_model,
+                                           max_nb_iter=FLAGS.max_nb_iter)))
+               for d, label in zip(FLAGS.run_dir, labels)]
     print("\nDetection by entropy against detector-aware attackers (threshold: 5% FPR on clean images); "
           "percentages\n")
-    print(table(rows))
+    print(comparison_table(results))
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.adaptive_detection, console script cce-adaptive-detect)."""
+    """The command line (python -m eval.analyses.adaptive_detection, console script cce-adaptive-detect)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

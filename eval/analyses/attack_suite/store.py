@@ -6,7 +6,7 @@ A model file's go to PATH.eval/ (eval.target). Every write is atomic (cce_tf.ato
 
 Usage::
 
-    from eval.suite import store
+    from eval.analyses.attack_suite import store
     store.read_results("runs/cce_rm")             # attack_suite.json's dict, {} if none
     store.read_masks("runs/cce_rm")               # every array of the npz, signatures included
     store.masks_on("runs/cce_rm", fp)             # {name: flags} of the weights fp only
@@ -27,9 +27,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from cce_tf import atomic, run_lock
 from cce_tf.cli_flags import UsageError
-from eval import reuse
+from eval import results_file, reuse
 from eval.target import Target, results_dir
 
 RESULTS_FILE = "attack_suite.json"
@@ -103,10 +102,11 @@ def masks_on(run_dir: str, fp: str) -> dict[str, np.ndarray]:
 
 def write_results(run_dir: str, results: dict, masks: dict[str, np.ndarray]) -> None:
     """RUN/eval/attack_suite.json and the per-sample robust flags, each replaced atomically
-    (flags first: a flag set names the weights and settings it belongs to, see ``signature``)."""
+    (flags first: a flag set names the weights and settings it belongs to, see ``signature``), by
+    eval.results_file under the results folder's lock."""
     out = results_dir(run_dir)
-    atomic.write_file(os.path.join(out, MASKS_FILE), lambda f: np.savez(f, **masks), "wb")
-    atomic.write_json(os.path.join(out, RESULTS_FILE), results)
+    results_file.write(os.path.join(out, RESULTS_FILE), results,
+                       arrays={os.path.join(out, MASKS_FILE): (masks, False)}, exact=True)
 
 
 def write_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray, keep: dict,
@@ -119,7 +119,7 @@ def write_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray
     path = os.path.join(results_dir(run_dir), ADVERSARIAL_DIR, f"{name}.npz")
     arrays = {"indices": np.arange(len(y)), "labels": np.asarray(y), "robust": robust, **keep,
               "key": np.array(signature(settings, fp))}
-    atomic.write_file(path, lambda f: np.savez_compressed(f, **arrays), "wb")
+    results_file.write_arrays(path, arrays)
     return os.path.abspath(path)
 
 
@@ -147,7 +147,7 @@ def adopt(stored: dict, stored_masks: dict, results: dict, masks: dict[str, np.n
     hold (``stored``, ``stored_masks``; read when the suite starts and again before each write):
     the entries on weights ``fp`` with that seed and their robust flags, but for the attacks in
     ``mine``, computed by this invocation; unless ``mine`` holds "sanity", also the sanity report on
-    these weights and sanity check 6's flags (eval.suite.checks matches them to its settings)."""
+    these weights and sanity check 6's flags (eval.analyses.attack_suite.checks matches them to its settings)."""
     for name, e in entries_on(stored.get("attacks", {}), fp, results["seed"]).items():
         if name in mine:
             continue
@@ -237,10 +237,10 @@ class SuiteFiles:
         """Writes both files. Under the results folder's lock, the files are read again just before
         they are written: what another process wrote since (another attack on this run) is merged
         in, not lost."""
-        with run_lock.hold(run_lock.lock_path(self.results_dir), wait=True):
-            latest = read_results(self.run_dir)
-            if latest.get(reuse.KEY) not in (None, self.fp):  # written meanwhile for other weights
-                reuse.keep_stale(self.path, latest[reuse.KEY])
+        def merge(latest: dict) -> dict:   # a file written meanwhile for other weights: stale/ first
             adopt(latest, read_masks(self.run_dir), self.results, self.masks, self.fp, self.mine)
             self.summarise(self.results, self.masks)
-            write_results(self.run_dir, self.results, self.masks)
+            return self.results
+
+        results_file.write(self.path, merge, self.fp, exact=True,
+                           arrays=lambda: {os.path.join(self.results_dir, MASKS_FILE): (self.masks, False)})

@@ -1,9 +1,9 @@
 """CLI: robust accuracy of trained runs under the paper's attacks (Tables 3-5).
 
-    python -m eval.attack_suite --run_dir RUN                       # the paper's attacks, paper settings
-    python -m eval.attack_suite --run_dir runs/adp --run_dir runs/cce   # side by side, one column each
-    python -m eval.attack_suite --run_dir RUN --attacks pgd,spsa --n_samples 1000 --nb_iter 20
-    python -m eval.attack_suite --run_dir my_model.keras --dataset fashion_mnist   # any classifier
+    python -m eval.analyses.attack_suite.cli --run_dir RUN                       # the paper's attacks, paper settings
+    python -m eval.analyses.attack_suite.cli --run_dir runs/adp --run_dir runs/cce   # side by side, one column each
+    python -m eval.analyses.attack_suite.cli --run_dir RUN --attacks pgd,spsa --n_samples 1000 --nb_iter 20
+    python -m eval.analyses.attack_suite.cli --run_dir my_model.keras --dataset fashion_mnist   # any classifier
 
 --run_dir also takes a model file in place of a run folder: a .keras file or a TensorFlow
 SavedModel folder of any classifier (logits out, [0, 1] NHWC float32 in; e.g. written by
@@ -25,14 +25,13 @@ results folder's lock (cce_tf.run_lock), reading both files again first, so ever
 is kept. Prints a Markdown table shaped like the paper's, with the sanity checks of eval/sanity.py
 (gradient masking) that failed as warnings under it.
 
-    from eval.attack_suite import SuiteOptions, evaluate
-    columns = evaluate(["runs/cce_rm"], SuiteOptions(attacks=("pgd", "mim"), n_samples=1000))
+    from eval.analyses.attack_suite import Options, evaluate      # the library call behind it
+    r = evaluate("runs/cce_rm", Options(attacks=("pgd", "mim"), n_samples=1000))
 
 
-Parts: the flags and ``main`` here; the suite itself is the package eval/suite/ (plan: options, what
-to run and reuse; engine: attacks in seeded batches, bounds checks; store: the results files; checks:
-the sanity checks; run: ``evaluate``; report: the table). Its names that other code uses are
-importable from here too.
+Parts: the flags and ``main`` here; the suite itself is the package eval/analyses/attack_suite/ (plan:
+options, what to run and reuse; engine: attacks in seeded batches, bounds checks; store: the results
+files; checks: the sanity checks; run: ``evaluate``; report: the table).
 """
 from __future__ import annotations
 
@@ -45,16 +44,10 @@ from attacks.settings import ATTACK_NAMES
 from cce_tf import cli_flags
 from eval.flags import MODEL_FILE_NOTE, define_dataset_flag
 from eval.progress import quiet_tf
-from eval.suite.engine import BoundsError
-from eval.suite.plan import SuiteOptions
-from eval.suite.report import print_report
-from eval.suite.run import evaluate
-# The suite's names that its users imported from here before eval/suite/ (the tests, the Ray executor).
-from eval.suite.engine import any_attack, check_bounds, robust_mask  # noqa: F401
-from eval.suite.plan import plan_runs  # noqa: F401
-from eval.suite.report import ANY_ROW  # noqa: F401
-from eval.suite.run import shard_mask  # noqa: F401
-from eval.suite.store import RESULTS_FILE, read_masks, read_results, write_results  # noqa: F401
+from eval.analyses.attack_suite.engine import BoundsError
+from eval.analyses.attack_suite.plan import SuiteOptions
+from eval.analyses.attack_suite.report import print_report
+from eval.analyses.attack_suite.run import evaluate
 
 
 # The tool's own FlagValues (cce_tf.cli_flags): the flags only fill ``SuiteOptions`` (its

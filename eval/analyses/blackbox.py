@@ -3,11 +3,11 @@ attacks evaluation").
 
 Usage::
 
-    python -m eval.blackbox --run_dir runs/nat --run_dir runs/adv_en --run_dir runs/adp \\
+    python -m eval.analyses.blackbox --run_dir runs/nat --run_dir runs/adv_en --run_dir runs/adp \\
         --run_dir runs/cce_rm [--n_samples 1000] [--eps 8/255 --eps 12/255] [--out_dir results]
 
-    from eval.blackbox import evaluate
-    result = evaluate(["runs/nat", "runs/cce_rm"], n_samples=1000)
+    from eval.analyses.blackbox import Options, evaluate
+    result = evaluate(["runs/nat", "runs/cce_rm"], Options(n_samples=1000, out_dir="results"))
 
 For every ε and every source run i, PGD (k = 20, the data set's η; CIFAR-10 η = 2/255, CIFAR-100
 η = 0.001, Fashion-MNIST η = 0.01) is crafted against the whole ensemble of run i with the true
@@ -22,6 +22,7 @@ blackbox_eps{ε}.png / .pdf.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -32,12 +33,15 @@ import numpy as np
 from cce_tf import cli_flags
 from cce_tf.cli_flags import UsageError
 from cce_tf.config import converging_step
-from eval import batches, reuse
+from eval import batches, results_file, reuse
 from eval.flags import analysis_flags, check_pgd, dataset_settings
 from eval.labels import format_eps, run_labels
-from eval.output import markdown_table, pct, read_json, save_figure, write_json
+from eval.output import markdown_table, pct, read_json, save_figure
 from eval.progress import Progress, estimate_line, quiet_tf
-from eval.target import open_target, target_config
+from eval.target import Target, target_config
+
+NAME = "blackbox"
+SCOPE = "runs"   # one job across a study part's runs of one seed (studies.plan)
 
 JSON_NAME = "blackbox.json"
 
@@ -71,30 +75,57 @@ def _one_data_set(configs: list[dict]) -> list[dict]:
     return configs
 
 
-def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
-             n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
-             eps_list: Optional[Sequence[float]] = None, eps_iter: Optional[float] = None,
-             nb_iter: int = 20, previous: Optional[str] = None, force: bool = False,
-             verbose: int = 1, dataset: Optional[str] = None, trust_model: bool = False) -> dict:
-    """The black-box matrix for every ε; returns blackbox.json's dict (does not write it). Any of
-    ``run_dirs`` may be a model file of any classifier (eval.target.Target, data set ``dataset``;
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The settings of one evaluation (the CLI's flags of the same names); ``out_dir``: where
+    blackbox.json (also the earlier result that may be reused), blackbox.md and the heatmaps go
+    (None: nothing is read or written)."""
+
+    labels: Optional[tuple[str, ...]] = None
+    n_samples: Optional[int] = None
+    batch_size: int = 500
+    seed: int = 0
+    eps_list: Optional[tuple[float, ...]] = None
+    eps_iter: Optional[float] = None
+    nb_iter: int = 20
+    out_dir: Optional[str] = None
+    force: bool = False
+    verbose: int = 1
+    dataset: Optional[str] = None
+    trust_model: bool = False
+
+
+def evaluate(targets: Sequence, options: Options = Options()) -> dict:
+    """The black-box matrix for every ε; returns blackbox.json's dict, written with the page and
+    heatmaps under ``out_dir`` when given (``write_outputs``). Any of ``targets`` (eval.target
+    .Target, or paths) may be a model file of any classifier (data set ``dataset``;
     ``trust_model``: a SavedModel loaded unscanned).
 
     ``accuracy[i][j]`` is target j's accuracy on the PGD examples crafted against source i.
-    ``previous``: an earlier blackbox.json, returned instead when it was computed on the same
-    weights of the same runs with the same settings (eval.reuse), unless ``force``.
+    OUT_DIR/blackbox.json is returned instead when it was computed on the same weights of the same
+    runs with the same settings (eval.reuse), unless ``force``.
     """
-    opened = [open_target(d, dataset, trust_model) for d in run_dirs]
-    configs = _one_data_set([cfg for cfg, _ in opened])
+    result = _matrix(targets, options)
+    if options.out_dir:
+        write_outputs(result, options.out_dir)
+    return result
+
+
+def _matrix(targets: Sequence, o: Options) -> dict:
+    labels, n_samples, batch_size, seed, force, verbose = o.labels, o.n_samples, o.batch_size, o.seed, o.force, o.verbose
+    previous = os.path.join(o.out_dir, JSON_NAME) if o.out_dir else None
+    opened = [t if isinstance(t, Target) else Target(t, o.dataset, o.trust_model) for t in targets]
+    run_dirs = [t.path for t in opened]
+    configs = _one_data_set([t.config for t in opened])
     dataset = configs[0]["dataset"]
-    p = attack_params(dataset, eps_list, eps_iter, nb_iter)
+    p = attack_params(dataset, o.eps_list, o.eps_iter, o.nb_iter)
     labels = run_labels(run_dirs, configs, labels)
 
     def log(msg):
         if verbose:
             print(msg, flush=True)
 
-    fps = [reuse.fingerprint(d) for d in run_dirs]
+    fps = [t.fingerprint for t in opened]
     settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
                     run_dirs=[os.path.abspath(d) for d in run_dirs])
     old = read_json(previous) if previous else None
@@ -104,7 +135,7 @@ def evaluate(run_dirs: Sequence[str], labels: Optional[Sequence[str]] = None,
         return dict(old, labels=labels)
     for line in reuse.explain(previous or JSON_NAME, {"black-box matrix": decision}):
         log(line)
-    models = [load() for _, load in opened]  # after the reuse decision: a reused result loads nothing
+    models = [t.load() for t in opened]  # after the reuse decision: a reused result loads nothing
     x, y = batches.test_samples(dataset, n_samples or None)
     log(estimate_line(models[0], x, len(p["eps_list"]) * len(models) * p["nb_iter"], batch_size,
                              f"PGD (k = {p['nb_iter']}) against each of {len(models)} models at "
@@ -153,7 +184,43 @@ def transfer_warnings(result: dict, margin: float = TRANSFER_MARGIN) -> list[str
     return out
 
 
-def table(result: dict, entry: dict) -> str:
+def stored(targets: Sequence[Target], out_dir: str) -> Optional[dict]:
+    """OUT_DIR/blackbox.json when it was computed on the weights the runs hold now."""
+    r = read_json(os.path.join(out_dir, JSON_NAME))
+    return r if r and r.get(reuse.KEY) == [t.fingerprint for t in targets] else None
+
+
+def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
+    """results.jsonl's rows: per ε (blackbox_epsI) and (source i, target j) the target's accuracy;
+    ``run`` is the index of the source (studies.results gives the row its run's columns) and
+    ``cell`` names the pair by the runs' labels."""
+    labels, out = result["labels"], []
+    for i_eps, entry in enumerate(result["results"]):
+        for i, src in enumerate(labels):
+            for j, dst in enumerate(labels):
+                out.append(dict(run=i, evaluation=NAME, attack="pgd", eps=entry["eps"], eps_iter=entry["eps_iter"],
+                                nb_iter=entry["nb_iter"], n=result["n_samples"], metric="accuracy",
+                                value=entry["accuracy"][i][j], key=f"blackbox_eps{i_eps}", cell=f"{src}>{dst}"))
+    return out
+
+
+def job_options(scale, part, seed: int, labels: Sequence[str]) -> dict:
+    """The options of a study's job across the runs ``labels`` of one part and seed (studies.plan);
+    no path: the job writes to OUT_DIR/ID, whatever out_dir is called."""
+    return dict(labels=list(labels), seed=seed, n_samples=scale.n_samples, nb_iter=scale.analysis_nb_iter)
+
+
+def cost(options: dict, run_configs: Sequence[dict]) -> float:
+    """Member forward-backward passes: PGD against each run at each of the two radii."""
+    return float(2 * len(run_configs) * options["nb_iter"] * (options.get("n_samples") or 10000) * 2)
+
+
+def table(result: dict) -> str:
+    """Every ε of the matrix, each under its caption."""
+    return "\n\n".join(caption(result, e) + "\n\n" + matrix_table(result, e) for e in result["results"])
+
+
+def matrix_table(result: dict, entry: dict) -> str:
     """One ε of the matrix, in percent: rows = source, columns = target."""
     labels = result["labels"]
     return markdown_table(
@@ -200,18 +267,16 @@ def eps_tag(eps: float) -> str:
 def write_outputs(result: dict, out_dir: str) -> list[str]:
     """blackbox.json, blackbox.md and the heatmaps under out_dir; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = [write_json(os.path.join(out_dir, JSON_NAME), result)]
+    paths = [results_file.write(os.path.join(out_dir, JSON_NAME), result)]
     text = ["Black-box attack evaluation (Tables 12-13): robust accuracy (%) of the target "
             "(column) on PGD examples crafted against the source (row); the diagonal is white-box.",
             ""]
     for entry in result["results"]:
-        text += [caption(result, entry), "", table(result, entry), ""]
+        text += [caption(result, entry), "", matrix_table(result, entry), ""]
         paths += heatmap(result, entry, os.path.join(out_dir, f"blackbox_eps{eps_tag(entry['eps'])}"))
     text += [f"WARNING (masking check): {w}" for w in transfer_warnings(result)]
     md = os.path.join(out_dir, "blackbox.md")
-    with open(md, "w") as f:
-        f.write("\n".join(text))
-    return [md, *paths]
+    return [results_file.write_markdown(md, "\n".join(text)), *paths]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,14 +295,15 @@ def main(argv: list[str]) -> None:
     attack_params(configs[0]["dataset"], FLAGS.eps, FLAGS.eps_iter, FLAGS.nb_iter)
     run_labels(FLAGS.run_dir, configs, FLAGS.label)
     quiet_tf()
-    result = evaluate(FLAGS.run_dir, FLAGS.label, FLAGS.n_samples, FLAGS.batch_size,
-                      FLAGS.seed, FLAGS.eps or None, FLAGS.eps_iter, FLAGS.nb_iter,
-                      previous=os.path.join(FLAGS.out_dir, JSON_NAME), force=FLAGS.force, verbose=FLAGS.verbose,
-                      dataset=FLAGS.dataset, trust_model=FLAGS.trust_model)
+    # The matrix (or the one in --out_dir, reused), its tables printed, then the files written.
+    result = _matrix(FLAGS.run_dir, Options(FLAGS.label, FLAGS.n_samples, FLAGS.batch_size, FLAGS.seed,
+                                            FLAGS.eps or None, FLAGS.eps_iter, FLAGS.nb_iter, FLAGS.out_dir,
+                                            force=FLAGS.force, verbose=FLAGS.verbose, dataset=FLAGS.dataset,
+                                            trust_model=FLAGS.trust_model))
     print()
     for entry in result["results"]:
         print(caption(result, entry) + "; robust accuracy %, rows = source, columns = target\n")
-        print(table(result, entry) + "\n")
+        print(matrix_table(result, entry) + "\n")
     for w in transfer_warnings(result):
         print(f"WARNING (masking check): {w}")
     paths = write_outputs(result, FLAGS.out_dir)
@@ -245,7 +311,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli(argv: Optional[list[str]] = None) -> int:
-    """The command line (python -m eval.blackbox, console script cce-blackbox)."""
+    """The command line (python -m eval.analyses.blackbox, console script cce-blackbox)."""
     return cli_flags.run(main, FLAGS, argv)
 
 

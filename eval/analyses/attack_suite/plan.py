@@ -4,16 +4,16 @@ Every bad input raises UsageError here, before anything runs or is written.
 
 Usage::
 
-    from eval.suite.plan import SuiteOptions, plan_runs, plan_shards
+    from eval.analyses.attack_suite.plan import SuiteOptions, plan_runs, plan_shards
     opts = SuiteOptions(attacks=("pgd", "mim"), n_samples=1000)   # a library caller
-    opts = SuiteOptions.from_flags(FLAGS)                         # the CLI (eval.attack_suite)
+    opts = SuiteOptions.from_flags(FLAGS)                         # the CLI (eval.analyses.attack_suite)
     plans, test_sets = plan_runs(["runs/cce_rm"], opts)            # one RunPlan per run, model loaded
     plans[0].attacks["pgd"]                                        # (params, n_samples)
     plan_shards("runs/cce_rm", opts, slots=8)                      # [(attack, start, stop), ...]
 
 A study job's options (studies.jobs) are keyword arguments of ``SuiteOptions`` as they are: its
 lists and mappings become the tuples the options hold. ``reuse_decisions`` is the one place that
-decides which stored attack results a run keeps (eval.reuse); the suite (eval.suite.run) and the Ray
+decides which stored attack results a run keeps (eval.reuse); the suite (eval.analyses.attack_suite.run) and the Ray
 executor's shard planning (``plan_shards``, on the driver, without loading the model) both ask it.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cce_tf.cli_flags import UsageError
 from eval import reuse
 from eval.flags import check_radius
 from eval.labels import run_labels
-from eval.suite.store import read_results
+from eval.analyses.attack_suite.store import read_results
 from eval.target import Target
 
 SHARDS_PER_SLOT = 2          # shards per CPU (or GPU): the last shards fill the gaps the first leave
@@ -73,7 +73,7 @@ class SuiteOptions:
 
     @classmethod
     def from_flags(cls, fv) -> "SuiteOptions":
-        """The options of eval.attack_suite's parsed flags ``fv``."""
+        """The options of eval.analyses.attack_suite's parsed flags ``fv``."""
         return cls(attacks=None if fv.attacks is None else tuple(a.strip() for a in fv.attacks),
                    n_samples=fv.n_samples, batch_size=fv.batch_size, seed=fv.seed,
                    eps=fv.eps, eps_iter=fv.eps_iter, nb_iter=fv.nb_iter, mul_nb_iter=fv.mul_nb_iter,
@@ -161,11 +161,12 @@ def reuse_decisions(existing: dict, fp: str, attacks: dict[str, tuple[dict, int]
             for name, (params, n) in attacks.items()}
 
 
-def plan_runs(run_dirs: list[str], opts: SuiteOptions
+def plan_runs(run_dirs: list, opts: SuiteOptions
               ) -> tuple[list[RunPlan], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Check the options and every run folder and load the test sets, before anything runs or is
     written.
 
+    :param run_dirs: run folders or model files, or eval.target.Target (a model in memory too).
     :return: (one RunPlan per run folder, {dataset: (x_test, y_test)}).
     """
     names = opts.attack_names()  # bad options fail here, before TensorFlow starts
@@ -176,8 +177,11 @@ def plan_runs(run_dirs: list[str], opts: SuiteOptions
         raise UsageError("--run_dir is required (a run folder written by python -m cce_tf.train)")
     plans, test_sets = [], {}
     for run_dir in run_dirs:
-        run_dir = os.path.normpath(run_dir)
-        target = Target(run_dir, opts.dataset, opts.trust_model)
+        if isinstance(run_dir, Target):
+            target, run_dir = run_dir, run_dir.path
+        else:
+            run_dir = os.path.normpath(run_dir)
+            target = Target(run_dir, opts.dataset, opts.trust_model)
         model = target.load()
         dataset = target.config["dataset"]
         if dataset not in test_sets:

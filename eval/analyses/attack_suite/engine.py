@@ -4,7 +4,7 @@ per-sample robust flags, and the worst case over several attacks.
 
 Usage::
 
-    from eval.suite import engine
+    from eval.analyses.attack_suite import engine
     robust = engine.robust_mask(model, "pgd", x[:n], y[:n], params, batch_size=500, seed=0)   # [n] bool
     engine.check_bounds(x, x_adv, eps=0.1)          # BoundsError: never clipped, never counted
     engine.any_attack(entries, masks)               # {robust_accuracy, n_samples, attacks} or None
@@ -12,7 +12,7 @@ Usage::
 A sample is robust if the model is right on the clean AND the adversarial input (DESIGN.md,
 contract 7). Because a batch's seed is ``batch_seed(seed, its first test index)``, the samples of
 an attack can be cut into shards on batch boundaries, computed in separate processes and merged
-into exactly the flags of one process (eval.suite.run.shard_mask).
+into exactly the flags of one process (eval.analyses.attack_suite.run.shard_mask).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from eval.batches import predict_labels
+from eval.batches import batch_seed, predict_labels
 from eval.progress import Progress
 
 TOLERANCE = 1e-6  # float32 slack of the bounds check
@@ -59,13 +59,6 @@ def check_bounds(x: np.ndarray, x_adv: np.ndarray, eps: Optional[float], tol: fl
         i = int(np.argmax(out))
         raise BoundsError(f"{what} of test sample {index[i]} leaves [0, 1] "
                           f"(min {lo[i]:.7g}, max {hi[i]:.7g}, tolerance {tol:g})")
-
-
-def batch_seed(seed: int, index: int) -> int:
-    """The random seed of the attack batch that starts at test sample ``index``: a batch's result
-    depends on its samples and the suite's seed only, so the samples can be split into shards (on
-    batch boundaries) across processes and merged into exactly the result of one process."""
-    return (int(seed) * 1_000_003 + int(index)) % 2 ** 31
 
 
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
