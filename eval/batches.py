@@ -31,11 +31,24 @@ if TYPE_CHECKING:
     from eval.progress import Progress
 
 
-def test_samples(dataset: str, n_samples: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first n_samples test images and labels (all when None or 0)."""
+def draw_order(n_test: int, draw: Optional[int]) -> np.ndarray:
+    """The order test images are taken in: a seeded random permutation of the test set (``draw``, the
+    same for every method at one training seed, so comparisons stay paired, and another at the next
+    seed, so a claim's interval over seeds carries the images' variance too), or the test set's own
+    order (None: the first n, the paper's protocol). The first n of one draw are a prefix of its
+    first 2n: every attack's subset is a subset of the larger ones."""
+    return np.arange(n_test) if draw is None else np.random.default_rng([0xD7A3, int(draw)]).permutation(n_test)
+
+
+def test_samples(dataset: str, n_samples: Optional[int] = None, draw: Optional[int] = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The first n_samples test images and labels (all when None or 0) in ``draw_order``."""
     from cce_tf import data
 
     x, y = data.load(dataset, "test")
+    if draw is not None:
+        order = draw_order(len(x), draw)
+        x, y = x[order], y[order]
     if n_samples is not None and n_samples < 0:
         raise UsageError(f"--n_samples must be >= 0, got {n_samples}")
     if n_samples:

@@ -30,11 +30,12 @@ YLABEL = "Number of images"
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None, nb_iter: int = 20,
-         force: bool = False, bins: int = 50, verbose: int = 1) -> list[str]:
-    """Draws Fig 2 for a run; returns the PNG and PDF paths."""
+         force: bool = False, bins: int = 50, verbose: int = 1, draw: Optional[int] = None) -> list[str]:
+    """Draws Fig 2 for a run; returns the PNG and PDF paths. ``draw``: the test images'
+    draw of its detection results (eval.batches.draw_order)."""
     result = detection.evaluate(run_dir, detection.Options(
         attacks=("pgd",), sweep=False, n_samples=n_samples, batch_size=batch_size, seed=seed, eps=eps,
-        eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose))
+        eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose, draw=draw))
     h = detection.load_entropies(run_dir)
     clean, adv = h["clean"], h["adv_pgd"]
     cfg = read_run_config(run_dir)

@@ -48,11 +48,12 @@ def draw_roc(ax, curves, chance: bool = True) -> None:
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20, force: bool = False, verbose: int = 1) -> list[str]:
-    """Draws Fig 3 for a run; returns the PNG and PDF paths."""
+         nb_iter: int = 20, force: bool = False, verbose: int = 1, draw: Optional[int] = None) -> list[str]:
+    """Draws Fig 3 for a run; returns the PNG and PDF paths. ``draw``: the test images'
+    draw of its detection results (eval.batches.draw_order)."""
     result = detection.evaluate(run_dir, detection.Options(
         attacks=detection.ATTACKS, sweep=False, n_samples=n_samples, batch_size=batch_size, seed=seed, eps=eps,
-        eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose))
+        eps_iter=eps_iter, nb_iter=nb_iter, force=force, verbose=verbose, draw=draw))
     ds = result["dataset"]
     colors = {"pgd": "tab:blue", "bim": "tab:orange", "mim": "tab:green"}
     curves = [(n.upper(), result["attacks"][n], colors[n]) for n in detection.ATTACKS]

@@ -29,11 +29,12 @@ def title(label: str) -> str:
 
 def make(run_dir: str, n_samples: Optional[int] = None, batch_size: int = 500, seed: int = 0,
          eps: Optional[float] = None, eps_iter: Optional[float] = None,
-         nb_iter: int = 20, force: bool = False, verbose: int = 1) -> list[str]:
-    """Draws Fig 4 for a run; returns the PNG and PDF paths."""
+         nb_iter: int = 20, force: bool = False, verbose: int = 1, draw: Optional[int] = None) -> list[str]:
+    """Draws Fig 4 for a run; returns the PNG and PDF paths. ``draw``: the test images'
+    draw of its detection results (eval.batches.draw_order)."""
     result = detection.evaluate(run_dir, detection.Options(
         attacks=(), sweep=True, n_samples=n_samples, batch_size=batch_size, seed=seed, eps=eps, eps_iter=eps_iter,
-        nb_iter=nb_iter, force=force, verbose=verbose))
+        nb_iter=nb_iter, force=force, verbose=verbose, draw=draw))
     ds = result["dataset"]
     sweep = result["eps_sweep"]
     cmap = drawing.plt.get_cmap("viridis")

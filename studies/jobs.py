@@ -113,7 +113,7 @@ def _run(job: Job, out_dir: str, merged: Optional[dict] = None) -> None:
         import importlib
         make = importlib.import_module(f"figures.{name}").make
         print("wrote " + ", ".join(make(job.run_dirs[0], n_samples=options.n_samples, seed=options.seed,
-                                        nb_iter=options.nb_iter)))
+                                        nb_iter=options.nb_iter, draw=options.draw)))
 
 
 @contextlib.contextmanager

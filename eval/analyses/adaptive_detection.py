@@ -119,6 +119,7 @@ class Options:
     dataset: Optional[str] = None
     trust_model: bool = False
     max_nb_iter: Optional[int] = None   # None: nb_iter · 2^DOUBLINGS
+    draw: Optional[int] = None   # the test images' draw (eval.batches.draw_order); None: the first n
 
 
 def evaluate(target, options: Options = Options()) -> dict:
@@ -141,7 +142,8 @@ def evaluate(target, options: Options = Options()) -> dict:
     fp = target.fingerprint
     path = target.results_path(JSON_NAME)
     settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=o.eps_iter,
-                    nb_iter=p["nb_iter"], max_nb_iter=max_nb_iter, tolerance=CONVERGED, betas=list(betas), fpr=FPR)
+                    nb_iter=p["nb_iter"], max_nb_iter=max_nb_iter, tolerance=CONVERGED, betas=list(betas), fpr=FPR,
+                    **({} if o.draw is None else {"draw": o.draw}))
     old, decision = results_file.decide(path, fp, settings, force)
     if decision.reuse:
         return old
@@ -149,7 +151,7 @@ def evaluate(target, options: Options = Options()) -> dict:
     log = (lambda msg: print(f"[{run_dir}] {msg}", flush=True)) if verbose else (lambda msg: None)
     for line in reuse.explain(path, {"adaptive detection": decision}):
         log(line)
-    x, y = batches.test_samples(cfg["dataset"], n_samples or None)
+    x, y = batches.test_samples(cfg["dataset"], n_samples or None, o.draw)
     t0 = time.time()
     logits = batches.logits(ens, x, batch_size)
     correct = logits.argmax(-1) == y
@@ -242,8 +244,8 @@ def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
 
 def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -> Optional[dict]:
     """The options of a study's job on one run (studies.plan)."""
-    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter,
-                max_nb_iter=scale.analysis_nb_iter * 2 ** scale.adaptive_doublings)
+    return dict(n_samples=scale.adaptive_n_samples or scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter,
+                max_nb_iter=scale.analysis_nb_iter * 2 ** scale.adaptive_doublings, **scale.draw(seed))
 
 
 def cost(options: dict, run_config: dict) -> float:

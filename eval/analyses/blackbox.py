@@ -93,6 +93,7 @@ class Options:
     verbose: int = 1
     dataset: Optional[str] = None
     trust_model: bool = False
+    draw: Optional[int] = None   # the test images' draw (eval.batches.draw_order); None: the first n
 
 
 def evaluate(targets: Sequence, options: Options = Options()) -> dict:
@@ -127,7 +128,7 @@ def _matrix(targets: Sequence, o: Options) -> dict:
 
     fps = [t.fingerprint for t in opened]
     settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
-                    run_dirs=[os.path.abspath(d) for d in run_dirs])
+                    run_dirs=[os.path.abspath(d) for d in run_dirs], **({} if o.draw is None else {"draw": o.draw}))
     old = read_json(previous) if previous else None
     decision = reuse.decide(old, fps, settings, force)
     if decision.reuse:
@@ -136,7 +137,7 @@ def _matrix(targets: Sequence, o: Options) -> dict:
     for line in reuse.explain(previous or JSON_NAME, {"black-box matrix": decision}):
         log(line)
     models = [t.load() for t in opened]  # after the reuse decision: a reused result loads nothing
-    x, y = batches.test_samples(dataset, n_samples or None)
+    x, y = batches.test_samples(dataset, n_samples or None, o.draw)
     log(estimate_line(models[0], x, len(p["eps_list"]) * len(models) * p["nb_iter"], batch_size,
                              f"PGD (k = {p['nb_iter']}) against each of {len(models)} models at "
                              f"{len(p['eps_list'])} radii"))
@@ -207,7 +208,8 @@ def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
 def job_options(scale, part, seed: int, labels: Sequence[str]) -> dict:
     """The options of a study's job across the runs ``labels`` of one part and seed (studies.plan);
     no path: the job writes to OUT_DIR/ID, whatever out_dir is called."""
-    return dict(labels=list(labels), seed=seed, n_samples=scale.n_samples, nb_iter=scale.analysis_nb_iter)
+    return dict(labels=list(labels), seed=seed, n_samples=scale.n_samples, nb_iter=scale.analysis_nb_iter,
+                **scale.draw(seed))
 
 
 def cost(options: dict, run_configs: Sequence[dict]) -> float:

@@ -142,10 +142,11 @@ def attack_params(dataset: str, eps: Optional[float] = None, eps_iter: Optional[
 
 
 def _entry_settings(n_samples: Optional[int], seed: int, attack: str, eps: float, eps_iter: float,
-                    nb_iter: int) -> dict:
-    """What a stored detection entry must match to be reused (with the weights, eval.reuse)."""
+                    nb_iter: int, draw: Optional[int] = None) -> dict:
+    """What a stored detection entry must match to be reused (with the weights, eval.reuse); the
+    test images' draw only where there is one (eval.batches.draw_order)."""
     return dict(n_samples=n_samples, seed=seed, attack=attack, eps=eps, eps_iter=eps_iter,
-                nb_iter=nb_iter)
+                nb_iter=nb_iter, **({} if draw is None else {"draw": draw}))
 
 
 def _load_npz(path: str) -> dict:
@@ -157,7 +158,7 @@ def _load_npz(path: str) -> dict:
 
 
 def _reusable(old: dict, old_arrays: dict, fp: str, p: dict, n_samples: Optional[int], seed: int,
-              force: bool) -> tuple[dict, dict, list, dict[str, reuse.Decision]]:
+              force: bool, draw: Optional[int] = None) -> tuple[dict, dict, list, dict[str, reuse.Decision]]:
     """What a detection.json's dict ``old`` and its entropies ``old_arrays`` hold that eval.reuse
     lets an evaluation on weights ``fp`` with settings ``p``, ``n_samples``, ``seed`` keep:
     (entries by attack, their entropy arrays, the ε sweep (all of it or []), the decision for each
@@ -179,13 +180,14 @@ def _reusable(old: dict, old_arrays: dict, fp: str, p: dict, n_samples: Optional
     stored = old.get("attacks") or {}
     for name in ATTACKS:
         decisions[name] = decide(stored.get(name), name, _entry_settings(n_samples, seed, name, p["eps"],
-                                                                        min(p["eps_iter"], p["eps"]), p["nb_iter"]))
+                                                                        min(p["eps_iter"], p["eps"]), p["nb_iter"],
+                                                                        draw))
         if decisions[name].reuse:
             entries[name] = stored[name]
             take(name)
     old_sweep = old.get("eps_sweep") or []
     sweep_decisions = [decide(m, f"sweep{i}", _entry_settings(n_samples, seed, "pgd", e, min(p["eps_iter"], e),
-                                                             p["nb_iter"]))
+                                                             p["nb_iter"], draw))
                        for i, (m, e) in enumerate(zip(old_sweep, p["sweep_eps"]))]
     sweep = []
     if old_sweep and len(old_sweep) == len(p["sweep_eps"]) and all(d.reuse for d in sweep_decisions):
@@ -213,6 +215,7 @@ class Options:
     verbose: int = 1
     dataset: Optional[str] = None
     trust_model: bool = False
+    draw: Optional[int] = None   # the test images' draw (eval.batches.draw_order); None: the first n
 
 
 def evaluate(target, options: Options = Options()) -> dict:
@@ -235,7 +238,7 @@ def evaluate(target, options: Options = Options()) -> dict:
     p = attack_params(cfg["dataset"], o.eps, o.eps_iter, o.nb_iter, o.sweep_eps)
     fp = target.fingerprint
     label = run_label(cfg)
-    x, y = batches.test_samples(cfg["dataset"], n_samples)
+    x, y = batches.test_samples(cfg["dataset"], n_samples, o.draw)
 
     def log(msg):
         if verbose:
@@ -243,7 +246,7 @@ def evaluate(target, options: Options = Options()) -> dict:
 
     json_path, npz_path = target.results_path(JSON_NAME), target.results_path(NPZ_NAME)
     old = read_json(json_path) or {}
-    kept, kept_arrays, kept_sweep, decisions = _reusable(old, _load_npz(npz_path), fp, p, n_samples, seed, force)
+    kept, kept_arrays, kept_sweep, decisions = _reusable(old, _load_npz(npz_path), fp, p, n_samples, seed, force, o.draw)
     todo: dict[str, tuple[str, float]] = {n: (n, p["eps"]) for n in attacks if n not in kept}  # array key -> (attack, eps)
     shown = {n: decisions[n] for n in todo}
     if sweep and not kept_sweep:
@@ -277,7 +280,7 @@ def evaluate(target, options: Options = Options()) -> dict:
 
     for key, (name, eps_) in todo.items():
         eta = min(p["eps_iter"], eps_)
-        settings = _entry_settings(n_samples, seed, name, eps_, eta, p["nb_iter"])
+        settings = _entry_settings(n_samples, seed, name, eps_, eta, p["nb_iter"], o.draw)
         m, arrays[f"adv_{key}"], arrays[f"fooled_{key}"] = _attack(ens, x, y, h_clean, correct, settings,
                                                                    batch_size, bar, fp)
         log(f"{name.upper()} eps={eps_:.4g} eta={eta:.4g}: adversarial accuracy "
@@ -288,7 +291,7 @@ def evaluate(target, options: Options = Options()) -> dict:
         else:
             result["attacks"][key] = m
     result["seconds"] = round(time.time() - t0, 2)
-    _save(json_path, npz_path, result, arrays, (kept, kept_arrays, kept_sweep), fp, p, n_samples, seed, force)
+    _save(json_path, npz_path, result, arrays, (kept, kept_arrays, kept_sweep), fp, p, n_samples, seed, force, o.draw)
     log(f"done in {result['seconds']:.0f} s; wrote {json_path} and {npz_path}")
     return result
 
@@ -311,7 +314,7 @@ def _attack(ens, x: np.ndarray, y: np.ndarray, h_clean: np.ndarray, correct: np.
 
 
 def _save(json_path: str, npz_path: str, result: dict, arrays: dict, kept: tuple[dict, dict, list], fp: str, p: dict,
-          n_samples: Optional[int], seed: int, force: bool) -> None:
+          n_samples: Optional[int], seed: int, force: bool, draw: Optional[int] = None) -> None:
     """Writes this evaluation's ``result`` and ``arrays`` with the entries ``kept`` from the file it
     read (_reusable's entries, arrays, sweep). Under the results folder's lock the files are read
     again just before they are written: the entries another process wrote since (other attacks of
@@ -320,7 +323,7 @@ def _save(json_path: str, npz_path: str, result: dict, arrays: dict, kept: tuple
     merged: dict = {}
 
     def merge(latest: dict) -> dict:
-        theirs, their_arrays, their_sweep, _ = _reusable(latest, _load_npz(npz_path), fp, p, n_samples, seed, force)
+        theirs, their_arrays, their_sweep, _ = _reusable(latest, _load_npz(npz_path), fp, p, n_samples, seed, force, draw)
         result["attacks"] = {**kept_entries, **theirs, **result["attacks"]}
         result["eps_sweep"] = result["eps_sweep"] or their_sweep or kept_sweep
         merged.update({**kept_arrays, **their_arrays, **arrays})
@@ -363,7 +366,8 @@ FIGURES = ("entropy_histogram", "roc_attacks", "roc_eps")
 
 def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -> Optional[dict]:
     """The options of a study's job on one run (studies.plan); ``figures``: the figures drawn after it."""
-    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter, figures=list(FIGURES))
+    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter, figures=list(FIGURES),
+                **scale.draw(seed))
 
 
 def cost(options: dict, run_config: dict) -> float:

@@ -145,6 +145,7 @@ class Options:
     nb_iter: int = 20
     force: bool = False
     verbose: int = 1
+    draw: Optional[int] = None   # the test images' draw (eval.batches.draw_order); None: the first n
 
 
 def evaluate(target, options: Options = Options()) -> dict:
@@ -164,7 +165,7 @@ def evaluate(target, options: Options = Options()) -> dict:
         raise UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
                                 f"this run has N = {cfg.get('members')}")
     fp = target.fingerprint
-    settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples)
+    settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples, **({} if o.draw is None else {"draw": o.draw}))
     old, decision = results_file.decide(path, fp, settings, o.force)
     if decision.reuse:
         if verbose:
@@ -174,7 +175,7 @@ def evaluate(target, options: Options = Options()) -> dict:
         print(f"[{run_dir}] {line}", flush=True)
 
     ens = target.load()
-    x, y = batches.test_samples(cfg["dataset"], n_samples)
+    x, y = batches.test_samples(cfg["dataset"], n_samples, o.draw)
     n = len(ens.members)
     label = run_label(cfg)
 
@@ -243,7 +244,7 @@ def job_options(scale, part, seed: int, members: int, earlier: Optional[dict]) -
     """The options of a study's job on one run (studies.plan), None where it does not apply (N < 2)."""
     if members < 2:
         return None
-    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter)
+    return dict(n_samples=scale.n_samples, seed=seed, nb_iter=scale.analysis_nb_iter, **scale.draw(seed))
 
 
 def cost(options: dict, run_config: dict) -> float:

@@ -115,7 +115,8 @@ def canary_options(scale, seed: int, runs: Sequence[dict], earlier: Optional[dic
 def _options(scale, seed: int, names: list[str], sanity: bool) -> dict:
     subsets = {a: n for a, n in scale.subsets if a in names}
     return dict(attacks=names, n_samples=scale.n_samples, seed=seed, nb_iter=scale.attack_nb_iter,
-                mul_nb_iter=scale.mul_nb_iter, sanity=sanity, **({"subsets": subsets} if subsets else {}))
+                mul_nb_iter=scale.mul_nb_iter, sanity=sanity, **({"subsets": subsets} if subsets else {}),
+                **scale.draw(seed))
 
 
 def cost(options: dict, run_config: dict) -> float:

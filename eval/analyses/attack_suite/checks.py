@@ -57,7 +57,7 @@ def _any_vs_restarts(model: Callable, files: "SuiteFiles", x: np.ndarray, y: np.
     worst_mask = worst_case(files.masks, worst["attacks"], m)
     n = len(worst_mask)
     p = {**params, "restarts": RESTARTS}
-    settings = reuse_settings(p, n, opts.seed)
+    settings = reuse_settings(p, n, opts.seed, opts.draw)
     restarts = None if opts.force else files.flags_for(RESTARTS_MASK, settings)
     if restarts is None:
         t0 = time.time()
@@ -74,7 +74,7 @@ def run_sanity(model: Callable, plan: RunPlan, x: np.ndarray, y: np.ndarray, fil
     """eval/sanity.py's checks: PGD on the first ``plan.sanity_n`` samples (reused from the results
     file when eval.reuse allows), and SPSA against PGD on the samples both attacked."""
     params, m, seed = plan.sanity_params, plan.sanity_n, opts.seed
-    settings = {"params": params, "n_samples": m, "seed": seed}
+    settings = reuse_settings(params, m, seed, opts.draw)
     old = files.results.get("sanity", {})
     same = "eps_sweep" in old and reuse.decide(old, files.fp, settings, opts.force).reuse
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from attacks.settings import ATTACK_NAMES, DEFAULT_ATTACKS, default_n_samples, default_params
 from cce_tf.cli_flags import UsageError
-from eval import reuse
+from eval import batches, reuse
 from eval.flags import check_radius
 from eval.labels import run_labels
 from eval.analyses.attack_suite.store import read_results
@@ -46,7 +46,9 @@ class SuiteOptions:
     dataset: the data set of model files given in place of run folders (eval.target.Target);
     trust_model: load SavedModels among them without eval.model_scan's check;
     verbose: 0 quiet, 1 a progress bar per attack, 2 a line per finished attack;
-    subsets: (attack, at most this many samples) pairs, a scale's cut (a mapping is taken too).
+    subsets: (attack, at most this many samples) pairs, a scale's cut (a mapping is taken too);
+    draw: attack the first n of this seeded draw of the test set (eval.batches.draw_order), the same
+    for every run at one seed (None: the first n, the paper's protocol).
     """
 
     attacks: Optional[tuple[str, ...]] = None
@@ -63,6 +65,7 @@ class SuiteOptions:
     trust_model: bool = False
     verbose: int = 1
     subsets: tuple[tuple[str, int], ...] = ()
+    draw: Optional[int] = None   # the test images' draw (eval.batches.draw_order); None: the first n
 
     def __post_init__(self):
         # A study job's options come as JSON gives them back: lists and a mapping.
@@ -146,9 +149,10 @@ def run_attacks(names: list[str], config: dict, n_test: int, opts: SuiteOptions)
             for name in names}
 
 
-def reuse_settings(params: dict, n_samples: int, seed: int) -> dict:
-    """What a stored attack result must match to be reused (with the weights, eval.reuse)."""
-    return {"params": params, "n_samples": n_samples, "seed": seed}
+def reuse_settings(params: dict, n_samples: int, seed: int, draw: Optional[int] = None) -> dict:
+    """What a stored attack result must match to be reused (with the weights, eval.reuse); the draw
+    only where there is one, so results on the first n stay as they were."""
+    return {"params": params, "n_samples": n_samples, "seed": seed, **({} if draw is None else {"draw": draw})}
 
 
 def reuse_decisions(existing: dict, fp: str, attacks: dict[str, tuple[dict, int]],
@@ -157,7 +161,7 @@ def reuse_decisions(existing: dict, fp: str, attacks: dict[str, tuple[dict, int]
     it was computed on weights ``fp`` with the same params, n_samples and seed, and not --force."""
     finished = {n: e for n, e in existing.get("attacks", {}).items()
                 if isinstance(e, dict) and "robust_accuracy" in e}
-    return {name: reuse.decide(finished.get(name), fp, reuse_settings(params, n, opts.seed), opts.force)
+    return {name: reuse.decide(finished.get(name), fp, reuse_settings(params, n, opts.seed, opts.draw), opts.force)
             for name, (params, n) in attacks.items()}
 
 
@@ -186,7 +190,9 @@ def plan_runs(run_dirs: list, opts: SuiteOptions
         dataset = target.config["dataset"]
         if dataset not in test_sets:
             try:
-                test_sets[dataset] = data.load(dataset, "test")
+                x_test, y_test = data.load(dataset, "test")
+                order = batches.draw_order(len(x_test), opts.draw)
+                test_sets[dataset] = (x_test[order], y_test[order])
             except ValueError as e:  # DataError is a ValueError, as is an unknown name
                 raise UsageError(f"--run_dir {run_dir}: {e}") from None
         n_test = len(test_sets[dataset][0])

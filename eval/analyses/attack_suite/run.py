@@ -74,7 +74,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
 
     outcomes: dict[str, Outcome] = {}
     for name, (params, n) in plan.attacks.items():
-        settings, keep = reuse_settings(params, n, seed), None
+        settings, keep = reuse_settings(params, n, seed, opts.draw), None
         if name in merged:  # merged from shards (shard_mask): the same flags, computed elsewhere
             mask, seconds = np.asarray(merged[name][0], bool), float(merged[name][1])
             if mask.shape != (n,):
