@@ -42,7 +42,7 @@ from studies.plan import Cell, Plan, runs_folder
 from studies.spec import Claim, Study
 
 ROW_KEYS = ("study", "dataset", "arch", "method", "preset", "members", "lambda_pm", "lambda_dm", "seed",
-            "evaluation", "attack", "eps", "eps_iter", "nb_iter", "n", "metric", "value",
+            "evaluation", "attack", "eps", "eps_iter", "nb_iter", "n", "n_pos", "metric", "value",
             "weights_sha256", "label", "key", "cell")
 TRANSFER_METRICS = transferability.METRICS   # Table 6's symbols, shown in percent
 
@@ -329,14 +329,51 @@ def _left_out(plan: Plan, part: Study, claim: Claim) -> Optional[str]:
     return None
 
 
-def _least_test_noise(a_rows: dict[int, dict], b_rows: Optional[dict[int, dict]], seeds: list[int]) -> float:
-    """The seed interval's floor on the sd (eval.stats.least_test_noise) for a share of test images
-    (_PROPORTIONS; ``b_rows`` None: a claim against a threshold); 0 for other metrics (AUC, T,
-    seconds), whose test-sample noise has no such bound from the two numbers alone."""
-    if a_rows[seeds[0]]["metric"] not in _PROPORTIONS:
+def _flags(plan: Plan, part: Study, label: str, seed: int, key: str) -> Optional[np.ndarray]:
+    """The per-sample flags behind row ``key`` of run ``label`` at ``seed``, from the analysis of the
+    part that keeps them (``flags`` of eval.analyses); None where none does."""
+    cell = next((c for c in plan.cells if c.study == part.name and c.run.label == label and c.seed == seed), None)
+    for a in (a for a in _analyses(part) if cell is not None and hasattr(a, "flags")):
+        try:
+            r = a.stored(_target(cell.run_dir))
+        except OSError:   # not trained yet
+            return None
+        found = a.flags(r, key) if r else None
+        if found is not None:
+            return np.asarray(found, bool)
+    return None
+
+
+def _test_noise(plan: Plan, part: Study, claim: Claim, a_rows: dict[int, dict], b_rows: dict[int, dict],
+                seeds: list[int]) -> float:
+    """The seed interval's floor on the sd: the test noise each per-seed difference carries
+    (DESIGN.md, contract 11). An AUC: Hanley–McNeil on its positives and negatives (both sides' for a
+    difference; eval.stats.least_auc_noise). A share of test images between two runs: the observed
+    disagreement of their per-sample flags on the images both saw (eval.stats.observed_test_noise),
+    else the least disagreement the two accuracies allow (least_test_noise); against a threshold, the
+    binomial noise. 0 for the rest (T, seconds), whose test noise has no such bound."""
+    metric = a_rows[seeds[0]]["metric"]
+    if metric == "auc":
+        if any(a_rows[s].get("n_pos") is None for s in seeds):
+            return 0.0   # results from before the AUC rows carried their positives
+
+        def side(row):
+            return row["value"], row["n_pos"], row["n"] - row["n_pos"]
+        return stats.least_auc_noise([(side(a_rows[s]), None if claim.threshold else side(b_rows[s]))
+                                      for s in seeds])
+    if metric not in _PROPORTIONS:
         return 0.0
-    if b_rows is None:
+    if claim.threshold:
         return stats.least_test_noise([(a_rows[s]["value"], None, a_rows[s]["n"]) for s in seeds])
+    observed = []
+    for s in seeds:
+        fa, fb = (_flags(plan, part, label, s, claim.metric) for label in (claim.a, claim.b))
+        if fa is None or fb is None:
+            break
+        n = min(len(fa), len(fb))
+        observed.append((float(fa[:n].mean() - fb[:n].mean()), n, int(np.sum(fa[:n] != fb[:n]))))
+    if len(observed) == len(seeds):
+        return stats.observed_test_noise(observed)
     return stats.least_test_noise([(a_rows[s]["value"], b_rows[s]["value"], max(a_rows[s]["n"], b_rows[s]["n"]))
                                    for s in seeds])
 
@@ -345,8 +382,8 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
     """One claim on the plan's seeds. ``per_seed``: a - b per seed (fractions for percentages; a -
     threshold for a threshold claim); ``diff``, ``ci_low``, ``ci_high``, ``p``: their mean, its 95 %
     t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval); ``sd``:
-    the one that interval used, the per-seed differences' own or, if larger, the test-sample noise
-    of a share of test images (_least_test_noise); the
+    the one that interval used, the per-seed differences' own or, if larger, the test noise of
+    their data (_test_noise); the
     verdict from that interval (one seed: no interval, cannot be told apart); ``paper_diff``: the
     paper's own a - b where it prints both (in its printed unit); ``size_in_interval``: whether the size
     the paper's text states meets our interval ("yes" / "no" / "–")."""
@@ -367,7 +404,7 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
     if not seeds:
         why = _left_out(plan, part, claim)
         return dict(out, method=why or "no results yet", verdict=NOT_AT_SCALE if why else NOT_MEASURED)
-    floor = _least_test_noise(a_rows, None if claim.threshold else b_rows, seeds)
+    floor = _test_noise(plan, part, claim, a_rows, b_rows, seeds)
     s = stats.seed_interval(out["per_seed"], claim.margin / scale, min_sd=floor)
     out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"])
     if s["p"] is None:

@@ -63,6 +63,7 @@ class Scale:
     adaptive_doublings: int = 3         # the detector-aware attacks double k up to this often (until converged)
     adaptive_n_samples: Optional[int] = None   # test samples of the detector-aware attacks (None: n_samples)
     draw_images: bool = False           # each seed its own seeded draw of test images (False: the first n)
+    extra_attacks: tuple[str, ...] = ()  # run beside every attack list (not the paper's rows): the worst case
     sanity: bool = True
     subsets: tuple[tuple[str, int], ...] = ()   # (attack, test samples) for the attacks cut further
     caveat: str = ""                    # said under every table of its page: what the scale is not
@@ -91,9 +92,9 @@ class Scale:
 
     def attacks_for(self, study_attacks: tuple[str, ...], full: bool = False) -> tuple[str, ...]:
         """The study's attacks that this scale runs, in the study's order (all of them for a study
-        with ``full_evaluation``)."""
+        with ``full_evaluation``), then the scale's ``extra_attacks`` where it runs them all."""
         if self.attacks is None or full:
-            return study_attacks
+            return study_attacks + tuple(a for a in self.extra_attacks if study_attacks and a not in study_attacks)
         return tuple(a for a in study_attacks if a in self.attacks) or self.attacks[:1]
 
 
@@ -110,7 +111,7 @@ SCALES = {
                           "on the paper's claims"),
     "standard": Scale(name="standard", dataset="fashion_mnist", archs=("cnn",), train_subset=10000, epochs=10,
                       train_nb_iter=5, augment=False, attack_nb_iter=40, n_samples=1000, analysis_nb_iter=20,
-                      adaptive_n_samples=500, draw_images=True, sanity=True,
+                      adaptive_n_samples=500, draw_images=True, extra_attacks=("cascade",), sanity=True,
                       subsets=(("mul_pgd", 250), ("mul_bim", 250), ("mul_mim", 250), ("spsa", 50),
                                ("bb_pgd1", 100), ("bb_pgd2", 100), ("autoattack", 100)),
                       caveat="10 epochs on 10,000 images: twenty raise natural accuracy further, so the models "

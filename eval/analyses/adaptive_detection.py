@@ -185,7 +185,8 @@ def evaluate(target, options: Options = Options()) -> dict:
             evaded = correct & fooled & (h_adv <= thr)
             evaded_any |= evaded
             m = detection.detection_metrics(h_clean[correct], h_adv[correct], fooled[correct])
-            results[name] = dict(auc=m["auc"], tpr_at_5fpr=m["tpr_at_5fpr"], adv_accuracy=float(np.mean(~fooled)),
+            results[name] = dict(auc=m["auc"], tpr_at_5fpr=m["tpr_at_5fpr"], n_pos=m["n_pos"], n_neg=m["n_neg"],
+                                 adv_accuracy=float(np.mean(~fooled)),
                                  evaded=float(evaded.mean()), robust=float(np.mean(correct & ~evaded)),
                                  params=params)
             log(f"k = {k}, {name}: AUC {pct(m['auc'])}, adversarial accuracy {pct(results[name]['adv_accuracy'])}%, "
@@ -234,8 +235,9 @@ def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
         p = dict(m["params"])
         kw = dict(evaluation=NAME, attack=name, eps=p.get("eps"), eps_iter=p.get("eps_iter"),
                   nb_iter=p.get("nb_iter"), n=result["n_samples"])
-        if m.get("auc") is not None:
-            out.append(dict(kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}"))
+        if m.get("auc") is not None:   # n: the clean and adversarial images the AUC ranks (as detection's)
+            out.append(dict(kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}",
+                            **({"n": m["n_pos"] + m["n_neg"], "n_pos": m["n_pos"]} if "n_pos" in m else {})))
         out.append(dict(kw, metric="robust_accuracy", value=m["robust"], key=f"evaded_robust_{name}"))
     out.append(dict(evaluation=NAME, attack="any", n=result["n_samples"], metric="robust_accuracy",
                     value=result["detection_aware_robust_accuracy"], key="detection_aware"))

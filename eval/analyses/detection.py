@@ -356,7 +356,7 @@ def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
     entries = [(f"auc_{n}", m) for n, m in result.get("attacks", {}).items()]
     entries += [(f"auc_sweep{i}", m) for i, m in enumerate(result.get("eps_sweep", []))]
     return [dict(evaluation=NAME, attack=m["attack"], eps=m["eps"], eps_iter=m["eps_iter"], nb_iter=m["nb_iter"],
-                 n=m["n_pos"] + m["n_neg"], metric="auc", value=m["auc"], key=key)
+                 n=m["n_pos"] + m["n_neg"], n_pos=m["n_pos"], metric="auc", value=m["auc"], key=key)
             for key, m in entries if m.get("auc") is not None]
 
 

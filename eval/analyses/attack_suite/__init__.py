@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
+
 from eval.analyses.attack_suite.plan import SuiteOptions
 from eval.target import Target
 
@@ -65,6 +67,20 @@ def stored(target: Target) -> Optional[dict]:
     fp = target.fingerprint
     r = store.results_on(target.path, fp)
     return dict(r, flags=store.masks_on(target.path, fp)) if r else None
+
+
+def flags(result: dict, key: str) -> Optional[np.ndarray]:
+    """The per-sample robust flags behind row ``key`` of ``rows(result)`` (an attack, or any_attack),
+    for the observed-disagreement floor of a claim between two runs (studies.results); None where
+    there are none."""
+    from eval import reuse
+    from eval.analyses.attack_suite.engine import any_attack_flags
+
+    masks = result.get("flags", {})
+    if key != "any_attack":
+        return masks.get(key)
+    found = any_attack_flags(reuse.same_weights(result.get("attacks", {}), result[reuse.KEY]), masks)
+    return None if found is None else found[1]
 
 
 def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:

@@ -107,6 +107,16 @@ def worst_case(masks: dict[str, np.ndarray], names: list[str], n: Optional[int] 
     return np.logical_and.reduce([np.asarray(masks[a][:n], bool) for a in names])
 
 
+def any_attack_flags(entries: dict[str, dict], masks: dict[str, np.ndarray]) -> Optional[tuple[list[str], np.ndarray]]:
+    """(the attacks ``any_attack`` takes the worst case over, its per-sample flags), or None."""
+    names = [n for n, e in entries.items() if "robust_accuracy" in e and n in masks]
+    if not names:
+        return None
+    if "cascade" in names:
+        names = [n for n in names if len(masks[n]) >= len(masks["cascade"])]
+    return names, worst_case(masks, names)
+
+
 def any_attack(entries: dict[str, dict], masks: dict[str, np.ndarray]) -> Optional[dict]:
     """The per-sample worst case over the finished attacks that have robust flags: a sample counts
     only if it survives every one of them (DESIGN.md, contract 7). The attacks ran on the first
@@ -119,11 +129,9 @@ def any_attack(entries: dict[str, dict], masks: dict[str, np.ndarray]) -> Option
     :param masks: attack name -> its per-sample robust flags, already matched to the entry.
     :return: {robust_accuracy, n_samples, attacks}, or None when no attack has flags.
     """
-    names = [n for n, e in entries.items() if "robust_accuracy" in e and n in masks]
-    if not names:
+    found = any_attack_flags(entries, masks)
+    if found is None:
         return None
-    if "cascade" in names:
-        names = [n for n in names if len(masks[n]) >= len(masks["cascade"])]
-    robust = worst_case(masks, names)
+    names, robust = found
     return {"robust_accuracy": float(robust.mean()) if len(robust) else 0.0, "n_samples": len(robust),
             "attacks": names}

@@ -20,8 +20,9 @@ ANY_ROW = "Any attack (per-sample worst case)"
 _LABELS = {"fgsm": "FGSM", "pgd": "PGD", "pgd_margin": "PGD (CW margin loss)",
            "pgd_margin_restarts": "PGD (CW margin loss, random restarts)", "bim": "BIM", "mim": "MIM", "mul_pgd": "mul-PGD",
            "mul_bim": "mul-BIM", "mul_mim": "mul-MIM", "spsa": "SPSA", "bb_pgd1": "B&B (wPGD1)",
-           "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack"}
-_WITH_K = ("pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
+           "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack",
+           "cascade": "Cascade (PGD, margin PGD, mul-PGD, APGD-CE, APGD-T)"}
+_WITH_K = ("pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim", "cascade")
 
 Outcome = Union[float, str, None]  # robust accuracy, "skipped", or None (not available)
 
