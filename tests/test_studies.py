@@ -215,3 +215,24 @@ def test_attack_tables_show_only_the_detection_aucs_they_name():
             for k in ("auc_sweep0", "auc_pgd", "auc_bim", "adaptive_auc_two_stage", "any_attack", "pgd")]
     keys, _, _ = results._grid(study, rows)
     assert keys == ["pgd", "any_attack", "auc_pgd", "adaptive_auc_two_stage"]
+
+
+def test_each_seed_draws_its_own_test_images_the_same_for_every_method():
+    """The standard scale: every evaluation of a run at seed s attacks draw s (eval.batches
+    .draw_order), so two methods at one seed are paired on the same images and two seeds see others;
+    the small scale keeps the first n (its jobs' options have no draw)."""
+    from eval import batches
+    p = plan.make(spec.load("headline"), SCALES["standard"], (0, 1), "out")
+    evals = [j for j in p.jobs if j.kind != plan.TRAIN and j.kind != "blackbox"]
+    seeds = {j.id: int(j.id.rsplit("_s", 1)[1]) for j in evals}
+    assert evals and all(j.options["draw"] == seeds[j.id] for j in evals)
+    suites = [j for j in evals if j.kind == "attack_suite"]
+    assert {j.options["n_samples"] for j in suites} == {1000} and all("cascade" in j.options["attacks"]
+                                                                      for j in suites if "nat" not in j.id)
+    first, second, again = batches.draw_order(10000, 0), batches.draw_order(10000, 1), batches.draw_order(10000, 0)
+    np.testing.assert_array_equal(first, again)
+    assert sorted(first) == list(range(10000)) and np.mean(first[:1000] == second[:1000]) < 0.01
+    assert len(set(first[:1000]) & set(second[:1000])) < 200   # two seeds: about 100 images in common
+    np.testing.assert_array_equal(batches.draw_order(50, None), np.arange(50))
+    small = plan.make(spec.load("headline"), SCALES["small"], (0, 1), "out")
+    assert all("draw" not in j.options for j in small.jobs)

@@ -263,3 +263,35 @@ def test_the_dry_run_counts_the_claims_the_scale_cannot_measure():
     lines = results.resolution(make_plan([t4], (0, 1, 2)), [])
     assert lines[0].startswith("claims: 2 distinct")
     assert lines[2] == "  not measured at scale small: 1 of 2 (scale small does not run spsa)"
+
+
+def test_an_auc_claim_is_floored_by_its_positives():
+    """Five seeds' AUCs agree to 0.1 points at 90.5 against a threshold of 90, each on 60 adversarial
+    positives among 500: the seeds' own spread would call it, the Hanley–McNeil floor does not."""
+    claim = spec.Claim(text="CCE-DM_2 AUC above 90", metric="auc_pgd", a="CCE-RM_2", b=90.0)
+    p = part("fig2", claims=(claim,))
+    aucs = [0.905, 0.906, 0.904, 0.905, 0.906]
+    rows = [dict(study="fig2", key="auc_pgd", cell="CCE-RM_2", seed=s, value=v, n=500, n_pos=60, metric="auc")
+            for s, v in enumerate(aucs)]
+    c = results.check_claim(make_plan([p], range(5)), p, claim, rows)
+    assert c["verdict"] == stats.UNDECIDED
+    assert c["sd"] == pytest.approx(np.sqrt(stats.auc_variance(0.905, 60, 440)), rel=0.01)
+    many = [dict(r, n=20000, n_pos=10000) for r in rows]   # the same AUCs on 10,000 positives: decided
+    assert results.check_claim(make_plan([p], range(5)), p, claim, many)["verdict"] == stats.HOLDS
+
+
+def test_an_accuracy_claim_is_floored_by_the_observed_disagreement(monkeypatch):
+    """CCE-RM_2 one point above ADV-EN_2 at every seed on 500 images: where the flags show only those
+    5 images disagree the claim holds; where 60 disagree (35 and 25 each way), it cannot be told apart."""
+    p = part("table4")
+    rows = rows_from_flags("table4", [(305, 300)] * 5, 500)
+    pl = make_plan([p], range(5), with_cells=True)
+    assert results.check_claim(pl, p, PGD_CLAIM, rows)["verdict"] == stats.HOLDS   # no flags: n·|d|
+    a = np.arange(500) < 305
+    b = a.copy()
+    b[:35], b[305:330] = False, True                      # 35 only CCE-RM_2 gets right, 25 only ADV-EN_2
+    assert a.sum() - b.sum() == 5 and np.sum(a != b) == 60
+    monkeypatch.setattr(results, "_flags", lambda plan_, part_, label, seed, key: a if label == "CCE-RM_2" else b)
+    c = results.check_claim(pl, p, PGD_CLAIM, rows)
+    assert c["verdict"] == stats.UNDECIDED
+    assert c["sd"] == pytest.approx(stats.observed_test_noise([(0.01, 500, 60)]))
