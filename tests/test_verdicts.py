@@ -282,16 +282,16 @@ def test_an_auc_claim_is_floored_by_its_positives():
 
 def test_an_accuracy_claim_is_floored_by_the_observed_disagreement(monkeypatch):
     """CCE-RM_2 one point above ADV-EN_2 at every seed on 500 images: where the flags show only those
-    5 images disagree the claim holds; where 60 disagree (35 and 25 each way), it cannot be told apart."""
+    5 images disagree the claim holds; where 65 disagree (35 and 30 each way), it cannot be told apart."""
     p = part("table4")
     rows = rows_from_flags("table4", [(305, 300)] * 5, 500)
     pl = make_plan([p], range(5), with_cells=True)
     assert results.check_claim(pl, p, PGD_CLAIM, rows)["verdict"] == stats.HOLDS   # no flags: n·|d|
     a = np.arange(500) < 305
     b = a.copy()
-    b[:35], b[305:330] = False, True                      # 35 only CCE-RM_2 gets right, 25 only ADV-EN_2
-    assert a.sum() - b.sum() == 5 and np.sum(a != b) == 60
+    b[:35], b[305:335] = False, True                      # 35 only CCE-RM_2 gets right, 30 only ADV-EN_2
+    assert a.sum() - b.sum() == 5 and np.sum(a != b) == 65
     monkeypatch.setattr(results, "_flags", lambda plan_, part_, label, seed, key: a if label == "CCE-RM_2" else b)
     c = results.check_claim(pl, p, PGD_CLAIM, rows)
     assert c["verdict"] == stats.UNDECIDED
-    assert c["sd"] == pytest.approx(stats.observed_test_noise([(0.01, 500, 60)]))
+    assert c["sd"] == pytest.approx(stats.observed_test_noise([(0.01, 500, 65)]))
