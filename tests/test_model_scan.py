@@ -90,7 +90,7 @@ def test_cli_refuses_a_savedmodel_that_writes_a_file_before_loading_it(writer, t
     monkeypatch.setattr(tf.saved_model, "load", lambda *a, **k: pytest.fail("the SavedModel was loaded"))
     monkeypatch.chdir(tmp_path)   # where detection and the black box would write results/
     args = ["--run_dir", path, "--n_samples", "8", "--dataset", "fashion_mnist", "--verbose", "0"]
-    for tool, extra in [(attack_suite, ["--attacks", "fgsm"]), (detection, []), (adaptive_detection, []),
+    for tool, extra in [(suite_cli, ["--attacks", "fgsm"]), (detection, []), (adaptive_detection, []),
                         (blackbox, [])]:
         assert tool.cli(["prog", *args, *extra]) == 2, tool.__name__
         err = capsys.readouterr().err.strip().splitlines()
