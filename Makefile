@@ -43,7 +43,7 @@ test: $(STAMP) data
 demo: export TF_CPP_MIN_LOG_LEVEL ?= 3
 demo: $(STAMP) data
 	$(PY) -m cce_tf.train --train_subset 5000 --epochs 3 --noaugment --verbose 2 --out_dir $(DEMO)
-	$(PY) -m eval.analyses.attack_suite.cli --run_dir $(DEMO) --attacks fgsm,pgd,bim,mim,mul_pgd --n_samples 500 --nb_iter 20
+	$(PY) -m eval.attack_suite --run_dir $(DEMO) --attacks fgsm,pgd,bim,mim,mul_pgd --n_samples 500 --nb_iter 20
 	$(PY) -m eval.analyses.detection --run_dir $(DEMO) --n_samples 500
 	$(PY) -m figures.entropy_histogram --run_dir $(DEMO) --n_samples 500
 	$(PY) -m figures.roc_attacks --run_dir $(DEMO) --n_samples 500

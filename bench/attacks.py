@@ -17,7 +17,7 @@
    and [0, 1], and give similar robust accuracy: they are the same algorithm, with different random
    starts. PGD's speed does not depend on the weights, so without ``--run_dir`` the ensemble is a
    freshly built one.
-2. With ``--suite_run_dir RUN``: ``python -m eval.analyses.attack_suite.cli`` with the paper's attacks and
+2. With ``--suite_run_dir RUN``: ``python -m eval.attack_suite`` with the paper's attacks and
    settings (``PAPER_ATTACKS``) on the first ``--suite_n_samples`` test samples, run with ``--force``
    on a temporary copy of RUN's config.json and weights (RUN's own eval results are neither reused
    nor overwritten), in a subprocess whose progress goes to stderr. Printed: each attack's seconds
@@ -223,7 +223,7 @@ def bench_suite() -> None:
     from eval.analyses.attack_suite.report import attack_label
     from eval.analyses.attack_suite.store import read_results
 
-    print("\n## The attack suite (python -m eval.analyses.attack_suite.cli)\n")
+    print("\n## The attack suite (python -m eval.attack_suite)\n")
     if not FLAGS.suite_run_dir:
         print("skipped: no --suite_run_dir")
         return
@@ -231,7 +231,7 @@ def bench_suite() -> None:
     copy = tempfile.mkdtemp(prefix="cce_bench_suite_")
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         shutil.copy2(os.path.join(FLAGS.suite_run_dir, f), copy)
-    cmd = [sys.executable, "-m", "eval.analyses.attack_suite.cli", "--run_dir", copy,
+    cmd = [sys.executable, "-m", "eval.attack_suite", "--run_dir", copy,
            "--n_samples", str(FLAGS.suite_n_samples), "--attacks", ",".join(names), "--force"]
     print(f"run: {FLAGS.suite_run_dir}, copied to {copy}\n"
           f"command: {' '.join(cmd[1:])}  (progress on stderr)")

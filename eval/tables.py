@@ -2,7 +2,7 @@
 
     python -m eval.tables --run_dir runs/adv-en --run_dir runs/adp --run_dir runs/cce-rm
 
-Reads RUN/eval/attack_suite.json of each run (written by python -m eval.analyses.attack_suite.cli); runs no
+Reads RUN/eval/attack_suite.json of each run (written by python -m eval.attack_suite); runs no
 attack. Prints the Table 3-5 shaped Markdown table (rows: natural accuracy, then the attacks;
 columns: the runs) and the samples behind each cell. The paper's numbers are shown by
 python -m studies.reproduce --study table4 (they live in studies/specs/, their one home).
@@ -32,11 +32,11 @@ def column(run_dir: str) -> tuple[dict, dict, dict]:
     path = eval_path(run_dir, RESULTS_FILE)
     res = read_results(run_dir)
     if not res:
-        raise UsageError(f"{path} not found: run python -m eval.analyses.attack_suite.cli --run_dir {run_dir}")
+        raise UsageError(f"{path} not found: run python -m eval.attack_suite --run_dir {run_dir}")
     fp = reuse.fingerprint(run_dir)
     if res.get(reuse.KEY) != fp:
         raise UsageError(f"{path} was computed on other weights than {run_dir}/{WEIGHTS_FILE} holds "
-                         f"now: re-run python -m eval.analyses.attack_suite.cli --run_dir {run_dir}")
+                         f"now: re-run python -m eval.attack_suite --run_dir {run_dir}")
     entries = res.get("attacks", {})
     finished = reuse.same_weights(entries, fp)
     shown = {n: e for n, e in entries.items() if n in finished or "skipped" in e}

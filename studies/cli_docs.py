@@ -16,7 +16,7 @@ import sys
 from cce_tf import cli_flags
 
 # (module, console script), in the order of the flow: train, evaluate, draw, reproduce.
-TOOLS = (("cce_tf.train", "cce-train"), ("cce_tf.export", "cce-export"), ("eval.analyses.attack_suite.cli", "cce-attack"),
+TOOLS = (("cce_tf.train", "cce-train"), ("cce_tf.export", "cce-export"), ("eval.attack_suite", "cce-attack"),
          ("eval.tables", "cce-tables"), ("eval.analyses.transferability", "cce-transfer"), ("eval.analyses.blackbox", "cce-blackbox"),
          ("eval.analyses.detection", "cce-detect"), ("eval.analyses.adaptive_detection", "cce-adaptive-detect"),
          *((f"figures.{name}", f"cce-figure {name}") for name in ("entropy_histogram", "roc_attacks", "roc_eps",

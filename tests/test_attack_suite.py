@@ -1,4 +1,4 @@
-"""python -m eval.analyses.attack_suite.cli on a real tiny run: contract 7's JSON, the table, reuse, bad input,
+"""python -m eval.attack_suite on a real tiny run: contract 7's JSON, the table, reuse, bad input,
 the bounds check, and the gradient-masking sanity checks."""
 import json
 import os
@@ -148,7 +148,7 @@ def test_bad_attack_name_exits_2_and_leaves_the_json(first_run, run_dir):
     before = open(_path(run_dir), "rb").read()
     mtime = os.stat(_path(run_dir)).st_mtime_ns
     env = dict(os.environ, CCE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "eval.analyses.attack_suite.cli", "--run_dir", run_dir,
+    proc = subprocess.run([sys.executable, "-m", "eval.attack_suite", "--run_dir", run_dir,
                            "--attacks", "pgd,nope"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]

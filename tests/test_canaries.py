@@ -77,7 +77,7 @@ def test_a_deliberately_weak_pgd_is_flagged_on_an_undefended_model(nat_run):
     """PGD with k = 2 steps of 1e-5 moves no prediction, so the NAT model keeps its natural accuracy
     on the attacked samples (well above 10 % after an epoch); the suite's report must say so."""
     env = dict(os.environ, CCE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "eval.analyses.attack_suite.cli", "--run_dir", nat_run, "--attacks", "pgd",
+    cmd = [sys.executable, "-m", "eval.attack_suite", "--run_dir", nat_run, "--attacks", "pgd",
            "--nb_iter", "2", "--eps_iter", "0.00001", "--n_samples", "200", "--nosanity", "--verbose", "0"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = ["-1", "nan", "inf", "1e300", "abc", ""]
 ATTACK = ["n_samples", "batch_size", "seed", "nb_iter", "eps", "eps_iter"]
 CLIS = {
-    "eval.analyses.attack_suite.cli": ATTACK + ["mul_nb_iter"],
+    "eval.attack_suite": ATTACK + ["mul_nb_iter"],
     "eval.analyses.transferability": ATTACK,                    # the shared flags of eval.flags
     "eval.analyses.blackbox": ["eps", "eps_iter", "n_samples"],
     "eval.analyses.detection": ["eps", "eps_iter", "sweep_eps"],

@@ -20,7 +20,7 @@ PACKAGES = ("cce_tf", "attacks", "eval", "figures", "studies")
 TEST_TOOLS = {"pytest", "pytest-xdist"}
 TEST_AND_BUILD_TOOLS = TEST_TOOLS | {"setuptools"}   # in requirements.txt for make test, not the library's
 # Module -> its console script. figures.* run as `cce-figure NAME`.
-SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.analyses.attack_suite.cli": "cce-attack",
+SCRIPTS = {"cce_tf.train": "cce-train", "cce_tf.export": "cce-export", "eval.attack_suite": "cce-attack",
            "eval.tables": "cce-tables", "eval.analyses.transferability": "cce-transfer", "eval.analyses.blackbox": "cce-blackbox",
            "eval.analyses.detection": "cce-detect", "eval.analyses.adaptive_detection": "cce-adaptive-detect",
            "studies.reproduce": "cce-reproduce", "studies.convergence": "cce-convergence"}

@@ -169,7 +169,7 @@ def comparable(results):
 def test_two_attack_suites_on_one_run_keep_both_attacks(tiny_run, tmp_path):
     from eval.analyses.attack_suite import store
 
-    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.analyses.attack_suite.cli",
+    together, alone = evaluated_together_and_alone(tiny_run, tmp_path, "eval.attack_suite",
                                                    [("--attacks", a, *SUITE) for a in ("fgsm", "pgd")])
     got, expected = (store.read_results(r) for r in (together, alone))
     assert set(got["attacks"]) == set(got["any_attack"]["attacks"]) == {"fgsm", "pgd"}

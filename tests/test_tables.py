@@ -54,7 +54,7 @@ def test_missing_results_exit_2(tmp_path, capsys):
     a = _run(tmp_path / "a", "cce-rm", 2, 0.75, {})
     os.remove(os.path.join(a, "eval", "attack_suite.json"))
     assert tables.cli(["tables", "--run_dir", a]) == 2
-    assert "eval.analyses.attack_suite.cli" in capsys.readouterr().err
+    assert "eval.attack_suite" in capsys.readouterr().err
 
 
 def test_results_of_other_weights_are_never_tabled(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The attack suite (Tables 3-5): robust accuracy of a run under the paper's attacks, an analysis of
 eval.analyses.ANALYSES (this module: its NAME, Options, evaluate, stored, rows, job options, cost
-and table). Its CLI is eval/analyses/attack_suite/cli.py; one concept per module, in the order a run
+and table). Its CLI is eval/attack_suite.py; one concept per module, in the order a run
 goes through them:
 
     plan     SuiteOptions and their checks; per run, the attacks' params and sample counts, which

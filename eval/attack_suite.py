@@ -1,9 +1,9 @@
 """CLI: robust accuracy of trained runs under the paper's attacks (Tables 3-5).
 
-    python -m eval.analyses.attack_suite.cli --run_dir RUN                       # the paper's attacks, paper settings
-    python -m eval.analyses.attack_suite.cli --run_dir runs/adp --run_dir runs/cce   # side by side, one column each
-    python -m eval.analyses.attack_suite.cli --run_dir RUN --attacks pgd,spsa --n_samples 1000 --nb_iter 20
-    python -m eval.analyses.attack_suite.cli --run_dir my_model.keras --dataset fashion_mnist   # any classifier
+    python -m eval.attack_suite --run_dir RUN                       # the paper's attacks, paper settings
+    python -m eval.attack_suite --run_dir runs/adp --run_dir runs/cce   # side by side, one column each
+    python -m eval.attack_suite --run_dir RUN --attacks pgd,spsa --n_samples 1000 --nb_iter 20
+    python -m eval.attack_suite --run_dir my_model.keras --dataset fashion_mnist   # any classifier
 
 --run_dir also takes a model file in place of a run folder: a .keras file or a TensorFlow
 SavedModel folder of any classifier (logits out, [0, 1] NHWC float32 in; e.g. written by
