@@ -236,3 +236,21 @@ def test_each_seed_draws_its_own_test_images_the_same_for_every_method():
     np.testing.assert_array_equal(batches.draw_order(50, None), np.arange(50))
     small = plan.make(spec.load("headline"), SCALES["small"], (0, 1), "out")
     assert all("draw" not in j.options for j in small.jobs)
+
+
+def test_kinds_runs_only_the_jobs_of_those_kinds(mini, tmp_path, capsys):
+    """--kinds train on an out_dir whose runs are trained runs nothing (its evaluations wait for a
+    later invocation, they are not attempted); a kind the plan has no job of is bad input."""
+    import shutil
+    argv, out = mini
+    copy = tmp_path / "out"
+    shutil.copytree(out / "runs", copy / "runs")
+    os.makedirs(copy / "jobs")
+    for f in (f for f in os.listdir(out / "jobs") if f.startswith("train__") and f.endswith(".json")):
+        shutil.copy(out / "jobs" / f, copy / "jobs" / f)
+    base = [a if a != str(out) else str(copy) for a in argv]
+    assert reproduce.main(base + ["--kinds", "train"]) == 0
+    assert "0 job(s) done, 0 failed" in capsys.readouterr().out
+    assert not [f for f in os.listdir(copy / "jobs") if f.startswith("attack_suite")]
+    assert reproduce.cli(base + ["--kinds", "detection"]) == 2
+    assert "--kinds: detection is not a kind of this plan's jobs" in capsys.readouterr().err
