@@ -13,8 +13,8 @@ import tensorflow as tf
 from attacks import registry
 from conftest import copy_run
 from attacks.errors import AttackUnavailable
-from eval import reuse, sanity, stats
-from eval.analyses.attack_suite import engine, report, store, cli as suite_cli
+from eval import attack_suite as suite_cli, reuse, sanity, stats
+from eval.analyses.attack_suite import engine, report, store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--attacks", "fgsm,pgd", "--n_samples", "64", "--nb_iter", "5", "--batch_size", "32"]

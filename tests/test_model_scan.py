@@ -14,7 +14,8 @@ from cce_tf.ensemble import build_ensemble
 from cce_tf.export import standalone_model
 from eval import model_scan
 from eval.analyses import adaptive_detection, blackbox, detection
-from eval.analyses.attack_suite import store, cli as suite_cli
+from eval import attack_suite as suite_cli
+from eval.analyses.attack_suite import store
 
 IMAGES = tf.TensorSpec([None, 28, 28, 1], tf.float32)
 
