@@ -333,12 +333,12 @@ def _flags(plan: Plan, part: Study, label: str, seed: int, key: str) -> Optional
     """The per-sample flags behind row ``key`` of run ``label`` at ``seed``, from the analysis of the
     part that keeps them (``flags`` of eval.analyses); None where none does."""
     cell = next((c for c in plan.cells if c.study == part.name and c.run.label == label and c.seed == seed), None)
-    for a in (a for a in _analyses(part) if cell is not None and hasattr(a, "flags")):
+    for a in (a for a in _analyses(part) if cell is not None and hasattr(a, "sample_flags")):
         try:
             r = a.stored(_target(cell.run_dir))
         except OSError:   # not trained yet
             return None
-        found = a.flags(r, key) if r else None
+        found = a.sample_flags(r, key) if r else None
         if found is not None:
             return np.asarray(found, bool)
     return None

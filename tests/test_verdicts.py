@@ -295,3 +295,13 @@ def test_an_accuracy_claim_is_floored_by_the_observed_disagreement(monkeypatch):
     c = results.check_claim(pl, p, PGD_CLAIM, rows)
     assert c["verdict"] == stats.UNDECIDED
     assert c["sd"] == pytest.approx(stats.observed_test_noise([(0.01, 500, 65)]))
+
+
+def test_the_page_hooks_of_every_analysis_are_functions():
+    """studies.results finds an analysis's optional hooks by name: a module that imports something of
+    that name (absl's ``flags``) must not pass for one."""
+    from eval.analyses import ANALYSES
+    for a in ANALYSES.values():
+        for hook in ("sample_flags", "check_lines", "sanity"):
+            assert not hasattr(a, hook) or callable(getattr(a, hook)), (a.NAME, hook)
+    assert callable(ANALYSES["attack_suite"].sample_flags) and callable(ANALYSES["adaptive_detection"].check_lines)

@@ -69,7 +69,7 @@ def stored(target: Target) -> Optional[dict]:
     return dict(r, flags=store.masks_on(target.path, fp)) if r else None
 
 
-def flags(result: dict, key: str) -> Optional[np.ndarray]:
+def sample_flags(result: dict, key: str) -> Optional[np.ndarray]:
     """The per-sample robust flags behind row ``key`` of ``rows(result)`` (an attack, or any_attack),
     for the observed-disagreement floor of a claim between two runs (studies.results); None where
     there are none."""
