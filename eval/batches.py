@@ -40,6 +40,12 @@ def draw_order(n_test: int, draw: Optional[int]) -> np.ndarray:
     return np.arange(n_test) if draw is None else np.random.default_rng([0xD7A3, int(draw)]).permutation(n_test)
 
 
+def draw_setting(draw: Optional[int]) -> dict:
+    """The draw as a reuse setting: {"draw": draw}, or {} for the first n, so results computed on the
+    first n before draws existed stay reusable."""
+    return {} if draw is None else {"draw": draw}
+
+
 def test_samples(dataset: str, n_samples: Optional[int] = None, draw: Optional[int] = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The first n_samples test images and labels (all when None or 0) in ``draw_order``."""

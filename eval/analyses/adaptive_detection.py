@@ -90,6 +90,14 @@ def k_ladder(evaded_at: Callable[[int], np.ndarray], correct: np.ndarray, nb_ite
         k *= 2
 
 
+def ladder_ks(nb_iter: int, max_nb_iter: int) -> list[int]:
+    """Every k ``k_ladder`` may run: nb_iter, 2·nb_iter, … ≤ max_nb_iter (the estimate and the cost)."""
+    ks = [int(nb_iter)]
+    while 2 * ks[-1] <= max_nb_iter:
+        ks.append(2 * ks[-1])
+    return ks
+
+
 def k_warnings(check: dict) -> list[str]:
     """The masking-style warning of an attacker that had not converged at its longest k."""
     r = check["rungs"]
@@ -143,7 +151,7 @@ def evaluate(target, options: Options = Options()) -> dict:
     path = target.results_path(JSON_NAME)
     settings = dict(n_samples=n_samples or None, seed=seed, eps=p["eps"], eps_iter=o.eps_iter,
                     nb_iter=p["nb_iter"], max_nb_iter=max_nb_iter, tolerance=CONVERGED, betas=list(betas), fpr=FPR,
-                    **({} if o.draw is None else {"draw": o.draw}))
+                    **batches.draw_setting(o.draw))
     old, decision = results_file.decide(path, fp, settings, force)
     if decision.reuse:
         return old
@@ -158,7 +166,7 @@ def evaluate(target, options: Options = Options()) -> dict:
     h_clean = batches.entropy_of_logits(logits)
     thr = threshold_at_fpr(h_clean[correct])
     names = ["pgd", *(f"pgd_confident_beta{b:g}" for b in betas), "mul_pgd_confident", "two_stage"]
-    steps = sum(o.nb_iter * 2 ** i for i in range(64) if o.nb_iter * 2 ** i <= max_nb_iter)
+    steps = sum(ladder_ks(o.nb_iter, max_nb_iter))
     log(estimate_line(ens, x, steps * (1 + len(betas) + (int(cfg["num_classes"]) - 1) + 2), batch_size,
                       f"{', '.join(names)} at k = {o.nb_iter}, doubled until converged (at most {max_nb_iter}; "
                       "the estimate is for every doubling)"))
@@ -258,7 +266,7 @@ def cost(options: dict, run_config: dict) -> float:
     n = batches.test_size(run_config["dataset"], options.get("n_samples"))
     classes = data.info(run_config["dataset"]).num_classes
     k = options["nb_iter"]
-    ks = sum(k * 2 ** i for i in range(32) if k * 2 ** i <= options.get("max_nb_iter", k))
+    ks = sum(ladder_ks(k, options.get("max_nb_iter", k)))
     return float((1 + len(BETAS) + classes - 1 + 2) * ks * n * run_config["members"])
 
 

@@ -128,7 +128,7 @@ def _matrix(targets: Sequence, o: Options) -> dict:
 
     fps = [t.fingerprint for t in opened]
     settings = dict(p, n_samples=n_samples or None, seed=seed, attack="pgd",
-                    run_dirs=[os.path.abspath(d) for d in run_dirs], **({} if o.draw is None else {"draw": o.draw}))
+                    run_dirs=[os.path.abspath(d) for d in run_dirs], **batches.draw_setting(o.draw))
     old = read_json(previous) if previous else None
     decision = reuse.decide(old, fps, settings, force)
     if decision.reuse:

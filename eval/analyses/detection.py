@@ -146,7 +146,7 @@ def _entry_settings(n_samples: Optional[int], seed: int, attack: str, eps: float
     """What a stored detection entry must match to be reused (with the weights, eval.reuse); the
     test images' draw only where there is one (eval.batches.draw_order)."""
     return dict(n_samples=n_samples, seed=seed, attack=attack, eps=eps, eps_iter=eps_iter,
-                nb_iter=nb_iter, **({} if draw is None else {"draw": draw}))
+                nb_iter=nb_iter, **batches.draw_setting(draw))
 
 
 def _load_npz(path: str) -> dict:

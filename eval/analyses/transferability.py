@@ -165,7 +165,7 @@ def evaluate(target, options: Options = Options()) -> dict:
         raise UsageError(f"{run_dir}: transferability needs an ensemble of N >= 2 members, "
                                 f"this run has N = {cfg.get('members')}")
     fp = target.fingerprint
-    settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples, **({} if o.draw is None else {"draw": o.draw}))
+    settings = dict(params, attack="pgd", seed=seed, n_samples=n_samples, **batches.draw_setting(o.draw))
     old, decision = results_file.decide(path, fp, settings, o.force)
     if decision.reuse:
         if verbose:

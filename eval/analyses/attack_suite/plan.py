@@ -152,7 +152,7 @@ def run_attacks(names: list[str], config: dict, n_test: int, opts: SuiteOptions)
 def reuse_settings(params: dict, n_samples: int, seed: int, draw: Optional[int] = None) -> dict:
     """What a stored attack result must match to be reused (with the weights, eval.reuse); the draw
     only where there is one, so results on the first n stay as they were."""
-    return {"params": params, "n_samples": n_samples, "seed": seed, **({} if draw is None else {"draw": draw})}
+    return {"params": params, "n_samples": n_samples, "seed": seed, **batches.draw_setting(draw)}
 
 
 def reuse_decisions(existing: dict, fp: str, attacks: dict[str, tuple[dict, int]],
