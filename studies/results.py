@@ -1,35 +1,32 @@
-"""What a study measured: results.jsonl in long format, the tables beside the paper's numbers, and
-the verdict on each claim of the studies (DESIGN.md, contracts 10 and 11).
+"""What a study measured: results.jsonl in long format, each part's table beside the paper's numbers,
+and the verdict on each claim of the studies (DESIGN.md, contracts 10 and 11). The page that puts
+them together is studies/page.py.
 
 Usage::
 
     from studies import results
     rows = results.collect(plan)                          # one dict per (run, seed, evaluation, metric)
     results.write_jsonl(rows, "results/table4/results.jsonl")
-    md, csv = results.render(plan, rows)                  # Markdown page and CSV table
     checked = results.check_claims(plan, rows)            # every claim's verdict, by part
+    md = results.study_table(part, rows)                  # one part's table
 
 Only results computed on the weights each run holds now are collected (eval.reuse): a table never
-mixes weights. The page opens with the paper's main claims (summary: MAIN_CLAIMS, each with its
-worst case over every attack and the paper's difference), then one section per part. Cells: mean ±
-sd over seeds (one seed: its 95 % Wilson interval) and the paper's value in brackets. Parts whose
-cells are the same training runs (Tables 4 and 5 at the Fashion-MNIST scales: shared_tables) are
-one table, each cell with every part's paper value by its label; every table names the scale it
-ran at (source_line). Claims: the seed is the unit. Per seed, the difference a - b; over the plan's
-seeds, their mean with its 95 % t interval (eval.stats.seed_interval; one seed: no interval); a
-verdict: holds, does not hold, or cannot be told apart at this sample size; beside it the paper's
-own a - b, whether the size the paper states meets our interval, and the verdict after Holm's
-adjustment over the page's distinct claims. Claims on the same runs (claim_identity) get one
-verdict, counted once. ``resolution`` is what the dry run says of the claims before anything runs.
+mixes weights. Cells: mean ± sd over seeds (one seed: its 95 % Wilson interval) and the paper's
+value in brackets; each row names its settings and n. Parts whose cells are some of an earlier
+part's training runs (Tables 4 and 5 at the Fashion-MNIST scales, Fig 3 in Fig 2's: shared_tables)
+are one table, each cell with every part's paper value by its label. Claims: the seed is the unit.
+Per seed, the difference a - b; over the plan's seeds, their mean with its 95 % t interval
+(eval.stats.seed_interval, its sd floored by the test noise of the data: _test_noise); a verdict:
+holds, does not hold, or cannot be told apart at this sample size; beside it the paper's own a - b,
+whether the size the paper states meets our interval, and the verdict after Holm's adjustment over
+the page's distinct claims. Claims on the same runs (claim_identity) get one verdict, counted once.
+``resolution`` is what the dry run says of the claims before anything runs.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
 import os
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -42,7 +39,7 @@ from studies.plan import Cell, Plan, runs_folder
 from studies.spec import Claim, Study
 
 ROW_KEYS = ("study", "dataset", "arch", "method", "preset", "members", "lambda_pm", "lambda_dm", "seed",
-            "evaluation", "attack", "eps", "eps_iter", "nb_iter", "n", "n_pos", "metric", "value",
+            "evaluation", "attack", "eps", "eps_iter", "nb_iter", "n", "n_pos", "over", "metric", "value",
             "weights_sha256", "label", "key", "cell")
 TRANSFER_METRICS = transferability.METRICS   # Table 6's symbols, shown in percent
 
@@ -159,6 +156,7 @@ _PROPORTIONS = ("robust_accuracy", "natural_accuracy", "accuracy", "a_en_en", "a
                 "S10", "S00")
 # The paper's names of the data sets, for the page.
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+ARCH_NAMES = {"cnn": "CNN", "resnet20": "ResNet-20"}
 
 
 def _scale_of(metric: str) -> float:
@@ -210,11 +208,15 @@ def _grid(part: Study, rows: list[dict], others: tuple[Study, ...] = ()) -> tupl
     return row_keys, labels, by
 
 
-def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]] = None) -> str:
+def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]] = None,
+                shown: Optional[dict[tuple, str]] = None) -> str:
     """One Markdown table: rows = metrics, columns = runs (the black box: one table per ε). ``shared``:
     {label: part} of every part whose runs this table shows, ``part`` first (shared_tables): each
-    cell then carries every part's paper number by its label."""
+    cell then carries every part's paper number by its label. ``shown``: the cells the page's earlier
+    tables showed (cell_identity -> their source), updated with this table's; such a cell reads "as
+    in SOURCE", and a row whose every cell is one is left out."""
     row_keys, cols, by = _grid(part, rows, tuple(shared.values())[1:] if shared else ())
+    shown = {} if shown is None else shown
 
     def paper(key: str, col: str):
         if not shared:
@@ -234,26 +236,45 @@ def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]
         return "\n\n".join(out)
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for key in row_keys:
-        cells = [cell_text(by.get((key, c), []), paper(key, c)) for c in cols]
+        before = {c: shown.get(cell_identity(by.get((key, c), []))) for c in cols if not paper(key, c)}
+        if by_us := [c for c in cols if by.get((key, c)) and not before.get(c)]:
+            shown.update({cell_identity(by[(key, c)]): _source(part) for c in by_us})
+        elif any(before.values()):
+            continue   # every value of the row is in an earlier table
+        cells = [f"as in {before[c]}" if before.get(c) else cell_text(by.get((key, c), []), paper(key, c))
+                 for c in cols]
         ran = [r for c in cols for r in by.get((key, c), [])]
-        lines.append(f"| {_row_label(key)}{settings_text(ran)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_row_label(key, ran)}{settings_text(ran)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def cell_identity(rows: list[dict]) -> Optional[tuple]:
+    """What makes two tables' cells one number: the row, the run label and the weights of every seed
+    (None for rows that do not name their weights)."""
+    if not rows or any(r.get("weights_sha256") is None for r in rows):
+        return None
+    return rows[0]["key"], rows[0]["cell"], frozenset((r["seed"], r["weights_sha256"]) for r in rows)
+
+
 def settings_text(rows: list[dict]) -> str:
-    """" (k = 20, ε = 0.1, η = 0.0125)": what the rows' attack ran with (the paper's rows say k = 100;
-    ours say what they ran); several settings are listed apart, none gives ""."""
+    """" (k = 20, ε = 0.1, η = 0.0125; n = 1000)": what the rows' attack ran with (the paper's rows say
+    k = 100; ours say what they ran) and on how many test images; several settings are listed apart,
+    several n as "n = 250/500"; none gives ""."""
     seen = dict.fromkeys((r.get("nb_iter"), r["eps"], r.get("eps_iter")) for r in rows if r.get("eps") is not None)
     texts = [", ".join(t for t in (f"k = {k}" if k else "", f"ε = {e:.4g}", f"η = {h:.4g}" if h else "") if t)
              for k, e, h in seen]
+    ns = sorted({r["n"] for r in rows if r.get("n")})
+    if ns:   # an AUC's n (clean and adversarial images ranked) differs by seed: its range
+        texts.append("n = " + (f"{ns[0]}–{ns[-1]}" if len(ns) > 2 else "/".join(map(str, ns))))
     return f" ({'; '.join(texts)})" if texts else ""
 
 
-def _row_label(key: str) -> str:
+def _row_label(key: str, rows: list[dict] = ()) -> str:
     if key == "natural":
         return NAT_ROW
-    if key == "any_attack":
-        return f"**{ANY_ROW} over every attack row of its column**"
+    if key == "any_attack":   # the attacks its worst case is over, as the suite chose them (engine.any_attack)
+        over = dict.fromkeys(a for r in rows for a in (r.get("over") or "").split(",") if a)
+        return f"**{ANY_ROW} over {', '.join(attack_label(a, []) for a in over) or 'every attack row of its column'}**"
     if key == "detection_aware":
         return "**Detection-aware robust accuracy (no adaptive attack evades at 5 % FPR)**"
     if key.startswith("adaptive_auc_"):
@@ -383,7 +404,8 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
     threshold for a threshold claim); ``diff``, ``ci_low``, ``ci_high``, ``p``: their mean, its 95 %
     t interval over seeds and the two-sided p of "a - b = margin" (eval.stats.seed_interval); ``sd``:
     the one that interval used, the per-seed differences' own or, if larger, the test noise of
-    their data (_test_noise); the
+    their data (_test_noise), itself ``noise``; ``n_images``: the fewest test images a seed's rows
+    rest on; the
     verdict from that interval (one seed: no interval, cannot be told apart); ``paper_diff``: the
     paper's own a - b where it prints both (in its printed unit); ``size_in_interval``: whether the size
     the paper's text states meets our interval ("yes" / "no" / "–")."""
@@ -400,13 +422,15 @@ def check_claim(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> dict
                margin=claim.margin, size=claim.size, scale=scale, seeds=seeds,
                per_seed=[a_rows[s]["value"] - b_rows[s]["value"] for s in seeds],
                paper_diff=None if claim.a not in paper or paper_b is None else paper[claim.a] - paper_b,
-               diff=None, ci_low=None, ci_high=None, p=None, sd=None, size_in_interval="–")
+               diff=None, ci_low=None, ci_high=None, p=None, sd=None, noise=None, n_images=None,
+               size_in_interval="–")
     if not seeds:
         why = _left_out(plan, part, claim)
         return dict(out, method=why or "no results yet", verdict=NOT_AT_SCALE if why else NOT_MEASURED)
     floor = _test_noise(plan, part, claim, a_rows, b_rows, seeds)
     s = stats.seed_interval(out["per_seed"], claim.margin / scale, min_sd=floor)
-    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"])
+    out.update(diff=s["diff"], ci_low=s["ci_low"], ci_high=s["ci_high"], p=s["p"], sd=s["sd"], noise=floor,
+               n_images=min((a_rows[k].get("n") or 0 for k in seeds), default=0) or None)
     if s["p"] is None:
         return dict(out, method="one seed: no seed-level interval", verdict=stats.UNDECIDED)
     if claim.size:
@@ -431,10 +455,11 @@ def check_claims(plan: Plan, rows: list[dict]) -> dict[str, list[dict]]:
     for part in _parts(plan):
         out[part.name] = []
         for claim in part.claims:
+            identity = claim_identity(plan, part, claim)
             c = dict(gated(plan, part, claim, check_claim(plan, part, claim, rows), failed), by=part.claims_by,
-                     where=_source(part), same_as=None, holm=None)
+                     where=_source(part), same_as=None, holm=None, identity=identity)
             out[part.name].append(c)
-            groups.setdefault(claim_identity(plan, part, claim), []).append(c)
+            groups.setdefault(identity, []).append(c)
     counted = [max(g, key=lambda c: len(c["seeds"])) for g in groups.values()]
     family = [c for c in counted if c["p"] is not None]
     for c, significant in zip(family, stats.holm([c["p"] for c in family], HOLM_ALPHA)):
@@ -514,18 +539,36 @@ def _listed(names: list[str]) -> str:
 
 
 def claims_table(checked: list[dict]) -> str:
-    """Differences in the metric's printed unit (percentage points; seconds for training time)."""
-    lines = ["| Claim | per seed (a − b) | mean a − b [95 % CI] | method | verdict | paper's a − b "
-             "| paper's size in our interval? | Holm |", "|---|---|---|---|---|---:|---|---|"]
+    """Differences in the metric's printed unit (percentage points; seconds for training time). Each
+    row names its two sides first; a column with no value in any row is left out."""
+    head = ["a − b", "Claim", "per seed (a − b)", "mean a − b [95 % CI]", "method", "verdict", "paper's a − b",
+            "paper's size in our interval?", "Holm"]
+    body = []
     for c in checked:
         per = ", ".join(f"{c['scale'] * d:+.1f}" for d in c["per_seed"]) or "–"
         verdict = f"**{c['verdict']}**"
         if c["same_as"]:
             verdict = f"same claim as {c['same_as']}'s: {verdict}"
         size = c["size_in_interval"] + (f" ({c['size'][0]:g} to {c['size'][1]:g})" if c["size"] else "")
-        lines.append(f"| {c['text']} | {per} | {_difference_text(c)} | {c['method']} | {verdict} "
-                     f"| {_paper_diff_text(c)} | {size} | {c['holm'] or '–'} |")
+        body.append([sides(c), c["text"], per, _difference_text(c), c["method"], verdict, _paper_diff_text(c),
+                     size, c["holm"] or "–"])
+    return markdown_table(head, body, right=("paper's a − b",))
+
+
+def markdown_table(head: list[str], body: list[list[str]], right: tuple[str, ...] = ()) -> str:
+    """A Markdown table without the columns that are "–" (no value) in every row."""
+    keep = [i for i in range(len(head)) if any(row[i] != "–" for row in body)]
+    lines = ["| " + " | ".join(head[i] for i in keep) + " |",
+             "|" + "".join("---:|" if head[i] in right else "---|" for i in keep)]
+    lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in body]
     return "\n".join(lines)
+
+
+def sides(c: dict) -> str:
+    """"CCE-RM_2 − ADP_2, PGD": the two sides of a claim and what it compares."""
+    b = f"{c['b']:g}" if isinstance(c["b"], (int, float)) else c["b"]
+    what = "worst case over every attack" if c["metric"] == "any_attack" else _row_label(c["metric"])
+    return f"{c['a']} − {b}, {what}"
 
 
 def _difference_text(c: dict) -> str:
@@ -540,70 +583,6 @@ def _difference_text(c: dict) -> str:
 
 def _paper_diff_text(c: dict) -> str:
     return "–" if c["paper_diff"] is None else f"{c['paper_diff']:+.1f}"
-
-
-# The paper's main claims, the rows of the page's summary, each the (metric, a, b) of a claim in the
-# study files: (a) CCE-RM beats ADV-EN and ADP at equal N under PGD (Tables 3-5, observation iii);
-# (b) a third member helps CCE-RM (observation iv; that its gain exceeds ADV-EN's and ADP's compares
-# two gaps, which no claim can state); (c) adversarial examples transfer less among its members
-# (Table 6's T); (d) CCE-DM detects them by the ensemble's entropy (Fig 2: above CCE-RM's AUC, and
-# above 90). A plan that does not train a row's runs has no such row.
-MAIN_CLAIMS = (("pgd", "CCE-RM_2", "ADV-EN_2"), ("pgd", "CCE-RM_2", "ADP_2"), ("pgd", "CCE-RM_3", "ADV-EN_3"),
-               ("pgd", "CCE-RM_3", "ADP_3"), ("pgd", "CCE-RM_3", "CCE-RM_2"), ("T", "CCE-RM_2", "ADV-EN_2"),
-               ("T", "CCE-RM_2", "ADP_2"), ("auc_pgd", "CCE-DM_2", "CCE-RM_2"), ("auc_pgd", "CCE-DM_2", 90.0))
-_SAID = {"pgd": "under PGD", "T": "in transferability T", "auc_pgd": "in entropy-detection AUC under PGD"}
-
-
-def main_claims(plan: Plan, checked: dict[str, list[dict]]) -> list[tuple[Study, Claim, dict]]:
-    """(part, claim, its check_claims entry) of each of MAIN_CLAIMS the plan measures: the first part,
-    in the plan's order, with that claim and cells for its runs (at the small scale, Table 4's: Table
-    3's ResNet-20 runs are not trained there)."""
-    trained = {(c.study, c.run.label) for c in plan.cells}
-    candidates = [(p, claim, entry) for p in _parts(plan) for claim, entry in zip(p.claims, checked[p.name])
-                  if (p.name, claim.a) in trained and (claim.threshold or (p.name, claim.b) in trained)]
-    found = []
-    for triple in MAIN_CLAIMS:
-        found += [c for c in candidates if (c[1].metric, c[1].a, c[1].b) == triple][:1]
-    return found
-
-
-def worst_case(plan: Plan, part: Study, claim: Claim, rows: list[dict]) -> Optional[dict]:
-    """check_claim of the same runs on the any-attack row (each run's per-sample worst case over every
-    attack on file for its weights), for a claim on an attack's robust accuracy; None otherwise."""
-    if claim.threshold or claim.metric not in ATTACK_NAMES:
-        return None
-    worst = dataclasses.replace(claim, metric="any_attack", size=None)
-    return gated(plan, part, worst, check_claim(plan, part, worst, rows), canaries_failed(plan))
-
-
-def summary(plan: Plan, rows: list[dict], checked: dict[str, list[dict]]) -> str:
-    """The page's first table, one row per main_claims claim: our mean a − b with its 95 % t interval
-    over seeds and the verdict (check_claims), the same comparison on the worst case over every
-    attack (worst_case), and the paper's a − b; then the MAIN_CLAIMS the plan does not measure. ""
-    when the plan measures none of them."""
-    found = main_claims(plan, checked)
-    if not found:
-        return ""
-    lines = [f"**The paper's main claims** at scale {plan.scale.name}, seeds {', '.join(map(str, plan.seeds))}: "
-             "a − b in percentage points, the mean over the seeds [its 95 % t interval over seeds], and the "
-             "verdict; the tables below give every claim.", "",
-             "| Claim | ours | ours, worst case over every attack | paper's a − b |", "|---|---|---|---:|"]
-    for part, claim, c in found:
-        b = f"{claim.b:g}" if claim.threshold else claim.b
-        worst = worst_case(plan, part, claim, rows)
-        lines.append(f"| {claim.a} {claim.direction} {b} {_SAID[claim.metric]} ({c['where']}) "
-                     f"| {_verdict_text(c)} | {_verdict_text(worst) if worst else '–'} | {_paper_diff_text(c)} |")
-    measured = {(claim.metric, claim.a, claim.b) for _, claim, _ in found}
-    missing = [f"{a} vs {b if isinstance(b, str) else f'{b:g}'} {_SAID[metric]}"
-               for metric, a, b in MAIN_CLAIMS if (metric, a, b) not in measured]
-    if missing:  # said, so that a main claim left out of the study is not read as one that was checked
-        lines += ["", "Not measured by this study (it does not state the claim or train its runs): "
-                  + "; ".join(missing) + "."]
-    return "\n".join(lines)
-
-
-def _verdict_text(c: dict) -> str:
-    return f"{_difference_text(c)} **{c['verdict']}**"
 
 
 def resolution(plan: Plan, rows: list[dict]) -> list[str]:
@@ -690,6 +669,23 @@ def canary_lines(plan: Plan) -> list[str]:
     return out
 
 
+def masking_flags(plan: Plan, part: Study) -> list[str]:
+    """For the top of every table that shows them: the runs whose masking checks break more images the
+    white-box cascade left robust than sampling noise explains (eval/sanity.py check 9), each with
+    its worst case marked untrustworthy."""
+    out = []
+    for cell in (c for c in plan.cells if c.study == part.name):
+        failed = {name: c for name, c in (sanity_report(cell.run_dir) or {}).get("beyond_cascade", {}).items()
+                  if not c["passed"]}
+        if failed:
+            said = "; ".join(f"{name} breaks {c['beyond_cascade']} of {c['n_samples']} images the white-box cascade "
+                             f"left robust (95 % interval from {100 * c['ci'][0]:.1f} %, above {100 * c['tolerance']:g} %)"
+                             for name, c in failed.items())
+            out.append(f"**{cell.run.label}, seed {cell.seed}: {said}: gradient masking is likely, so its worst "
+                       "case (the any-attack row) is untrustworthy.**")
+    return out
+
+
 def sanity_lines(plan: Plan, part: Study) -> list[str]:
     """One Markdown bullet per run and seed of the part whose attack-suite sanity report warns (every
     run of a full_evaluation part, warnings or not): the any-attack row against restarted margin PGD
@@ -712,6 +708,20 @@ def _dataset_name(name: str) -> str:
     return DATASET_NAMES.get(name, name)
 
 
+def heading(plan: Plan, parts: tuple[Study, ...]) -> str:
+    """What ran, then the paper object it stands for: "## Fashion-MNIST, CNN (the paper's Table 4 on
+    CIFAR-10): Robustness evaluation, standard CNN members"; a study beyond the paper (claims_by
+    "package") names no paper object."""
+    ran = dict.fromkeys(f"{_dataset_name(c.dataset)}, {ARCH_NAMES.get(c.run.arch, c.run.arch)}"
+                        for c in plan.cells if c.study == parts[0].name)
+    what = "; ".join(ran) or "Not run at this scale"
+    titles = "; ".join(dict.fromkeys(p.title for p in parts))
+    if all(p.claims_by == "package" for p in parts):
+        return f"## {what}: {titles}"
+    theirs = _listed(list(dict.fromkeys(_dataset_name(p.dataset) for p in parts)))
+    return f"## {what} (the paper's {_sources(parts)} on {theirs}): {titles}"
+
+
 def _source(part: Study) -> str:
     return part.source or part.name
 
@@ -727,18 +737,23 @@ def _sources(parts: tuple[Study, ...]) -> str:
 
 def shared_tables(plan: Plan) -> dict[str, tuple[Study, ...]]:
     """Each part's name -> the parts whose table is one with its own, in the plan's order: the first
-    shows it. Parts are one table when their cells are the same training runs (the same run labels
-    in the same run folders for every seed) shown the same way (layout, evaluations, full_evaluation
-    and the attacks this scale runs), so that the first part's rows are every row of the others: at
-    the Fashion-MNIST scales, Tables 4 and 5, 10a and 10b, 12 and 13; at every scale, Figs 3 and 4
-    (CCE-RM_2's entropy detection). A part with no cells at this scale is alone."""
-    groups: dict = {}
+    shows it. A part joins an earlier part's table when its cells are some of that table's training
+    runs (the same run labels in the same run folders for every seed) shown the same way (layout,
+    evaluations, full_evaluation and the attacks this scale runs), so that the table has every row
+    and column of it: at the Fashion-MNIST scales, Tables 4 and 5, 10a and 10b, 12 and 13; at every
+    scale, Fig 3 (CCE-RM_2's entropy detection) in Fig 2's table (CCE-DM_2 and CCE-RM_2). A part
+    with no cells at this scale is alone."""
+    groups: list[tuple[tuple, frozenset, list[Study]]] = []
     for part in _parts(plan):
         runs = frozenset((c.run.label, c.seed, c.run_dir) for c in plan.cells if c.study == part.name)
         shown = (part.layout, part.evaluations, part.full_evaluation,
-                 plan.scale.attacks_for(part.attacks, part.full_evaluation), runs)
-        groups.setdefault(shown if runs else part.name, []).append(part)
-    return {p.name: tuple(g) for g in groups.values() for p in g}
+                 plan.scale.attacks_for(part.attacks, part.full_evaluation))
+        home = next((g for g in groups if runs and g[0] == shown and runs <= g[1]), None)
+        if home:
+            home[2].append(part)
+        else:
+            groups.append((shown, runs, [part]))
+    return {p.name: tuple(g[2]) for g in groups for p in g[2]}
 
 
 def _paper_labels(group: tuple[Study, ...]) -> dict[str, Study]:
@@ -797,57 +812,3 @@ def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:
             if name.endswith(".png"):
                 found.append((f"seed {seed}: {name[:-4].replace('_', ' ')}", os.path.join(folder, name)))
     return found
-
-
-def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict], checked: list[dict],
-             link: Callable[[str, str], str]) -> list[str]:
-    """A part's Markdown: heading, Source line, its table with the canaries, sanity checks and
-    figures of its runs (``group``'s table, where it shows several parts: shared_tables), or where
-    an earlier part's table shows its runs; then its claims."""
-    if part is not group[0]:
-        label = next(label for label, p in _paper_labels(group).items() if p is part)
-        md = [f"## {part.title}", "", f"Source: {_source(part)}. {scale_text(plan)}: shown with "
-              f"{_source(group[0])} above (same runs), the paper's values labelled {label}.", ""]
-    else:
-        title = part.title if len(group) == 1 else f"{_sources(group)}: {'; '.join(p.title for p in group)}"
-        md = [f"## {title}", "", source_line(plan, group), ""]
-        if not any(c.study == part.name for c in plan.cells):
-            return md
-        suite = any(hasattr(a, "sanity") for a in _analyses(part))   # it checks its attacks for masking
-        unconverged, converging = check_lines(plan, part)
-        canaries = (canary_lines(plan) if suite else []) + unconverged
-        if canaries:
-            md += [*canaries, ""]
-        md += [study_table(part, rows, _paper_labels(group) if len(group) > 1 else None), ""]
-        checks = (sanity_lines(plan, part) if suite else []) + converging
-        if checks:
-            md += ["Sanity checks and canaries of these runs (eval/sanity.py; thresholds in each line, "
-                   "Carlini et al. 2019):", "", *checks, ""]
-        drawn = figures(plan, part)
-        if drawn:
-            md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]
-    if part.claims:
-        md += ["Claims (differences in percentage points, seconds for training time; the seed is the unit: "
-               "a claim holds when the whole 95 % t interval of its per-seed differences is on the claimed "
-               "side; Holm: the same verdict after Holm's adjustment over the page's distinct claims):", "",
-               claims_table(checked), ""]
-    return md
-
-
-def render(plan: Plan, rows: list[dict], header: str = "",
-           link: Callable[[str, str], str] = lambda study, path: path) -> tuple[str, str]:
-    """(Markdown page, CSV text) of every part of the plan's study. ``link(study, png)`` gives the
-    address a figure is shown under (the page's folder may differ from OUT_DIR)."""
-    md = [header] if header else []
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["study", "key", "cell", "n_seeds", "mean", "sd", "wilson_low", "wilson_high", "paper",
-                "per_seed"])
-    checked, shared = check_claims(plan, rows), shared_tables(plan)
-    for part in _parts(plan):
-        md += _section(plan, part, shared[part.name], rows, checked[part.name], link)
-        if any(c.study == part.name for c in plan.cells):
-            w.writerows(study_csv(part, rows))   # every part's rows, shared or not: the CSV is data
-    head = "\n\n".join(t for t in (summary(plan, rows, checked), claims_summary(checked), scale_note(plan)) if t)
-    md.insert(1 if header else 0, head + "\n")
-    return "\n".join(md), buf.getvalue()

@@ -36,6 +36,8 @@ A study file holds:
     parts, keep               instead of all of the above but name and title: a study made of other
                               studies (their file names, in order), each kept to the run labels of
                               ``keep`` and the claims between them (e.g. headline.toml)
+    [[budgets]]               of a study made of parts, optionally: study, scale, out_dir of the same
+                              claims at another training budget, shown beside its own on its page
     [[claims]]                the paper's qualitative claims, each checkable: text, metric, a, b (run
                               labels, or b = a number in percent for a threshold), direction (">" or
                               "<"), margin (percent points, default 0: a margin the paper states as
@@ -109,6 +111,16 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Budget:
+    """Another training budget of a composite study's claims, shown beside its own in the summary of
+    its page: a study (its claims a subset of the composite's), the scale that sets the budget, and
+    the OUT_DIR it runs in (studies.reproduce --study STUDY --scale SCALE --out_dir OUT_DIR)."""
+    study: str
+    scale: str
+    out_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     name: str
     title: str
@@ -124,6 +136,7 @@ class Study:
     parts: tuple["Study", ...] = ()   # the studies a composite ("paper") is made of
     full_evaluation: bool = False
     claims_by: str = "paper"   # whose claims: the paper's, or this package's (CLAIMS_BY)
+    budgets: tuple[Budget, ...] = ()   # the same claims at other training budgets, beside this study's
 
     def run(self, label: str) -> RunSpec:
         for r in self.runs:
@@ -185,7 +198,13 @@ def _composite(raw: dict, path: str) -> Study:
     for key in ("name", "title"):
         if key not in raw:
             raise SpecError(f"{path}: the study lacks {key!r}")
-    return _made_of(raw["name"], raw["title"], raw.get("source", ""), tuple(parts))
+    budgets = []
+    for b in raw.get("budgets", []):
+        if not isinstance(b, dict) or set(b) != {"study", "scale", "out_dir"}:
+            raise SpecError(f"{path}: each [[budgets]] has exactly study, scale and out_dir")
+        budgets.append(Budget(**{k: str(v) for k, v in b.items()}))
+    return dataclasses.replace(_made_of(raw["name"], raw["title"], raw.get("source", ""), tuple(parts)),
+                               budgets=tuple(budgets))
 
 
 def _made_of(name: str, title: str, source: str, parts: tuple[Study, ...]) -> Study:

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from eval import stats
-from studies import plan, results, spec
+from studies import page, plan, results, spec
 from studies.scale import SCALES
 
 ADV_EN = spec.RunSpec("ADV-EN_2", "adv-en", 2, "cnn")
@@ -199,7 +199,7 @@ def test_holm_view_over_the_distinct_claims():
     assert "2 hold (1 after Holm's adjustment)" in results.claims_summary({"table4": checked})
 
 
-def test_shared_runs_give_one_claim_and_every_claim_is_counted():
+def test_shared_runs_give_one_claim_and_every_claim_is_counted(tmp_path, monkeypatch):
     """Tables 4 and 5 train the same runs at the small scale: one claim. Table 3's ResNet-20 runs are
     not trained there: its claim counts as not measured at this scale. A package claim counts apart."""
     resnet = tuple(dataclasses.replace(r, arch="resnet20") for r in (ADV_EN, CCE_RM))
@@ -218,7 +218,8 @@ def test_shared_runs_give_one_claim_and_every_claim_is_counted():
     assert results.claim_identity(p, parts[1], PGD_CLAIM) == results.claim_identity(p, parts[2], PGD_CLAIM)
     assert results.claim_identity(p, parts[0], PGD_CLAIM) != results.claim_identity(p, parts[1], PGD_CLAIM)
 
-    md, _ = results.render(p, rows)
+    monkeypatch.chdir(tmp_path)   # the summary's forest plot goes under the plan's OUT_DIR
+    md, _ = page.render(p, rows)
     assert "**Claims:** 3 distinct (4 in the studies' files, 1 of them repeating" in md
     assert ("- the paper's 2: 1 hold (1 after Holm's adjustment), 0 do not hold (0 after Holm's adjustment), "
             f"0 {stats.UNDECIDED}, 1 not measured at this scale.") in md

@@ -237,13 +237,14 @@ def check_lines(result: dict) -> tuple[list[str], list[str]]:
 
 def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
     """results.jsonl's rows: per attack its AUC (adaptive_auc_NAME, where defined) and the share it
-    leaves right and unflagged (evaded_robust_NAME); the detection-aware robust accuracy."""
+    leaves right and unflagged (evaded_robust_NAME); the detection-aware robust accuracy. Plain PGD's
+    AUC is the detection analysis's (auc_pgd, the paper's protocol): one number for one attack."""
     out = []
     for name, m in result["attacks"].items():
         p = dict(m["params"])
         kw = dict(evaluation=NAME, attack=name, eps=p.get("eps"), eps_iter=p.get("eps_iter"),
                   nb_iter=p.get("nb_iter"), n=result["n_samples"])
-        if m.get("auc") is not None:   # n: the clean and adversarial images the AUC ranks (as detection's)
+        if m.get("auc") is not None and name != "pgd":   # n: the clean and adversarial images the AUC ranks (as detection's)
             out.append(dict(kw, metric="auc", value=m["auc"], key=f"adaptive_auc_{name}",
                             **({"n": m["n_pos"] + m["n_neg"], "n_pos": m["n_pos"]} if "n_pos" in m else {})))
         out.append(dict(kw, metric="robust_accuracy", value=m["robust"], key=f"evaded_robust_{name}"))

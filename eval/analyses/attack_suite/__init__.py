@@ -102,7 +102,7 @@ def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
     worst = any_attack({a: entries[a] for a in on_file}, result.get("flags", {}))
     if worst:
         out.append(dict(evaluation=NAME, attack="any_attack", n=worst["n_samples"], metric="robust_accuracy",
-                        value=worst["robust_accuracy"], key="any_attack"))
+                        value=worst["robust_accuracy"], key="any_attack", over=",".join(worst["attacks"])))
     return out
 
 
