@@ -230,8 +230,6 @@ def load_model_file(path: str, dataset: Optional[str] = None, trust_model: bool 
     not), the SavedModel only once eval.model_scan allows every op in it (``trust_model``: unscanned,
     for a file the user wrote). The config has the keys of a run's config.json the tools read
     (members = 1: the file is one classifier)."""
-    import numpy as np
-
     try:
         if path.endswith(".keras"):
             import keras

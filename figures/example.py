@@ -45,11 +45,3 @@ def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float
 
     p = attack_params(dataset, eps, eps_iter)
     return p["eps"], p["eps_iter"]
-
-
-def attack_defaults(dataset: str, eps: Optional[float], eps_iter: Optional[float]) -> tuple[float, float]:
-    """(ε, η) of the data set's PGD (Table 6's setting) unless given; UsageError if η > ε."""
-    from eval.analyses.transferability import attack_params
-
-    p = attack_params(dataset, eps, eps_iter)
-    return p["eps"], p["eps_iter"]

@@ -18,7 +18,6 @@ from cce_tf.ensemble import (KERAS_FILE, WEIGHTS_FILE, Ensemble, InconsistentRun
                              keras_file_weights_sha256, load_run)
 from cce_tf.export import cli as export_cli, export_run
 from cce_tf.fingerprint import file_sha256, model_file_fingerprint, weights_fingerprint
-from conftest import ROOT
 from eval import batches, model_scan
 from eval import attack_suite as suite_cli
 from eval.analyses.attack_suite import store, plan as suite_plan, run as suite_run
