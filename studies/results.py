@@ -788,8 +788,10 @@ def source_line(plan: Plan, group: tuple[Study, ...]) -> str:
         differs = f", not the paper's {_listed([f'{d} ({_source(p)})' for d, p in zip(theirs, group)])}"
     paper = ("the paper's value in brackets" if len(group) == 1 else
              f"in brackets the paper's value of each, labelled {_listed(list(_paper_labels(group)))}")
-    return (f"{head}: runs on {', '.join(ours)}{differs}; seeds {', '.join(map(str, plan.seeds))}; cells: ours, "
-            f"mean ± sd over the seeds (one seed: its 95 % Wilson interval), and {paper}.")
+    images = ("test images drawn at random for each seed, the same for every run at that seed" if plan.scale.draw_images
+              else "the first n test images, as the paper's protocol fixes them")
+    return (f"{head}: runs on {', '.join(ours)}{differs}; seeds {', '.join(map(str, plan.seeds))}; {images}; "
+            f"cells: ours, mean ± sd over the seeds (one seed: its 95 % Wilson interval), and {paper}.")
 
 
 def figures(plan: Plan, part: Study) -> list[tuple[str, str]]:

@@ -102,6 +102,10 @@ def test_parts_with_other_runs_keep_their_own_tables():
     assert "shown in" not in md and "as in" not in md   # other runs: no cell is another table's
     for source, data in (("Table 4", "CIFAR-10"), ("Table 5", "CIFAR-100"), ("Table 6", "CIFAR-10")):
         assert f"Source: {source}. Scale paper: runs on {data}; seeds 0, 1, 2;" in md
+    # Which test images: the paper scale keeps the paper's first n; the standard scale draws per seed.
+    assert "seeds 0, 1, 2; the first n test images, as the paper's protocol fixes them; cells:" in md
+    md, _ = page.render(make_plan([t4], scale="standard"), rows)
+    assert "seeds 0, 1, 2; test images drawn at random for each seed, the same for every run at that seed;" in md
 
 
 def _summary_plan():
