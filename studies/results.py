@@ -234,7 +234,7 @@ def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]
                 lines.append(f"| {a} | " + " | ".join(cells) + " |")
             out.append("\n".join(lines))
         return "\n\n".join(out)
-    lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    body = []
     for key in row_keys:
         before = {c: shown.get(cell_identity(by.get((key, c), []))) for c in cols if not paper(key, c)}
         if by_us := [c for c in cols if by.get((key, c)) and not before.get(c)]:
@@ -244,8 +244,8 @@ def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]
         cells = [f"as in {before[c]}" if before.get(c) else cell_text(by.get((key, c), []), paper(key, c))
                  for c in cols]
         ran = [r for c in cols for r in by.get((key, c), [])]
-        lines.append(f"| {_row_label(key, ran)}{settings_text(ran)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([f"{_row_label(key, ran)}{settings_text(ran)}", *cells])
+    return markdown_table(["", *cols], body, right=tuple(cols))
 
 
 def cell_identity(rows: list[dict]) -> Optional[tuple]:
@@ -557,8 +557,8 @@ def claims_table(checked: list[dict]) -> str:
 
 def markdown_table(head: list[str], body: list[list[str]], right: tuple[str, ...] = ()) -> str:
     """A Markdown table without the columns that are "–" (no value) in every row."""
-    keep = [i for i in range(len(head)) if any(row[i] != "–" for row in body)]
-    lines = ["| " + " | ".join(head[i] for i in keep) + " |",
+    keep = [i for i in range(len(head)) if not body or any(row[i] != "–" for row in body)]
+    lines = ["|" + "|".join(f" {head[i]} " if head[i] else " " for i in keep) + "|",
              "|" + "".join("---:|" if head[i] in right else "---|" for i in keep)]
     lines += ["| " + " | ".join(row[i] for i in keep) + " |" for row in body]
     return "\n".join(lines)

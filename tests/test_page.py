@@ -151,6 +151,8 @@ def test_the_summary_gives_each_main_claim_against_the_papers_and_the_strongest_
     # The forest plot, drawn under the plan's OUT_DIR, its address given by the page's link.
     assert "![Forest plot of the main claims" in summary and "](out/figures/forest.png)" in summary
     assert os.path.isfile("out/figures/forest.png")
+    # ADP_2 has no value in Table 4 here: its column is left out.
+    assert "| | ADV-EN_2 | CCE-RM_2 |" in md and "| | ADV-EN_2 | ADP_2" not in md
     # Only the main claims this plan states and trains; the others are named as not measured.
     assert ("Not measured by this study (it does not state the claim or train its runs): CCE-RM_2 vs ADP_2 "
             "(robust accuracy under PGD); CCE-RM_3 vs ADV-EN_3") in summary
