@@ -205,6 +205,13 @@ def _grid(part: Study, rows: list[dict], others: tuple[Study, ...] = ()) -> tupl
         named = {*paper_keys, *(c.metric for p in shown for c in p.claims)}
         row_keys = [k for k in row_keys if not k.startswith("auc_") or k in named]
         row_keys = sorted(row_keys, key=lambda k: order.index(k) if k in order else len(order))
+
+    def values(key: str) -> set:
+        return {(r["cell"], r["seed"], r.get("eps"), r["value"]) for r in mine if r["key"] == key}
+    # Fig 4's sweep point at PGD's own ε is the "AUC, PGD" row again: one number, shown once.
+    pgd = values("auc_pgd")
+    row_keys = [k for k in row_keys if not (k.startswith("auc_sweep") and k not in paper_keys and pgd
+                                            and values(k) == pgd)]
     return row_keys, labels, by
 
 
@@ -236,9 +243,10 @@ def study_table(part: Study, rows: list[dict], shared: Optional[dict[str, Study]
         return "\n\n".join(out)
     body = []
     for key in row_keys:
-        before = {c: shown.get(cell_identity(by.get((key, c), []))) for c in cols if not paper(key, c)}
+        ids = {c: cell_identity(by.get((key, c), [])) for c in cols}
+        before = {c: shown.get(ids[c]) for c in cols if ids[c] and not paper(key, c)}
         if by_us := [c for c in cols if by.get((key, c)) and not before.get(c)]:
-            shown.update({cell_identity(by[(key, c)]): _source(part) for c in by_us})
+            shown.update({ids[c]: _source(part) for c in by_us if ids[c]})
         elif any(before.values()):
             continue   # every value of the row is in an earlier table
         cells = [f"as in {before[c]}" if before.get(c) else cell_text(by.get((key, c), []), paper(key, c))

@@ -303,3 +303,14 @@ def test_to_decide_says_how_many_seeds_or_images_would_narrow_a_worst_case_to_tw
     spread = dict(base, per_seed=[0.05, -0.04, 0.03, -0.05, 0.01], noise=0.01, sd=0.042, ci_low=-0.05, ci_high=0.05)
     assert "no number of test images on 5 seeds" in page.to_decide(spread)
     assert page.to_decide(dict(spread, ci_low=0.0, ci_high=0.03)) == ""
+
+
+def test_the_sweep_point_at_pgds_own_eps_is_not_a_second_row():
+    """Fig 4's sweep at ε = 0.1 is the attack of the "AUC, PGD" row: one number, one row."""
+    fig2 = part("fig2", "cifar10", {}, claims=(), layout="detection", evaluations=("detection",))
+    rows = [dict(study="fig2", key=key, cell=label, seed=seed, value=v, n=500, metric="auc", eps=eps)
+            for key, eps, v in (("auc_pgd", 0.1, 0.86), ("auc_sweep3", 0.1, 0.86), ("auc_sweep0", 0.0125, 0.9))
+            for label in ("ADV-EN_2", "CCE-RM_2") for seed in SEEDS]
+    md, _ = page.render(make_plan([fig2]), rows)
+    assert "| AUC, PGD (ε = 0.1; n = 500) | 86.0 ± 0.0 | 86.0 ± 0.0 |" in md
+    assert "sweep point 1 (ε = 0.0125" in md and "sweep point 4" not in md
