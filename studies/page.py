@@ -201,11 +201,11 @@ def summary(plan: Plan, checked: dict[str, list[dict]], budgets: list[Arm],
     if png:
         lines += ["", f"![Forest plot of the main claims: our 95 % intervals at each budget and attacker, "
                   f"the paper's a − b as a red cross]({png})"]
-    running = [a for a in budgets if not a.finished]
-    if running:
-        lines += [""] + [f"The {a.label} budget ({a.plan.study.name} at scale {a.plan.scale.name}, "
-                         f"{a.plan.out_dir}): {a.done} of {a.total} jobs done; its columns appear here when it "
-                         "has finished." for a in running]
+    for a in budgets[1:]:   # each other budget's command, and how far it is
+        command = (f"python -m studies.reproduce --study {a.plan.study.name} --scale {a.plan.scale.name} "
+                   f"--seeds {','.join(map(str, a.plan.seeds))} --out_dir {a.plan.out_dir}")
+        lines += ["", f"The {a.label} budget: `{command}`" + (
+            "." if a.finished else f": {a.done} of {a.total} jobs done; its columns appear here when it has finished.")]
     measured = {main for main, _ in found}
     missing = [f"{a} vs {b if isinstance(b, str) else f'{b:g}'} ({_SAID[metric]})"
                for metric, a, b, _ in MAIN_CLAIMS if (metric, a, b, _) not in measured]

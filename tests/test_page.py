@@ -170,7 +170,8 @@ def test_the_summary_shows_a_longer_budget_beside_once_it_has_finished():
     running = page.Arm("20 epochs", p, {}, 3, 8)
     md = page.summary(p, checked, [own, running])
     assert "20 epochs |" not in md
-    assert "The 20 epochs budget (paper at scale small, out): 3 of 8 jobs done; its columns appear here" in md
+    assert ("The 20 epochs budget: `python -m studies.reproduce --study paper --scale small --seeds 0,1,2 --out_dir "
+            "out`: 3 of 8 jobs done; its columns appear here when it has finished.") in md
 
 
 def test_no_summary_without_the_main_claims_runs():
