@@ -56,7 +56,6 @@ _STRONGEST = {WORST: "robust accuracy, per-sample worst case over every attack",
 DECIDED = 0.02   # the half-width (a fraction: 2 points) at which a worst-case verdict counts as decided
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One training budget of the page's claims: its plan, its claims checked (check_claims) and how
@@ -145,8 +144,33 @@ def _verdict_text(c: Optional[dict]) -> str:
     return "–" if c is None or c["diff"] is None else f"{_difference_text(c)} **{c['verdict']}**"
 
 
-def _in_arm(arm: Arm, main: tuple) -> Optional[dict]:
-    return next((entry for m, entry in main_claims(arm.plan, arm.checked) if m == main), None)
+def _in_arm(arm: Arm, main: tuple) -> tuple[Optional[dict], Optional[dict]]:
+    """A main claim's check_claims entry at one budget, and the same claim's against the strongest
+    attacker (None where that budget does not state it)."""
+    entry = next((e for m, e in main_claims(arm.plan, arm.checked) if m == main), None)
+    return entry, strongest(arm.checked, entry, main[3]) if entry else None
+
+
+def _rows(found: list[tuple[tuple, dict]], shown: list[Arm]) -> tuple[list, list, list]:
+    """The summary's rows against the paper's attacker and against the strongest one, and the forest
+    plot's lines, for each main claim (``found``: main_claims) at each finished budget (``shown``)."""
+    paper_rows, strong_rows, forest_lines = [], [], []
+    for main, c in found:
+        at = [(arm, *_in_arm(arm, main)) for arm in shown]
+        paper_rows.append([_claim_name(main, c), _paper_diff_text(c),
+                           *(t for _, e, _ in at for t in (_verdict_text(e), (e or {}).get("holm") or "–"))])
+        strong = [t for _, _, s in at for t in (_verdict_text(s), (s or {}).get("holm") or "–")]
+        measured = [s for _, _, s in at if s and s["diff"] is not None]
+        if measured:
+            what = _STRONGEST.get(main[3]) or f"AUC under {_row_label(measured[0]['metric'])[5:]}"
+            decide = [f"{arm.label}: {to_decide(s)}" for arm, _, s in at if s and s["metric"] == WORST and to_decide(s)]
+            strong_rows.append([f"{_claim_name(main, c).split(',')[0]}, {what}", *strong, "; ".join(decide) or "–"])
+        intervals = [forest.Interval(f"{arm.label}, {who}", 100 * x["diff"], 100 * x["ci_low"], 100 * x["ci_high"])
+                     for arm, e, s in at for who, x in (("PGD", e), ("strongest attacker", s))
+                     if x and x["ci_low"] is not None and x["scale"] == 100.0]
+        if intervals:
+            forest_lines.append(forest.Line(_claim_name(main, c), tuple(intervals), c["paper_diff"]))
+    return paper_rows, strong_rows, forest_lines
 
 
 def summary(plan: Plan, checked: dict[str, list[dict]], budgets: list[Arm],
@@ -155,36 +179,13 @@ def summary(plan: Plan, checked: dict[str, list[dict]], budgets: list[Arm],
     over seeds], the verdict and Holm's at every finished budget (``budgets``: arms), first against the
     paper's attacker (beside the paper's a − b), then against the strongest one (the per-sample worst
     case over every attack; for detection, the detector-aware attacker) with what would decide the
-    undecided; the forest plot of both (``forest_link(lines)``: its address on the page); the budgets
-    still running, and the MAIN_CLAIMS the plan does not measure. "" when it measures none of them."""
+    undecided; the forest plot of both (``forest_link(lines)``: its address on the page); the other
+    budgets' commands, and the MAIN_CLAIMS the plan does not measure. "" when it measures none of them."""
     found = main_claims(plan, checked)
     if not found:
         return ""
     shown = [a for a in budgets if a.finished]
-    per_arm = [(a, {main: _in_arm(a, main) for main, _ in found}) for a in shown]
-    paper_rows, strong_rows, forest_lines = [], [], []
-    for main, c in found:
-        paper_row, strong_row, intervals = [_claim_name(main, c), _paper_diff_text(c)], [], []
-        decide = []
-        for arm, entries in per_arm:
-            e = entries[main]
-            s = strongest(arm.checked, e, main[3]) if e else None
-            paper_row += [_verdict_text(e), (e or {}).get("holm") or "–"]
-            strong_row += [_verdict_text(s), (s or {}).get("holm") or "–"]
-            if s and s["metric"] == WORST and to_decide(s):
-                decide.append(f"{arm.label}: {to_decide(s)}")
-            intervals += [forest.Interval(f"{arm.label}, {who}", 100 * x["diff"], 100 * x["ci_low"], 100 * x["ci_high"])
-                          for who, x in (("PGD", e), ("strongest attacker", s))
-                          if x and x["ci_low"] is not None and x["scale"] == 100.0]
-        paper_rows.append(paper_row)
-        if main[3] and any(v != "–" for v in strong_row):
-            first = next((s for arm, entries in per_arm if entries[main]
-                          for s in [strongest(arm.checked, entries[main], main[3])] if s), None)
-            what = _STRONGEST.get(main[3]) or (f"AUC under {_row_label(first['metric'])[5:]}" if first else "–")
-            strong_rows.append([f"{_claim_name(main, c).split(',')[0]}, {what}", *strong_row,
-                                "; ".join(decide) or "–"])
-        if intervals:
-            forest_lines.append(forest.Line(_claim_name(main, c), tuple(intervals), c["paper_diff"]))
+    paper_rows, strong_rows, forest_lines = _rows(found, shown)
     budget_head = [h for a in shown for h in (a.label, "Holm")]
     lines = [f"**The paper's main claims** at scale {plan.scale.name}, seeds {', '.join(map(str, plan.seeds))}: "
              "a − b in percentage points, the mean over the seeds [its 95 % t interval over seeds] and the "
@@ -207,8 +208,8 @@ def summary(plan: Plan, checked: dict[str, list[dict]], budgets: list[Arm],
         lines += ["", f"The {a.label} budget: `{command}`" + (
             "." if a.finished else f": {a.done} of {a.total} jobs done; its columns appear here when it has finished.")]
     measured = {main for main, _ in found}
-    missing = [f"{a} vs {b if isinstance(b, str) else f'{b:g}'} ({_SAID[metric]})"
-               for metric, a, b, _ in MAIN_CLAIMS if (metric, a, b, _) not in measured]
+    missing = [f"{main[1]} vs {main[2] if isinstance(main[2], str) else f'{main[2]:g}'} ({_SAID[main[0]]})"
+               for main in MAIN_CLAIMS if main not in measured]
     if missing:  # said, so that a main claim left out of the study is not read as one that was checked
         lines += ["", "Not measured by this study (it does not state the claim or train its runs): "
                   + "; ".join(missing) + "."]
