@@ -258,10 +258,10 @@ def _section(plan: Plan, part: Study, group: tuple[Study, ...], rows: list[dict]
         if drawn:
             md += [" ".join(f"![{caption}]({link(part.name, path)})" for caption, path in drawn), ""]
     if part.claims:
-        md += ["Claims (differences in percentage points, seconds for training time; the seed is the unit: "
-               "a claim holds when the whole 95 % t interval of its per-seed differences is on the claimed "
-               "side; Holm: the same verdict after Holm's adjustment over the page's distinct claims):", "",
-               claims_table(checked), ""]
+        legend = ("Claims (differences in percentage points, seconds for training time; the seed is the unit: "
+                  "a claim holds when the whole 95 % t interval of its per-seed differences is on the claimed "
+                  "side; Holm: the same verdict after Holm's adjustment over the page's distinct claims):")
+        md += [*(seen.new([legend]) or ["Claims (read as above):"]), "", claims_table(checked), ""]
     return md
 
 

@@ -81,6 +81,8 @@ def test_parts_that_share_runs_show_one_table_with_both_papers_numbers():
             + SMALL + "shown in Table 4's table above (the same runs), the paper's values labelled CIFAR-100.") in md
     # Each claim row names its two sides first.
     assert md.count("| CCE-RM_2 − ADV-EN_2, PGD | CCE-RM_2 > ADV-EN_2 under PGD |") == 2
+    # How to read a claims table is said once.
+    assert md.count("Claims (differences in percentage points") == 1 and "Claims (read as above):" in md
     assert "same claim as Table 4's: **holds**" in md
     # The CSV is data: one block per part, each with its own paper number.
     by_part = {(r[0], r[2]): r[8] for r in csv.reader(io.StringIO(table_csv)) if r[1] == "pgd"}
