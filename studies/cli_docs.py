@@ -5,23 +5,35 @@
 Per tool: the command (python -m and console script), its purpose (the module docstring's first
 paragraph), its flags (name, type with choices or bounds, default, help; cce_tf.cli_flags.describe,
 as --help shows them) and an example (the docstring's first ``python -m`` line).
-tests/test_cli_docs.py fails when the committed page differs from this output. It lives in
-studies/, the top of the one-way flow, because it imports every tool.
+The tools are pyproject.toml's console scripts (``tools``), so a new one is on the page without a
+second list to update; it reads the checkout's pyproject.toml, as a documentation tool run from the
+repository. tests/test_cli_docs.py fails when the committed page differs from this output. It lives
+in studies/, the top of the one-way flow, because it imports every tool.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import tomllib
 
 from cce_tf import cli_flags
+from figures.cli import FIGURES
 
-# (module, console script), in the order of the flow: train, evaluate, draw, reproduce.
-TOOLS = (("cce_tf.train", "cce-train"), ("cce_tf.export", "cce-export"), ("eval.attack_suite", "cce-attack"),
-         ("eval.tables", "cce-tables"), ("eval.analyses.transferability", "cce-transfer"), ("eval.analyses.blackbox", "cce-blackbox"),
-         ("eval.analyses.detection", "cce-detect"), ("eval.analyses.adaptive_detection", "cce-adaptive-detect"),
-         *((f"figures.{name}", f"cce-figure {name}") for name in ("entropy_histogram", "roc_attacks", "roc_eps",
-                                                                 "predictions", "loss_surface", "training_curves")),
-         ("studies.reproduce", "cce-reproduce"), ("studies.convergence", "cce-convergence"))
+PYPROJECT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+
+
+def tools() -> tuple[tuple[str, str], ...]:
+    """(module, console script) of every tool, in pyproject.toml's order (the flow's: train, evaluate,
+    draw, reproduce); the one cce-figure script is one tool per figure module (figures.cli.FIGURES)."""
+    with open(PYPROJECT, "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    out = []
+    for script, target in scripts.items():
+        module = target.split(":")[0]
+        out += ([(f"figures.{name}", f"{script} {name}") for name in FIGURES] if module == "figures.cli"
+                else [(module, script)])
+    return tuple(out)
 
 
 def purpose(doc: str) -> str:
@@ -76,7 +88,7 @@ def render() -> str:
             "# Command-line tools", "",
             "Every tool below, its flags and an example, generated from the flag definitions. "
             "Benchmarks (`bench/*.py`) follow the same conventions.", ""]
-    return "\n".join(head + [shared_section(), ""] + [tool_section(m, s) + "\n" for m, s in TOOLS]).rstrip() + "\n"
+    return "\n".join(head + [shared_section(), ""] + [tool_section(m, s) + "\n" for m, s in tools()]).rstrip() + "\n"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ and the working directory stay as they were). cce_tf.train's flags: tests/test_t
 
 A flag defined once and shared (cce_tf.cli_flags.define_shared) is fuzzed through a few CLIs that
 use it; every other CLI is fuzzed on the flags it defines itself. Then the one convention, checked
-in-process on every tool of studies.cli_docs.TOOLS (no TensorFlow, no subprocess but the last):
+in-process on every tool of studies.cli_docs.tools() (no TensorFlow, no subprocess but the last):
 --help exits 0 and lists the choices of every enum, an unknown flag or a bad choice is one line and
 exit 2, --eps takes 8/255, --n_samples means "at most the first N", N >= 1, and --run_dir repeats."""
 import concurrent.futures as cf
@@ -16,7 +16,7 @@ from absl import flags
 
 from cce_tf import cli_flags
 from conftest import copy_run
-from studies.cli_docs import TOOLS
+from studies.cli_docs import tools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = ["-1", "nan", "inf", "1e300", "abc", ""]
@@ -65,7 +65,7 @@ def test_bad_numbers_exit_2_with_one_line_and_write_nothing(cli, run, tmp_path):
     assert _listing(run, tmp_path) == before
 
 
-MODULES = [m for m, _ in TOOLS]
+MODULES = [m for m, _ in tools()]
 
 
 def _tool(module):
