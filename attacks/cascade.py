@@ -26,6 +26,13 @@ from attacks import autoattack, gradient
 
 STAGES = ("pgd", "pgd_margin", "mul_pgd", "apgd-ce", "apgd-t")
 NOT_BROKEN = autoattack.NOT_BROKEN
+APGD_ITER = 100   # AutoAttack's standard version: APGD-CE's steps, and APGD-T's for each of its 9 targets
+
+
+def stage_ks(nb_iter: int, mul_nb_iter: int) -> dict[str, int]:
+    """The k of each stage, in their order (mul-PGD's and APGD-T's for each target class): what the
+    cascade's row names (studies.results)."""
+    return {"pgd": nb_iter, "pgd_margin": nb_iter, "mul_pgd": mul_nb_iter, "apgd-ce": APGD_ITER, "apgd-t": APGD_ITER}
 
 
 def _labels(model: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:

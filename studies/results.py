@@ -34,7 +34,7 @@ from attacks.settings import ATTACK_NAMES
 from eval import stats
 from eval.analyses import transferability
 from eval.target import history
-from eval.analyses.attack_suite.report import ANY_ROW, NAT_ROW, attack_label
+from eval.analyses.attack_suite.report import ANY_ROW, NAT_ROW, attack_label, cascade_label
 from studies.plan import Cell, Plan, runs_folder
 from studies.spec import Claim, Study
 
@@ -283,6 +283,9 @@ def _row_label(key: str, rows: list[dict] = ()) -> str:
     if key == "any_attack":   # the attacks its worst case is over, as the suite chose them (engine.any_attack)
         over = dict.fromkeys(a for r in rows for a in (r.get("over") or "").split(",") if a)
         return f"**{ANY_ROW} over {', '.join(attack_label(a, []) for a in over) or 'every attack row of its column'}**"
+    if key == "cascade":   # its stages and their k, as the suite wrote them ("pgd:40,...")
+        stages = dict.fromkeys(s for r in rows for s in (r.get("over") or "").split(",") if s)
+        return cascade_label({s.split(":")[0]: int(s.split(":")[1]) for s in stages}) if stages else "Cascade"
     if key == "detection_aware":
         return "**Detection-aware robust accuracy (no adaptive attack evades at 5 % FPR)**"
     if key.startswith("adaptive_auc_"):

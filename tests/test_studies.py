@@ -206,6 +206,19 @@ def test_full_evaluation_keeps_attacks_and_sanity_and_adds_adaptive_jobs(tiny_ru
     assert results._row_label("detection_aware").startswith("**Detection-aware")
 
 
+def test_the_cascade_row_names_its_stages_with_their_k_and_its_n():
+    """The issue's row rule: the cascade names its attacks, their k and n (not PGD's k alone)."""
+    from eval.analyses import attack_suite
+
+    cascade = {"robust_accuracy": 0.66, "n_samples": 1000, "weights_sha256": "f",
+               "params": {"eps": 0.1, "eps_iter": 0.01, "nb_iter": 40, "mul_eps_iter": 0.01, "mul_nb_iter": 20}}
+    result = {"n_test": 10000, "natural_accuracy": 0.83, "weights_sha256": "f", "attacks": {"cascade": cascade}}
+    row = [r for r in attack_suite.rows(result) if r["key"] == "cascade"][0]
+    label = results._row_label("cascade", [row]) + results.settings_text([row])
+    assert label == ("Cascade of PGD k = 40, PGD (CW margin loss) k = 40, mul-PGD k = 20, APGD-CE k = 100, "
+                     "APGD-T k = 100 (ε = 0.1; n = 1000)")
+
+
 def test_attack_tables_show_only_the_detection_aucs_they_name():
     import tomllib
     raw = tomllib.loads(STUDY)

@@ -96,9 +96,12 @@ def rows(result: dict, attacks: Sequence[str] = ()) -> list[dict]:
     on_file = [a for a in [*attacks, *entries] if "robust_accuracy" in entries.get(a, {})]
     for name in dict.fromkeys(on_file):
         e, p = entries[name], entries[name]["params"]
-        out.append(dict(evaluation=NAME, attack=name, eps=p.get("eps"), eps_iter=p.get("eps_iter"),
-                        nb_iter=p.get("nb_iter"), n=e["n_samples"], metric="robust_accuracy",
-                        value=e["robust_accuracy"], key=name))
+        steps = dict(eps_iter=p.get("eps_iter"), nb_iter=p.get("nb_iter"))
+        if name == "cascade":   # a k and η per stage: its row names them (studies.results)
+            from attacks.cascade import stage_ks
+            steps = dict(over=",".join(f"{s}:{k}" for s, k in stage_ks(p["nb_iter"], p["mul_nb_iter"]).items()))
+        out.append(dict(evaluation=NAME, attack=name, eps=p.get("eps"), **steps, n=e["n_samples"],
+                        metric="robust_accuracy", value=e["robust_accuracy"], key=name))
     worst = any_attack({a: entries[a] for a in on_file}, result.get("flags", {}))
     if worst:
         out.append(dict(evaluation=NAME, attack="any_attack", n=worst["n_samples"], metric="robust_accuracy",

@@ -20,9 +20,9 @@ ANY_ROW = "Any attack (per-sample worst case)"
 _LABELS = {"fgsm": "FGSM", "pgd": "PGD", "pgd_margin": "PGD (CW margin loss)",
            "pgd_margin_restarts": "PGD (CW margin loss, random restarts)", "bim": "BIM", "mim": "MIM", "mul_pgd": "mul-PGD",
            "mul_bim": "mul-BIM", "mul_mim": "mul-MIM", "spsa": "SPSA", "bb_pgd1": "B&B (wPGD1)",
-           "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack",
-           "cascade": "Cascade (PGD, margin PGD, mul-PGD, APGD-CE, APGD-T)"}
-_WITH_K = ("pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim", "cascade")
+           "bb_pgd2": "B&B (wPGD2)", "autoattack": "Auto-Attack", "cascade": "Cascade", "apgd-ce": "APGD-CE",
+           "apgd-t": "APGD-T"}
+_WITH_K = ("pgd", "pgd_margin", "pgd_margin_restarts", "bim", "mim", "mul_pgd", "mul_bim", "mul_mim")
 
 Outcome = Union[float, str, None]  # robust accuracy, "skipped", or None (not available)
 
@@ -33,6 +33,12 @@ def attack_label(name: str, ks: list[int]) -> str:
     if name in _WITH_K and ks:
         label += " k = " + "/".join(str(k) for k in sorted(set(ks)))
     return label
+
+
+def cascade_label(ks: dict[str, int]) -> str:
+    """"Cascade of PGD k = 40, …, APGD-T k = 100": its stages in their order, each with its k
+    (attacks.cascade.stage_ks)."""
+    return "Cascade of " + ", ".join(f"{attack_label(stage, [])} k = {k}" for stage, k in ks.items())
 
 
 def _cell(value: Outcome, n: Optional[int] = None) -> str:
@@ -55,7 +61,7 @@ def paper_table(columns: list[tuple[str, dict]]) -> str:
     for name in names:
         ks = [s["params"][name]["nb_iter"] for _, s in columns
               if name in s["params"] and "nb_iter" in s["params"][name]]
-        rows.append([attack_label(name, ks),
+        rows.append([_suite_label(name, ks, [s["params"][name] for _, s in columns if name in s["params"]]),
                      *(_cell(s["attacks"].get(name), s.get("n_samples", {}).get(name)) for _, s in columns)])
         subs = list(dict.fromkeys(a for _, s in columns for a in s.get("stages", {}).get(name, {})))
         for sub in subs:  # AutoAttack's robust accuracy after each of its sub-attacks
@@ -68,6 +74,13 @@ def paper_table(columns: list[tuple[str, dict]]) -> str:
                        f"(n = {s['any_attack']['n_samples']})" if s.get("any_attack") else "n/a"
                        for _, s in columns)])
     return markdown_table(["Attack", *(h for h, _ in columns)], rows, numeric=True)
+
+
+def _suite_label(name: str, ks: list[int], params: list[dict]) -> str:
+    if name == "cascade" and params:   # the first column's stages (every run of a table shares them)
+        from attacks.cascade import stage_ks
+        return cascade_label(stage_ks(params[0]["nb_iter"], params[0]["mul_nb_iter"]))
+    return attack_label(name, ks)
 
 
 def samples_text(n_samples: dict[str, Optional[int]]) -> str:
