@@ -53,6 +53,7 @@ def draw(lines: list[Line], path_stem: str) -> list[str]:
     ax.set_yticks([-row for row in range(len(lines))], [line.label for line in lines])
     ax.set_xlabel("a − b (percentage points), mean over seeds and 95 % interval")
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))   # one entry per label
-    ax.legend(handles.values(), handles.keys(), loc="best", fontsize=8)
+    ax.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.7 / fig.get_figheight()),
+              ncol=len(handles), fontsize=8)   # below the axes: never over an interval
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path_stem)

@@ -161,15 +161,16 @@ def _rows(found: list[tuple[tuple, dict]], shown: list[Arm]) -> tuple[list, list
                            *(t for _, e, _ in at for t in (_verdict_text(e), (e or {}).get("holm") or "–"))])
         strong = [t for _, _, s in at for t in (_verdict_text(s), (s or {}).get("holm") or "–")]
         measured = [s for _, _, s in at if s and s["diff"] is not None]
+        what = measured and (_STRONGEST.get(main[3]) or f"AUC under {_row_label(measured[0]['metric'])[5:]}")
         if measured:
-            what = _STRONGEST.get(main[3]) or f"AUC under {_row_label(measured[0]['metric'])[5:]}"
             decide = [f"{arm.label}: {to_decide(s)}" for arm, _, s in at if s and s["metric"] == WORST and to_decide(s)]
             strong_rows.append([f"{_claim_name(main, c).split(',')[0]}, {what}", *strong, "; ".join(decide) or "–"])
         intervals = [forest.Interval(f"{arm.label}, {who}", 100 * x["diff"], 100 * x["ci_low"], 100 * x["ci_high"])
                      for arm, e, s in at for who, x in (("PGD", e), ("strongest attacker", s))
                      if x and x["ci_low"] is not None and x["scale"] == 100.0]
-        if intervals:
-            forest_lines.append(forest.Line(_claim_name(main, c), tuple(intervals), c["paper_diff"]))
+        if intervals:   # the strongest attacker's reading may be another quantity: its line says which
+            label = _claim_name(main, c) + (f"\n(strongest attacker: {what.split(' (')[0]})" if what else "")
+            forest_lines.append(forest.Line(label, tuple(intervals), c["paper_diff"]))
     return paper_rows, strong_rows, forest_lines
 
 

@@ -130,8 +130,10 @@ def _summary_plan():
     return make_plan([t4, fig2, adaptive]), rows
 
 
-def test_the_summary_gives_each_main_claim_against_the_papers_and_the_strongest_attacker():
+def test_the_summary_gives_each_main_claim_against_the_papers_and_the_strongest_attacker(monkeypatch):
     p, rows = _summary_plan()
+    drawn, draw = [], page.forest.draw
+    monkeypatch.setattr(page.forest, "draw", lambda lines, stem: drawn.extend(lines) or draw(lines, stem))
     md, _ = page.render(p, rows, header="HEADER")
     head = "**The paper's main claims** at scale small, seeds 0, 1, 2: "
     assert md.index("HEADER") < md.index(head) < md.index("**Claims:**")
@@ -153,6 +155,9 @@ def test_the_summary_gives_each_main_claim_against_the_papers_and_the_strongest_
     # The forest plot, drawn under the plan's OUT_DIR, its address given by the page's link.
     assert "![Forest plot of the main claims" in summary and "](out/figures/forest.png)" in summary
     assert os.path.isfile("out/figures/forest.png")
+    # Each forest line says what its strongest-attacker interval measures: for detection, another quantity.
+    assert drawn[-1].label == ("CCE-DM_2 − CCE-RM_2, entropy-detection AUC under PGD (Figure 2)\n"
+                          "(strongest attacker: detection-aware robust accuracy)")
     # ADP_2 has no value in Table 4 here: its column is left out.
     assert "| | ADV-EN_2 | CCE-RM_2 |" in md and "| | ADV-EN_2 | ADP_2" not in md
     # Only the main claims this plan states and trains; the others are named as not measured.
