@@ -119,9 +119,15 @@ def strongest(checked: dict[str, list[dict]], entry: dict, metric: Optional[str]
 def to_decide(c: dict, half_width: float = DECIDED) -> str:
     """Where a verdict's 95 % interval is wider than ±``half_width`` (a fraction), about how many seeds
     (at the per-seed sd it used), or test images a seed (on these seeds: the seeds' own spread stays,
-    the images' noise shrinks as 1/n), would narrow it to that; "" where it is that narrow already."""
-    if c["ci_low"] is None or (c["ci_high"] - c["ci_low"]) / 2 <= half_width or c["scale"] != 100.0:
+    the images' noise shrinks as 1/n), would narrow it to that. One that narrow already is decided:
+    straddling 0 it says which differences it rules out (so "cannot be told apart" is not read as
+    "too few images"); otherwise ""."""
+    if c["ci_low"] is None or c["scale"] != 100.0:
         return ""
+    if (c["ci_high"] - c["ci_low"]) / 2 <= half_width:
+        return "" if c["ci_low"] > 0 or c["ci_high"] < 0 else (
+            f"decided (±{100 * (c['ci_high'] - c['ci_low']) / 2:.1f}): a difference outside "
+            f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] is ruled out")
     n = len(c["seeds"])
     seeds = next((m for m in range(n + 1, 1001) if stats.t_half_width(c["sd"], m) <= half_width), None)
     said = [f"about {seeds} seeds" if seeds else "more than 1,000 seeds"]
@@ -197,8 +203,9 @@ def summary(plan: Plan, checked: dict[str, list[dict]], budgets: list[Arm],
     if strong_rows:
         lines += ["", "Against the strongest attacker: the per-sample worst case over every attack (the white-box "
                   "cascade and every attack on at least its images), and for detection the detector-aware "
-                  f"attacker; an interval wider than ±{100 * DECIDED:g} points says what would decide it:", "",
-                  markdown_table(["Claim (a − b), measured as", *budget_head, "to decide"], strong_rows)]
+                  f"attacker; an interval wider than ±{100 * DECIDED:g} points says what would decide it, and a narrower "
+                  "one that straddles 0 what difference it rules out:", "",
+                  markdown_table(["Claim (a − b), measured as", *budget_head, "decision"], strong_rows)]
     png = forest_link(forest_lines) if forest_lines else None
     if png:
         lines += ["", f"![Forest plot of the main claims: our 95 % intervals at each budget and attacker, "
