@@ -120,13 +120,14 @@ def to_decide(c: dict, half_width: float = DECIDED) -> str:
     """Where a verdict's 95 % interval is wider than ±``half_width`` (a fraction), about how many seeds
     (at the per-seed sd it used), or test images a seed (on these seeds: the seeds' own spread stays,
     the images' noise shrinks as 1/n), would narrow it to that. One that narrow already is decided:
-    straddling 0 it says which differences it rules out (so "cannot be told apart" is not read as
+    with no verdict it says which differences it rules out (so "cannot be told apart" is not read as
     "too few images"); otherwise ""."""
     if c["ci_low"] is None or c["scale"] != 100.0:
         return ""
-    if (c["ci_high"] - c["ci_low"]) / 2 <= half_width:
-        return "" if c["ci_low"] > 0 or c["ci_high"] < 0 else (
-            f"decided (±{100 * (c['ci_high'] - c['ci_low']) / 2:.1f}): a difference outside "
+    half = (c["ci_high"] - c["ci_low"]) / 2
+    if half <= half_width:
+        return "" if c["verdict"] != stats.UNDECIDED else (
+            f"decided (±{100 * half:.1f}): a difference outside "
             f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] is ruled out")
     n = len(c["seeds"])
     seeds = next((m for m in range(n + 1, 1001) if stats.t_half_width(c["sd"], m) <= half_width), None)
@@ -138,7 +139,7 @@ def to_decide(c: dict, half_width: float = DECIDED) -> str:
         said.append(f"{math.ceil(noise ** 2 * c['n_images'] / room):,} test images a seed on these {n} seeds")
     elif noise > 0 and c["n_images"]:
         said.append(f"no number of test images on {n} seeds (their own spread is wider)")
-    return f"±{100 * (c['ci_high'] - c['ci_low']) / 2:.1f}: {' or '.join(said)} would give ±{100 * half_width:g}"
+    return f"±{100 * half:.1f}: {' or '.join(said)} would give ±{100 * half_width:g}"
 
 
 def _claim_name(main: tuple, c: dict) -> str:
@@ -204,7 +205,7 @@ def summary(plan: Plan, checked: dict[str, list[dict]], budgets: list[Arm],
         lines += ["", "Against the strongest attacker: the per-sample worst case over every attack (the white-box "
                   "cascade and every attack on at least its images), and for detection the detector-aware "
                   f"attacker; an interval wider than ±{100 * DECIDED:g} points says what would decide it, and a narrower "
-                  "one that straddles 0 what difference it rules out:", "",
+                  "one with no verdict what difference it rules out:", "",
                   markdown_table(["Claim (a − b), measured as", *budget_head, "decision"], strong_rows)]
     png = forest_link(forest_lines) if forest_lines else None
     if png:

@@ -310,9 +310,9 @@ def test_to_decide_says_how_many_seeds_or_images_would_narrow_a_worst_case_to_tw
     # Seeds that disagree more than 2 points allow: no number of images decides it.
     spread = dict(base, per_seed=[0.05, -0.04, 0.03, -0.05, 0.01], noise=0.01, sd=0.042, ci_low=-0.05, ci_high=0.05)
     assert "no number of test images on 5 seeds" in page.to_decide(spread)
-    assert page.to_decide(dict(spread, ci_low=0.001, ci_high=0.03)) == ""   # decided: it holds
-    # Decided but straddling 0: it says which differences it rules out, not that it needs more data.
-    assert page.to_decide(dict(spread, ci_low=-0.003, ci_high=0.009)) == (
+    assert page.to_decide(dict(spread, ci_low=0.001, ci_high=0.03, verdict=stats.HOLDS)) == ""
+    # Narrow but with no verdict: it says which differences it rules out, not that it needs more data.
+    assert page.to_decide(dict(spread, ci_low=-0.003, ci_high=0.009, verdict=stats.UNDECIDED)) == (
         "decided (±0.6): a difference outside [-0.3, +0.9] is ruled out")
 
 
