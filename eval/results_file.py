@@ -12,6 +12,7 @@ Usage::
     results_file.write(path, lambda latest: merged(latest, mine), fp,  # merge with what is on disk
                        arrays=lambda: {npz_path: (arrays, True)})     # its npz beside it, first
     results_file.write_markdown(out_dir + "/transferability.md", text)
+    results_file.discard(rungs_path)                                  # work in progress, now in its result
 
 A write holds the lock of the file's folder (cce_tf.run_lock: RUN/eval/.lock, OUT_DIR/.lock) while it
 reads the file again, copies a file of other weights to stale/ (eval.reuse.keep_stale, with the npz
@@ -93,6 +94,14 @@ def write_arrays(path: str, arrays: Mapping[str, np.ndarray], compressed: bool =
     with run_lock.hold(run_lock.lock_path(os.path.dirname(path) or "."), wait=True):
         atomic.write_file(path, lambda f: save(f, **arrays), "wb")
     return path
+
+
+def discard(path: str) -> None:
+    """Remove the file ``path`` (a record of work in progress that its result now holds) under its
+    folder's lock; nothing where it is missing."""
+    with run_lock.hold(run_lock.lock_path(os.path.dirname(path) or "."), wait=True):
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def write_markdown(path: str, text: str) -> str:

@@ -147,6 +147,40 @@ def test_detection_aware_robust_accuracy_counts_only_undetected_fooling(tiny_run
     assert again["seconds"] == r["seconds"]  # reused: same weights and settings
 
 
+def test_a_killed_ladder_resumes_at_its_next_k_with_the_same_result(tiny_run, tmp_path, monkeypatch):
+    """Killed during k = 4, the evaluation keeps k = 2 on file and runs only k = 4 again; its result is
+    the one an uninterrupted evaluation writes, and the record of finished rungs is gone after."""
+    import os
+
+    from attacks import detector_aware
+    from conftest import copy_run
+    from eval.analyses import adaptive_detection
+    options = adaptive_detection.Options(n_samples=48, batch_size=48, nb_iter=2, max_nb_iter=4, betas=(1.0,),
+                                         verbose=0)
+    whole = adaptive_detection.evaluate(copy_run(tiny_run, tmp_path / "whole"), options)
+    run = copy_run(tiny_run, tmp_path / "killed")
+    two_stage = detector_aware.two_stage
+
+    def killed_at_4(*args, **kw):
+        if kw["nb_iter"] == 4:
+            raise KeyboardInterrupt
+        return two_stage(*args, **kw)
+
+    monkeypatch.setattr(detector_aware, "two_stage", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        adaptive_detection.evaluate(run, options)
+    rungs = os.path.join(run, "eval", adaptive_detection.RUNGS_NAME)
+    assert list(adaptive_detection.results_file.read(rungs)["rungs"]) == ["2"]
+    monkeypatch.setattr(detector_aware, "two_stage", two_stage)
+    confident, ks = detector_aware.pgd_confident, []
+    monkeypatch.setattr(detector_aware, "pgd_confident", lambda *a, **kw: ks.append(kw["nb_iter"]) or confident(*a, **kw))
+    resumed = adaptive_detection.evaluate(run, options)
+    assert ks == [4] and not os.path.exists(rungs)
+    assert resumed["k_check"] == whole["k_check"]
+    assert resumed["detection_aware_robust_accuracy"] == whole["detection_aware_robust_accuracy"]
+    assert {n: m["evaded"] for n, m in resumed["attacks"].items()} == {n: m["evaded"] for n, m in whole["attacks"].items()}
+
+
 def _ladder(robust_at: dict, n: int = 200):
     """k_ladder on a synthetic attacker: at k it evades the first n·(1 − robust_at[k]) of n samples,
     all classified right."""

@@ -25,7 +25,8 @@ the paper's k for a plain attacker, the package overstated CCE-DM_2's detection-
 accuracy by about 6 points: issue "The detector-aware attacker converges").
 
 Writes RUN/eval/adaptive_detection.json with the weights' SHA-256 and its settings (reused by the rule
-of eval.reuse; --force recomputes).
+of eval.reuse; --force recomputes). Each finished k goes to RUN/eval/adaptive_detection.rungs.json
+until the ladder ends (then it is removed): an evaluation killed at k = 160 resumes there, not at 20.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ NAME = "adaptive_detection"
 SCOPE = "run"   # one job per run (studies.plan)
 
 JSON_NAME = "adaptive_detection.json"
+RUNGS_NAME = "adaptive_detection.rungs.json"   # the finished rungs of an evaluation not yet written
 BETAS = (0.1, 0.5, 1.0, 3.0, 10.0)
 FPR = 0.05
 CONVERGED = 0.01   # doubling k moves the detection-aware robust accuracy by less than this: converged
@@ -155,6 +157,9 @@ def evaluate(target, options: Options = Options()) -> dict:
     old, decision = results_file.decide(path, fp, settings, force)
     if decision.reuse:
         return old
+    rungs_path = target.results_path(RUNGS_NAME)
+    cached, rungs_decision = results_file.decide(rungs_path, fp, settings, force)
+    done = dict(cached["rungs"]) if rungs_decision.reuse else {}   # str(k): that rung's evaded, attacks, seconds
     ens = load()
     log = (lambda msg: print(f"[{run_dir}] {msg}", flush=True)) if verbose else (lambda msg: None)
     for line in reuse.explain(path, {"adaptive detection": decision}):
@@ -173,7 +178,13 @@ def evaluate(target, options: Options = Options()) -> dict:
     results = {}
 
     def evaded_at(k: int) -> np.ndarray:
-        """Every attack at k on every sample; their per-attack results replace the shorter k's."""
+        """Every attack at k on every sample; their per-attack results replace the shorter k's. A rung
+        finished before (``done``) is read back: the same seeds give the same examples."""
+        if str(k) in done:
+            results.update(done[str(k)]["attacks"])
+            log(f"k = {k}: read back from {rungs_path}")
+            return np.isin(np.arange(len(x)), done[str(k)]["evaded"])
+        t_rung = time.time()
         q = detection.attack_params(cfg["dataset"], o.eps, o.eps_iter, k)
         kw = dict(eps=q["eps"], eps_iter=q["eps_iter"], nb_iter=k)
         attacks = {"pgd": (gradient.pgd, kw)}
@@ -200,15 +211,21 @@ def evaluate(target, options: Options = Options()) -> dict:
             log(f"k = {k}, {name}: AUC {pct(m['auc'])}, adversarial accuracy {pct(results[name]['adv_accuracy'])}%, "
                 f"{pct(results[name]['evaded'])}% misclassified and not flagged")
         log(f"k = {k}: {pct(float(np.mean(correct & ~evaded_any)))}% detection-aware robust at this k alone")
+        done[str(k)] = dict(evaded=np.flatnonzero(evaded_any).tolist(), attacks=dict(results),
+                            seconds=round(time.time() - t_rung, 2))
+        results_file.write(rungs_path, dict(rungs=done, **reuse.stamp(settings, fp)))
         return evaded_any
 
+    read_back = sum(r["seconds"] for r in done.values())   # the time of this result includes its earlier rungs'
     check, evaded_any = k_ladder(evaded_at, correct, p["nb_iter"], max_nb_iter)
     warnings = k_warnings(check)
     result = dict(run_dir=os.path.abspath(run_dir), dataset=cfg["dataset"], label=run_label(cfg),
                   n_samples=int(len(x)), natural_accuracy=float(correct.mean()), threshold=thr, fpr=FPR,
                   attacks=results, detection_aware_robust_accuracy=float(np.mean(correct & ~evaded_any)),
-                  k_check=check, warnings=warnings, seconds=round(time.time() - t0, 2), **reuse.stamp(settings, fp))
+                  k_check=check, warnings=warnings, seconds=round(time.time() - t0 + read_back, 2),
+                  **reuse.stamp(settings, fp))
     results_file.write(path, result, fp)
+    results_file.discard(rungs_path)
     ladder = ", ".join(f"k = {r['nb_iter']}: {pct(r['robust'])}%" for r in check["rungs"])
     log(f"detection-aware robust accuracy {pct(result['detection_aware_robust_accuracy'])}% "
         f"(threshold H > {thr:.3f} flags {100 * FPR:g}% of clean images; worst case over {ladder}; "
