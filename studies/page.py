@@ -278,7 +278,7 @@ def render(plan: Plan, rows: list[dict], header: str = "",
            link: Callable[[str, str], str] = lambda study, path: path) -> tuple[str, str]:
     """(Markdown page, CSV text) of every part of the plan's study. ``link(study, png)`` gives the
     address a figure is shown under (the page's folder may differ from OUT_DIR)."""
-    md = [header] if header else []
+    md = [header + "\n"] if header else []   # a paragraph of its own: the summary follows it
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["study", "key", "cell", "n_seeds", "mean", "sd", "wilson_low", "wilson_high", "paper",
