@@ -200,6 +200,36 @@ def test_check_bounds():
         engine.check_bounds(x, x[:2], eps=0.1)
 
 
+def test_a_killed_attack_resumes_at_its_next_batch_with_the_same_flags(tiny_run, tmp_path, monkeypatch):
+    """Killed in its second batch, PGD keeps the first on file and attacks only the second again; its
+    flags are those of an uninterrupted run, and the record of finished batches is gone after."""
+    args = [*TINY, "--attacks", "pgd", "--nosanity"]
+    whole = copy_run(tiny_run, tmp_path / "whole")
+    assert suite_cli.cli(["attack_suite", "--run_dir", whole, *args]) == 0
+    run = copy_run(tiny_run, tmp_path / "killed")
+    real, calls = registry.run_detailed, []
+
+    def killed_in_batch_2(name, *a, **kw):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(registry, "run_detailed", killed_in_batch_2)
+    with pytest.raises(KeyboardInterrupt):
+        suite_cli.cli(["attack_suite", "--run_dir", run, *args])
+    record = os.path.join(run, "eval", store.BATCHES_FILE.format("pgd"))
+    with open(record) as f:
+        assert list(json.load(f)["batches"]) == ["0"]
+    monkeypatch.setattr(registry, "run_detailed", real)
+    calls = _counting_run(monkeypatch)
+    assert suite_cli.cli(["attack_suite", "--run_dir", run, *args]) == 0
+    assert calls == ["pgd"] and not os.path.exists(record)
+    resumed, uninterrupted = store.read_masks(run), store.read_masks(whole)
+    np.testing.assert_array_equal(resumed["pgd"], uninterrupted["pgd"])
+    assert _results(run)["attacks"]["pgd"]["robust_accuracy"] == _results(whole)["attacks"]["pgd"]["robust_accuracy"]
+
+
 def test_out_of_ball_attack_is_an_error_and_not_recorded(first_run, run_dir, monkeypatch, capsys):
     before = _results(run_dir)["attacks"]["fgsm"]
 

@@ -63,7 +63,9 @@ def check_bounds(x: np.ndarray, x_adv: np.ndarray, eps: Optional[float], tol: fl
 
 def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params: dict,
                 batch_size: int = 500, bar: Optional[Progress] = None, seed: Optional[int] = None,
-                first_index: int = 0, keep: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
+                first_index: int = 0, keep: Optional[dict[str, np.ndarray]] = None,
+                done: Optional[dict[int, np.ndarray]] = None,
+                on_batch: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
     """Per sample: the model is right on x AND on the attack's x_adv. Only samples it gets right
     are attacked (the others cannot count as robust), as AutoAttack's own evaluation does.
 
@@ -72,6 +74,10 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
     :param first_index: test-set index of x[0] (for the seeds and the error messages).
     :param keep: if given, filled with "x_adv" (x where a sample was not attacked) and the attack's
         per-sample details (``attacks.registry.run_detailed``; 0 where not attacked).
+    :param done: flags of batches finished before, by the offset of their first sample in x: read
+        back, not attacked again (a batch's seed depends only on its first index, so they are the
+        flags this call would compute). Not with ``keep``.
+    :param on_batch: called with (offset, flags) after each batch attacked here.
     :raises BoundsError: some x_adv outside the ε-ball or [0, 1].
     :raises attacks.errors.AttackUnavailable: the attack's library is missing.
     """
@@ -81,8 +87,16 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
     robust = np.zeros(len(x), bool)
     if keep is not None:
         keep["x_adv"] = np.array(x, np.float32)
+    done = done or {}
+    if done and keep is not None:
+        raise ValueError("robust_mask: finished batches cannot be read back with keep (their x_adv are not kept)")
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        if start in done:
+            robust[start:start + len(xb)] = done[start]
+            if bar is not None:
+                bar.add(len(xb))
+            continue
         idx = np.flatnonzero(predict_labels(model, xb, batch_size) == yb)
         if idx.size:
             if seed is not None:
@@ -96,6 +110,8 @@ def robust_mask(model: Callable, name: str, x: np.ndarray, y: np.ndarray, params
                 keep["x_adv"][start + idx] = x_adv
                 for key, value in details.items():
                     keep.setdefault(key, np.zeros(len(x), value.dtype))[start + idx] = value
+        if on_batch is not None:
+            on_batch(start, robust[start:start + len(xb)])
         if bar is not None:
             bar.add(len(xb))
     return robust

@@ -74,7 +74,7 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
 
     outcomes: dict[str, Outcome] = {}
     for name, (params, n) in plan.attacks.items():
-        settings, keep = reuse_settings(params, n, seed, opts.draw), None
+        settings, keep, batches = reuse_settings(params, n, seed, opts.draw), None, None
         if name in merged:  # merged from shards (shard_mask): the same flags, computed elsewhere
             mask, seconds = np.asarray(merged[name][0], bool), float(merged[name][1])
             if mask.shape != (n,):
@@ -89,16 +89,22 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
         else:
             print(f"  {name}: {n} samples, {params}", flush=True)
             t0, keep = time.time(), ({} if name in store.SAVE_ADV else None)
+            # Their x_adv are kept, so the attacks of SAVE_ADV start over; the others resume at a batch.
+            batches = None if keep is not None else store.Batches(
+                plan.target, name, dict(settings, batch_size=opts.batch_size), fp, opts.force)
+            if batches is not None and batches.done:
+                print(f"  {name}: {len(batches.done)} finished batch(es) read back from {batches.path}", flush=True)
             try:
                 mask = robust_mask(model, name, x[:n], y[:n], params, opts.batch_size,
-                                   bar=Progress(n, opts.verbose), seed=seed, keep=keep)
+                                   bar=Progress(n, opts.verbose), seed=seed, keep=keep,
+                                   **(dict(done=batches.done, on_batch=batches.add) if batches is not None else {}))
             except AttackUnavailable as e:
                 print(f"  {name}: skipped: {e}", flush=True)
                 outcomes[name] = "skipped"
                 if files.record_skip(name, str(e)):
                     files.save()
                 continue
-            seconds = round(time.time() - t0, 3)
+            seconds = round(time.time() - t0 + (batches.seconds_before if batches is not None else 0.0), 3)
             how = f"{seconds:.1f}s"
         entry = {"robust_accuracy": float(mask.mean()), "params": params, "n_samples": n, "seconds": seconds,
                  **reuse.stamp(settings, fp)}
@@ -106,6 +112,8 @@ def evaluate_run(plan: RunPlan, x: np.ndarray, y: np.ndarray, opts: SuiteOptions
             entry.update(_kept_adversarial(plan.run_dir, name, y[:n], mask, keep, settings, fp))
         files.record(name, entry, mask, settings)
         files.save()
+        if batches is not None:
+            batches.discard()
         outcomes[name] = entry["robust_accuracy"]
         print(f"  {name}: robust accuracy {outcomes[name]:.4f} ({how})", flush=True)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -37,6 +38,9 @@ ADVERSARIAL_DIR = "adversarial"   # RUN/eval/adversarial/NAME.npz: x_adv of the 
 # The attacks whose x_adv are kept: AutoAttack takes the longest to re-run, and its examples are
 # what users re-check or transfer. The others recompute in seconds to minutes.
 SAVE_ADV = ("autoattack",)
+# RUN/eval/attack_suite.NAME.batches.json: the finished batches of an attack still running (the
+# cascade on 1,000 images is two batches of about an hour each), removed once its flags are recorded.
+BATCHES_FILE = "attack_suite.{}.batches.json"
 NATURAL = "natural"  # the key of the clean-correctness flags in MASKS_FILE
 RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS_FILE (not a table row)
 SIGNATURE = "__key"  # NAME + SIGNATURE: the weights and settings of the flags NAME
@@ -121,6 +125,33 @@ def write_adversarial(run_dir: str, name: str, y: np.ndarray, robust: np.ndarray
               "key": np.array(signature(settings, fp))}
     results_file.write_arrays(path, arrays)
     return os.path.abspath(path)
+
+
+class Batches:
+    """The finished batches of attack ``name`` (an attack killed half-way resumes at its next batch,
+    with the same flags: a batch's seed is its first index's, eval.analyses.attack_suite.engine).
+    ``done`` holds those read back for these weights and settings ({} for others, or with force) and
+    ``seconds_before`` the time they took; ``add`` records one more, ``discard`` removes the record
+    once the attack's flags are stored."""
+
+    def __init__(self, target: Target, name: str, settings: dict, fp: str, force: bool = False):
+        self.path = os.path.join(target.results_dir, BATCHES_FILE.format(name))
+        self.stamp = reuse.stamp(settings, fp)
+        old, decision = results_file.decide(self.path, fp, settings, force)
+        old = old if decision.reuse else {"batches": {}, "seconds": {}}
+        self.done = {int(start): np.asarray(flags, bool) for start, flags in old["batches"].items()}
+        self.seconds = {int(start): s for start, s in old["seconds"].items()}
+        self.seconds_before = sum(self.seconds.values())
+        self._since = time.time()
+
+    def add(self, start: int, flags: np.ndarray) -> None:
+        self.done[start], self.seconds[start] = np.asarray(flags, bool), round(time.time() - self._since, 3)
+        self._since = time.time()
+        results_file.write(self.path, dict(batches={str(s): f.astype(int).tolist() for s, f in sorted(self.done.items())},
+                                           seconds={str(s): t for s, t in sorted(self.seconds.items())}, **self.stamp))
+
+    def discard(self) -> None:
+        results_file.discard(self.path)
 
 
 # --------------------------------------------------------------------------------------------------
