@@ -39,7 +39,8 @@ ADVERSARIAL_DIR = "adversarial"   # RUN/eval/adversarial/NAME.npz: x_adv of the 
 # what users re-check or transfer. The others recompute in seconds to minutes.
 SAVE_ADV = ("autoattack",)
 # RUN/eval/attack_suite.NAME.batches.json: the finished batches of an attack still running (the
-# cascade on 1,000 images is two batches of about an hour each), removed once its flags are recorded.
+# cascade on 1,000 images is two batches of 12-23 min each on a core of its own), removed once its
+# flags are recorded.
 BATCHES_FILE = "attack_suite.{}.batches.json"
 NATURAL = "natural"  # the key of the clean-correctness flags in MASKS_FILE
 RESTARTS_MASK = "sanity_pgd_margin_restarts"   # sanity check 6's flags in MASKS_FILE (not a table row)
